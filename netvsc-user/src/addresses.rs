@@ -1,0 +1,73 @@
+//! Whether an interface carries an IPv4/IPv6 address ("routed"), asked of the kernel over
+//! rtnetlink by ifindex as the original does. Behind a trait so fake-sysfs tests can say.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+
+pub trait AddressOracle: Send + Sync {
+    /// The subset of `ifindexes` that carry at least one address. An ifindex the kernel does
+    /// not know simply has none.
+    fn routed<'a>(&'a self, ifindexes: &'a [u32]) -> BoxFuture<'a, anyhow::Result<HashSet<u32>>>;
+}
+
+/// Asks the running kernel (in the agent's network namespace).
+pub struct KernelAddresses {
+    handle: rtnetlink::Handle,
+}
+
+impl KernelAddresses {
+    /// Opens an rtnetlink connection; must be called inside a tokio runtime.
+    pub fn connect() -> anyhow::Result<Self> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection_with_strict_check().context("opening an rtnetlink socket")?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+}
+
+impl AddressOracle for KernelAddresses {
+    fn routed<'a>(&'a self, ifindexes: &'a [u32]) -> BoxFuture<'a, anyhow::Result<HashSet<u32>>> {
+        Box::pin(async move {
+            let mut routed = HashSet::new();
+            if ifindexes.is_empty() {
+                return Ok(routed);
+            }
+            let mut request = self.handle.address().get();
+            // With strict checking the kernel filters a single-interface dump itself.
+            if let [only] = ifindexes {
+                request.message_mut().header.index = *only;
+            }
+            let mut dump = request.execute();
+            while let Some(msg) = dump.try_next().await.context("dumping IP addresses over rtnetlink")? {
+                let has_address = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(_)));
+                if has_address && ifindexes.contains(&msg.header.index) {
+                    routed.insert(msg.header.index);
+                }
+            }
+            Ok(routed)
+        })
+    }
+}
+
+/// A fixed answer, shared so a test can change it while the agent runs.
+#[derive(Clone, Default)]
+pub struct StaticAddresses(pub Arc<Mutex<HashSet<u32>>>);
+
+impl StaticAddresses {
+    pub fn new(routed: impl IntoIterator<Item = u32>) -> Self {
+        Self(Arc::new(Mutex::new(routed.into_iter().collect())))
+    }
+}
+
+impl AddressOracle for StaticAddresses {
+    fn routed<'a>(&'a self, ifindexes: &'a [u32]) -> BoxFuture<'a, anyhow::Result<HashSet<u32>>> {
+        let known = self.0.lock().expect("poisoned");
+        let routed = ifindexes.iter().copied().filter(|i| known.contains(i)).collect();
+        Box::pin(futures::future::ready(Ok(routed)))
+    }
+}

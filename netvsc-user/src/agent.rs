@@ -1,0 +1,128 @@
+//! The event loop: event → re-read what changed → pairing decision → pipe write → report.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tracing::{debug, info};
+
+use crate::clock::{micros_since, monotonic_ns};
+use crate::failsafe::Outputs;
+use crate::pairing::{Action, Pairing};
+use crate::report::Reporter;
+use crate::selection::Selection;
+use crate::source::{LinkEvent, Source, SourceEvent};
+use crate::system::SystemReader;
+use crate::view::SystemView;
+
+/// Timers of the loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    /// How often a pipe line consumed while the VF is present is restored (the original's 1 s
+    /// guarantee). Costs one ioctl per pipe.
+    pub refill: Duration,
+    /// Safety full rescan for event sources, so a lost event cannot leave a stale pairing.
+    pub resync: Option<Duration>,
+}
+
+pub struct Agent {
+    reader: SystemReader,
+    view: SystemView,
+    pairing: Pairing,
+    outputs: Outputs,
+    reporter: Reporter,
+}
+
+impl Agent {
+    /// Scans the system, admits the selected interfaces, creates their outputs and publishes the
+    /// VFs already present. A bad selection comes back as a [`crate::selection::UsageError`].
+    pub async fn start(
+        mut reader: SystemReader,
+        selection: Selection,
+        admit_later: bool,
+        outputs: Outputs,
+        reporter: Reporter,
+    ) -> anyhow::Result<Self> {
+        let started = monotonic_ns();
+        let view = reader.full_scan().await?;
+        let (pairing, actions) = Pairing::start(selection, &view, admit_later)?;
+        let mut agent = Agent { reader, view, pairing, outputs, reporter };
+        agent.carry_out(&actions, "startup", started)?;
+        Ok(agent)
+    }
+
+    pub fn pairing(&self) -> &Pairing {
+        &self.pairing
+    }
+
+    pub fn view(&self) -> &SystemView {
+        &self.view
+    }
+
+    pub fn outputs(&self) -> &Outputs {
+        &self.outputs
+    }
+
+    /// Handles one event; returns the actions taken (empty when it concerned nothing managed).
+    pub async fn handle(&mut self, event: &SourceEvent, source: &str) -> anyhow::Result<Vec<Action>> {
+        let touched = self.reader.apply(&mut self.view, &event.event).await?;
+        if touched.is_nothing() {
+            return Ok(Vec::new());
+        }
+        let actions = self.pairing.reconcile(&self.view, &touched);
+        self.carry_out(&actions, source, event.seen_at_ns)?;
+        Ok(actions)
+    }
+
+    /// Runs until `stop` completes and returns its output. Source errors end the loop.
+    pub async fn run<T>(&mut self, source: &mut dyn Source, timers: Timers, stop: impl Future<Output = T>) -> anyhow::Result<T> {
+        let name = source.name();
+        let mut refill = interval_at(Instant::now() + timers.refill, timers.refill);
+        refill.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A zero-length period means "never": an interval needs a non-zero one.
+        let resync_period = timers.resync.unwrap_or(Duration::from_secs(86_400 * 365));
+        let mut resync = interval_at(Instant::now() + resync_period, resync_period);
+        resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        info!(source = name, contexts = self.pairing.contexts().len(), "watching");
+        loop {
+            tokio::select! {
+                result = &mut stop => return Ok(result),
+                event = source.next() => {
+                    let event = event.with_context(|| format!("{name} event source failed"))?;
+                    if let LinkEvent::Resync { reason } = event.event {
+                        debug!(source = name, reason, "full rescan");
+                    }
+                    self.handle(&event, name).await?;
+                }
+                _ = refill.tick() => {
+                    let restored = self.outputs.refill();
+                    if restored > 0 {
+                        debug!(restored, "restored consumed pipe lines");
+                    }
+                }
+                _ = resync.tick(), if timers.resync.is_some() => {
+                    let event = SourceEvent::now(LinkEvent::Resync { reason: "safety resync" });
+                    let actions = self.handle(&event, "resync").await?;
+                    if !actions.is_empty() {
+                        info!(changes = actions.len(), "safety resync found changes the events had not shown");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the pipes and removes the files this run created.
+    pub fn shutdown(self) {
+        self.outputs.close();
+    }
+
+    fn carry_out(&mut self, actions: &[Action], source: &str, seen_at_ns: u64) -> anyhow::Result<()> {
+        for action in actions {
+            self.outputs.apply(action)?;
+            self.reporter.action(action, source, micros_since(seen_at_ns));
+        }
+        Ok(())
+    }
+}

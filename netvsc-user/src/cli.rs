@@ -1,0 +1,186 @@
+//! Command line: what users of DPDK's vdev_netvsc know (`iface`, `mac`, `force`, `ignore`, or the
+//! devargs string verbatim), and the three ways to use the agent.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use macaddr::MacAddr6;
+
+use crate::selection::{parse_mac, Selection, Spec, UsageError};
+
+const EXAMPLES: &str = "\
+Examples:
+  # What would be managed, and which VF each NetVSC interface has now
+  netvsc-watch scan --json
+
+  # Launch testpmd with one fail-safe port per unrouted NetVSC interface
+  netvsc-watch exec -- dpdk-testpmd -l 0-1 -- -i
+
+  # Sidecar next to a DPDK pod: FIFOs and state files in a shared directory
+  netvsc-watch watch --fifo-dir /run/netvsc --iface eth1 --json
+
+  # The original driver's arguments, verbatim
+  netvsc-watch watch --fifo-dir /run/netvsc --devargs 'iface=eth1,force=1'
+
+Logging: RUST_LOG=debug (default info), to stderr.";
+
+/// Feeds the PCI address of each NetVSC interface's SR-IOV VF to DPDK fail-safe, on kernel events.
+///
+/// On Hyper-V/Azure every accelerated NIC appears twice: a NetVSC netdevice and an SR-IOV VF with
+/// the same MAC that comes and goes (live migration, host servicing). netvsc-watch pairs them
+/// like DPDK's vdev_netvsc and writes the VF's PCI address (`0002:00:02.0\n`) into the pipe a
+/// fail-safe instance reads (`net_failsafe_vsc<id>,fd(N),dev(net_tap_vsc<id>,remote=<if>)`),
+/// emptying it when the VF goes away.
+#[derive(Debug, Parser)]
+#[command(name = "netvsc-watch", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report every NetVSC interface once: managed or skipped (and why), and its VF
+    ///
+    /// Example: netvsc-watch scan --iface eth1 --json
+    Scan(ScanArgs),
+    /// Sidecar mode: keep a FIFO and a state file per managed interface in a shared directory
+    ///
+    /// In the DPDK container: `exec 10<>DIR/eth1.pipe` then
+    /// `--vdev 'net_failsafe_vsc0,fd(10),dev(net_tap_vsc0,remote=eth1)'`, or
+    /// `--vdev 'net_failsafe_vsc0,exec(cat DIR/eth1.addr),dev(net_tap_vsc0,remote=eth1)'`.
+    /// Interfaces that appear later are picked up.
+    ///
+    /// Example: netvsc-watch watch --fifo-dir /run/netvsc --json
+    Watch(WatchArgs),
+    /// Launcher mode: run a DPDK application with one fail-safe port per managed interface
+    ///
+    /// Inserts `--vdev net_failsafe_vsc<id>,fd(<N>),dev(net_tap_vsc<id>,remote=<if>)` right after
+    /// the program name, feeds the pipes while it runs, forwards SIGINT/SIGTERM to it and exits
+    /// with its status.
+    ///
+    /// Example: netvsc-watch exec --iface eth1 -- dpdk-testpmd -l 0-1 -- -i
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    /// Manage this interface even if it has IP addresses (repeatable). Default: every NetVSC
+    /// interface without an IPv4/IPv6 address.
+    #[arg(long = "iface", value_name = "NAME")]
+    pub ifaces: Vec<String>,
+    /// Like --iface, locating the interface by MAC address, any case (repeatable)
+    #[arg(long = "mac", value_name = "MAC", value_parser = mac_arg)]
+    pub macs: Vec<MacAddr6>,
+    /// Accept a named interface that is not NetVSC as if it were (e.g. a virtio stand-in)
+    #[arg(long)]
+    pub force: bool,
+    /// Do nothing and exit 0, like vdev_netvsc's ignore=1 (exec runs the application unchanged)
+    #[arg(long)]
+    pub ignore: bool,
+    /// vdev_netvsc device arguments verbatim, e.g. 'iface=eth1,force=1' (keys: iface, mac, force,
+    /// ignore)
+    #[arg(long, value_name = "KVARGS")]
+    pub devargs: Option<String>,
+    /// Root of the sysfs tree to read interfaces from (a fake tree in tests)
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    pub sysfs_root: PathBuf,
+}
+
+impl SelectionArgs {
+    /// The selection in effect: flags first, then the devargs string.
+    pub fn selection(&self) -> Result<Selection, UsageError> {
+        let mut selection = Selection {
+            specs: self.ifaces.iter().cloned().map(Spec::Name).chain(self.macs.iter().copied().map(Spec::Mac)).collect(),
+            force: self.force,
+            ignore: self.ignore,
+        };
+        if let Some(devargs) = &self.devargs {
+            selection.add_devargs(devargs)?;
+        }
+        Ok(selection)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// rtnetlink link and address events; re-reads only the interface an event names
+    Netlink,
+    /// Full rescan every --poll-interval, as the original vdev_netvsc does
+    Poll,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where change events come from
+    #[arg(long, value_enum, default_value_t = SourceKind::Netlink)]
+    pub source: SourceKind,
+    /// Rescan period of the poll source, in milliseconds (1000 is the original's)
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_interval: u64,
+    /// Safety full rescan period of event sources, in milliseconds; 0 turns it off
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub resync_interval: u64,
+    /// How soon a pipe line consumed while the VF is still present is restored, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub refill_interval: u64,
+    /// Print one JSON line per association change on stdout (with source and reaction time)
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RunArgs {
+    pub fn timers(&self) -> crate::agent::Timers {
+        crate::agent::Timers {
+            refill: Duration::from_millis(self.refill_interval),
+            resync: (self.resync_interval > 0).then(|| Duration::from_millis(self.resync_interval)),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// One JSON object per line instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Directory for `<if>.pipe` (FIFO) and `<if>.addr` (state file); must exist
+    #[arg(long, value_name = "DIR")]
+    pub fifo_dir: PathBuf,
+    /// Permissions of the files created there, in octal
+    #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = octal_mode)]
+    pub file_mode: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The DPDK application and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "APP")]
+    pub command: Vec<OsString>,
+}
+
+fn mac_arg(value: &str) -> Result<MacAddr6, String> {
+    parse_mac(value).map_err(|e| e.to_string())
+}
+
+fn octal_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("{value:?} is not an octal file mode such as 0600"))
+}

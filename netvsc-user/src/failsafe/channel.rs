@@ -1,0 +1,108 @@
+//! One fail-safe control channel: a pipe or FIFO that fail-safe reads with `fd(N)`.
+//!
+//! fail-safe drains every available line and uses the last, only while its sub-device is absent.
+//! So the invariants kept here are: at most one line in the pipe, and it is the current VF's
+//! address; emptied as soon as the VF goes; writes never block; a consumed line is restored by
+//! [`Channel::refill`] while the VF is still there.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::unistd::{read, write};
+
+nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
+
+/// Longest line a PCI (or other bus) device name gives; pipes write up to PIPE_BUF atomically.
+const MAX_LINE: usize = 256;
+
+#[derive(Debug)]
+pub struct Channel {
+    /// Where lines are written (non-blocking).
+    tx: OwnedFd,
+    /// Our own read side, used only to empty the pipe; `None` when `tx` reads too (a FIFO
+    /// opened read-write).
+    rx: Option<OwnedFd>,
+    line: Option<String>,
+}
+
+impl Channel {
+    /// `tx` must be non-blocking. `rx` reads the same pipe (non-blocking) if `tx` cannot.
+    pub fn new(tx: OwnedFd, rx: Option<OwnedFd>) -> Self {
+        Self { tx, rx, line: None }
+    }
+
+    /// The address currently published, if any.
+    pub fn current(&self) -> Option<&str> {
+        self.line.as_deref()
+    }
+
+    /// Replaces the pipe content with `address` + `\n`, or empties it for `None`.
+    pub fn publish(&mut self, address: Option<&str>) -> io::Result<()> {
+        if let Some(address) = address {
+            if address.len() + 1 > MAX_LINE || address.contains('\n') {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad device name {address:?}")));
+            }
+        }
+        self.drain()?;
+        self.line = address.map(str::to_owned);
+        if self.line.is_some() {
+            self.write_line()?;
+        }
+        Ok(())
+    }
+
+    /// Restores the line if the consumer took it while the VF is still there. Returns whether it
+    /// wrote. Costs one ioctl when nothing is to be done.
+    pub fn refill(&mut self) -> io::Result<bool> {
+        if self.line.is_none() || self.pending_bytes()? > 0 {
+            return Ok(false);
+        }
+        self.write_line()?;
+        Ok(true)
+    }
+
+    /// Bytes waiting in the pipe.
+    pub fn pending_bytes(&self) -> io::Result<usize> {
+        let mut count: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the pointer, which outlives the call.
+        unsafe { fionread(self.reader().as_raw_fd(), &mut count) }.map_err(io::Error::from)?;
+        Ok(count.max(0) as usize)
+    }
+
+    /// The separate read end, for handing to a child process.
+    pub fn read_end(&self) -> Option<std::os::fd::RawFd> {
+        self.rx.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    fn reader(&self) -> BorrowedFd<'_> {
+        self.rx.as_ref().unwrap_or(&self.tx).as_fd()
+    }
+
+    fn drain(&self) -> io::Result<()> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match read(self.reader(), &mut buf) {
+                Ok(0) | Err(Errno::EAGAIN) => return Ok(()),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    fn write_line(&self) -> io::Result<()> {
+        let line = format!("{}\n", self.line.as_deref().unwrap_or_default());
+        loop {
+            // Under PIPE_BUF bytes a pipe write is all or nothing, so no partial line can appear.
+            return match write(&self.tx, line.as_bytes()) {
+                Ok(_) => Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "pipe full: another writer is filling it; line not written",
+                )),
+                Err(err) => Err(err.into()),
+            };
+        }
+    }
+}

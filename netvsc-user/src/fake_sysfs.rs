@@ -1,0 +1,111 @@
+//! Builds fake sysfs trees shaped like the real one, for tests, benchmarks and the demo.
+//!
+//! Layout: `class/net/<name>/{ifindex,address,type}` plus a `device` link to
+//! `devices/{vmbus,pci}/<id>`, whose `subsystem` links to `bus/<bus>`; NetVSC parents carry
+//! `class_id`. Virtual devices (VLAN, bond, veth) have no `device` link, as in the kernel.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::link::NETVSC_CLASS_ID;
+
+/// A fake `/sys` rooted at a directory the caller owns (often a `tempfile::TempDir`).
+#[derive(Clone, Debug)]
+pub struct FakeSysfs {
+    root: PathBuf,
+}
+
+impl FakeSysfs {
+    /// Creates the skeleton (`class/net`, `bus/pci`, `bus/vmbus`) under `root`.
+    pub fn create(root: &Path) -> io::Result<Self> {
+        for dir in ["class/net", "bus/pci", "bus/vmbus", "bus/virtio", "devices"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(Self { root: root.to_owned() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A NetVSC netdevice on its own VMBus device.
+    pub fn add_netvsc(&self, name: &str, ifindex: u32, mac: &str) -> io::Result<()> {
+        let parent = format!("vmbus/netvsc-{ifindex}");
+        self.add_device(&parent, "vmbus", Some(NETVSC_CLASS_ID))?;
+        self.add_netdev(name, ifindex, mac, 1, Some(&parent))
+    }
+
+    /// A VF: a netdevice whose parent is the PCI function `pci` (e.g. `0002:00:02.0`).
+    pub fn add_vf(&self, name: &str, ifindex: u32, mac: &str, pci: &str) -> io::Result<()> {
+        let parent = format!("pci/{pci}");
+        self.add_device(&parent, "pci", None)?;
+        self.add_netdev(name, ifindex, mac, 1, Some(&parent))
+    }
+
+    /// A netdevice on another bus (virtio-net, say): neither NetVSC nor a VF.
+    pub fn add_virtio(&self, name: &str, ifindex: u32, mac: &str) -> io::Result<()> {
+        let parent = format!("virtio/virtio{ifindex}");
+        self.add_device(&parent, "virtio", None)?;
+        self.add_netdev(name, ifindex, mac, 1, Some(&parent))
+    }
+
+    /// A virtual netdevice (VLAN, bond, bridge, veth): no parent device at all.
+    pub fn add_virtual(&self, name: &str, ifindex: u32, mac: &str) -> io::Result<()> {
+        self.add_netdev(name, ifindex, mac, 1, None)
+    }
+
+    /// A netdevice of another link type (`type` is an ARPHRD value, e.g. 772 for loopback).
+    pub fn add_non_ethernet(&self, name: &str, ifindex: u32, link_type: u32) -> io::Result<()> {
+        self.add_netdev(name, ifindex, "00:00:00:00:00:00", link_type, None)
+    }
+
+    /// A netdevice whose `device` link points nowhere (its parent is being torn down).
+    pub fn add_dangling(&self, name: &str, ifindex: u32, mac: &str) -> io::Result<()> {
+        self.add_netdev(name, ifindex, mac, 1, None)?;
+        symlink("../../../devices/pci/gone", self.netdev(name).join("device"))
+    }
+
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        fs::remove_dir_all(self.netdev(name))
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.netdev(from), self.netdev(to))
+    }
+
+    pub fn set_mac(&self, name: &str, mac: &str) -> io::Result<()> {
+        fs::write(self.netdev(name).join("address"), format!("{mac}\n"))
+    }
+
+    /// Directory of one netdevice, for tests that damage entries on purpose.
+    pub fn netdev(&self, name: &str) -> PathBuf {
+        self.root.join("class/net").join(name)
+    }
+
+    fn add_device(&self, parent: &str, bus: &str, class_id: Option<&str>) -> io::Result<()> {
+        let dir = self.root.join("devices").join(parent);
+        fs::create_dir_all(&dir)?;
+        let subsystem = dir.join("subsystem");
+        if fs::symlink_metadata(&subsystem).is_err() {
+            symlink(format!("../../../bus/{bus}"), subsystem)?;
+        }
+        if let Some(class_id) = class_id {
+            fs::write(dir.join("class_id"), format!("{class_id}\n"))?;
+        }
+        Ok(())
+    }
+
+    fn add_netdev(&self, name: &str, ifindex: u32, mac: &str, link_type: u32, parent: Option<&str>) -> io::Result<()> {
+        let dir = self.netdev(name);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("ifindex"), format!("{ifindex}\n"))?;
+        fs::write(dir.join("address"), format!("{mac}\n"))?;
+        fs::write(dir.join("type"), format!("{link_type}\n"))?;
+        if let Some(parent) = parent {
+            symlink(format!("../../../devices/{parent}"), dir.join("device"))?;
+        }
+        Ok(())
+    }
+}

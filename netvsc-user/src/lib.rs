@@ -1,0 +1,21 @@
+//! netvsc-watch: feeds the PCI address of each NetVSC interface's SR-IOV VF to DPDK fail-safe
+//! instances, driven by kernel link events instead of the original vdev_netvsc's 1 s rescan.
+//!
+//! Data flows one way: a [`source`] reports an event, [`system`] re-reads only what it concerns
+//! into the [`view`], [`pairing`] decides, [`failsafe`] writes the pipes, [`report`] tells.
+
+pub mod addresses;
+pub mod agent;
+pub mod cli;
+pub mod clock;
+pub mod exec;
+pub mod failsafe;
+pub mod fake_sysfs;
+pub mod link;
+pub mod pairing;
+pub mod report;
+pub mod selection;
+pub mod source;
+pub mod sysfs;
+pub mod system;
+pub mod view;

@@ -1,0 +1,220 @@
+//! Pairing: which VF belongs to which managed NetVSC interface. Pure: a view and what changed
+//! go in, actions come out; no I/O, so every rule is unit-tested.
+
+use macaddr::MacAddr6;
+
+use crate::link::{Link, LinkKind};
+use crate::selection::{Admitted, Selection, UsageError};
+use crate::view::{SystemView, Touched};
+
+/// The VF currently fed to a context's fail-safe instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vf {
+    pub ifindex: u32,
+    pub name: String,
+    pub pci: String,
+}
+
+impl Vf {
+    fn of(link: &Link) -> Option<Vf> {
+        let pci = link.pci_address()?.to_owned();
+        Some(Vf { ifindex: link.ifindex, name: link.name.clone(), pci })
+    }
+}
+
+/// One managed NetVSC interface and the fail-safe instance it feeds (`net_failsafe_vsc<id>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    pub id: u32,
+    pub ifindex: u32,
+    pub name: String,
+    pub mac: MacAddr6,
+    /// Chosen by the automatic rule: released (pipe emptied) while it carries an IP address.
+    pub auto: bool,
+    /// The NetVSC netdevice currently exists (pairing goes on by MAC while it does not).
+    pub attached: bool,
+    pub vf: Option<Vf>,
+    /// Candidates seen at the last evaluation, so an ambiguity is reported once, not per event.
+    candidates: Vec<u32>,
+}
+
+/// What the outputs and the log must do after an evaluation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A new context: create its pipe/FIFO.
+    Manage { id: u32, netvsc: String },
+    /// Write this VF's PCI address into the context's pipe (replacing any previous one).
+    Associate { id: u32, netvsc: String, vf: Vf },
+    /// Empty the pipe: the VF went away (or the interface must no longer be fed).
+    Dissociate { id: u32, netvsc: String, vf: Vf, reason: Release },
+    Renamed { id: u32, from: String, to: String },
+    /// Several VFs carry the MAC at once (old and new during a migration); `chosen` has the
+    /// newest ifindex.
+    Ambiguous { id: u32, netvsc: String, chosen: Vf, others: Vec<Vf> },
+    /// The NetVSC netdevice itself disappeared or came back.
+    Attached { id: u32, netvsc: String, attached: bool },
+}
+
+/// Why a pipe is emptied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    VfGone,
+    /// An automatically chosen interface gained an IP address: it is the VM's own path now.
+    Routed,
+}
+
+impl Release {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Release::VfGone => "vf-gone",
+            Release::Routed => "routed",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Pairing {
+    selection: Selection,
+    contexts: Vec<Context>,
+    /// Sidecar mode picks up NetVSC interfaces that appear later; the launcher cannot.
+    admit_later: bool,
+    next_id: u32,
+}
+
+impl Pairing {
+    /// Admits the selected interfaces and pairs them. Errors name a bad `--iface`/`--mac`.
+    pub fn start(selection: Selection, view: &SystemView, admit_later: bool) -> Result<(Self, Vec<Action>), UsageError> {
+        let admitted = selection.resolve(view)?;
+        let mut pairing = Pairing { selection, contexts: Vec::new(), admit_later, next_id: 0 };
+        let mut actions = Vec::new();
+        for Admitted { ifindex, auto } in admitted {
+            let link = view.get(ifindex).expect("resolve returns links of the view");
+            pairing.add_context(link, auto, &mut actions);
+        }
+        pairing.evaluate(view, &Touched::All, &mut actions);
+        Ok((pairing, actions))
+    }
+
+    pub fn contexts(&self) -> &[Context] {
+        &self.contexts
+    }
+
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// Re-evaluates what `touched` concerns. Cost depends on the contexts and the links sharing
+    /// their MACs, never on the total number of links (except for `Touched::All`).
+    pub fn reconcile(&mut self, view: &SystemView, touched: &Touched) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.admit(view, touched, &mut actions);
+        self.evaluate(view, touched, &mut actions);
+        actions
+    }
+
+    fn admit(&mut self, view: &SystemView, touched: &Touched, actions: &mut Vec<Action>) {
+        let fresh: Vec<&Link> = match touched {
+            Touched::Nothing => return,
+            Touched::Links { ifindexes, .. } => ifindexes.iter().filter_map(|i| view.get(*i)).collect(),
+            Touched::All => view.links().collect(),
+        };
+        for link in fresh.into_iter().filter(|link| link.is_netvsc()) {
+            if self.contexts.iter().any(|ctx| ctx.ifindex == link.ifindex) {
+                continue;
+            }
+            // A NetVSC interface that came back (new ifindex, same MAC) keeps its context and pipe.
+            if let Some(ctx) = self.contexts.iter_mut().find(|ctx| !ctx.attached && ctx.mac == link.mac) {
+                ctx.ifindex = link.ifindex;
+                ctx.attached = true;
+                actions.push(Action::Attached { id: ctx.id, netvsc: link.name.clone(), attached: true });
+                if ctx.name != link.name {
+                    actions.push(Action::Renamed { id: ctx.id, from: ctx.name.clone(), to: link.name.clone() });
+                    ctx.name = link.name.clone();
+                }
+                continue;
+            }
+            if self.admit_later && self.selection.admits_later(link, view.is_routed(link.ifindex)) {
+                self.add_context(link, self.selection.is_auto(), actions);
+            }
+        }
+    }
+
+    fn add_context(&mut self, link: &Link, auto: bool, actions: &mut Vec<Action>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.contexts.push(Context {
+            id,
+            ifindex: link.ifindex,
+            name: link.name.clone(),
+            mac: link.mac,
+            auto,
+            attached: true,
+            vf: None,
+            candidates: Vec::new(),
+        });
+        actions.push(Action::Manage { id, netvsc: link.name.clone() });
+    }
+
+    fn evaluate(&mut self, view: &SystemView, touched: &Touched, actions: &mut Vec<Action>) {
+        let managed: Vec<u32> = self.contexts.iter().map(|ctx| ctx.ifindex).collect();
+        for ctx in &mut self.contexts {
+            if !(touched.covers_ifindex(ctx.ifindex) || touched.covers_mac(&ctx.mac)) {
+                continue;
+            }
+            refresh_identity(ctx, view, actions);
+            let released = ctx.auto && ctx.attached && view.is_routed(ctx.ifindex);
+            let candidates: Vec<&Link> = view
+                .with_mac(&ctx.mac)
+                .filter(|link| matches!(link.kind, LinkKind::Pci { .. }) && !managed.contains(&link.ifindex))
+                .collect();
+            // Newest ifindex wins: during a migration the VF registered last is the live one.
+            let chosen = candidates.last().and_then(|link| Vf::of(link));
+            let ids: Vec<u32> = candidates.iter().map(|link| link.ifindex).collect();
+            if candidates.len() > 1 && ids != ctx.candidates {
+                let others = candidates[..candidates.len() - 1].iter().filter_map(|l| Vf::of(l)).collect();
+                let chosen = chosen.clone().expect("more than one candidate");
+                actions.push(Action::Ambiguous { id: ctx.id, netvsc: ctx.name.clone(), chosen, others });
+            }
+            ctx.candidates = ids;
+            let wanted = if released { None } else { chosen };
+            match (ctx.vf.take(), wanted) {
+                (Some(old), Some(new)) if old.pci == new.pci => ctx.vf = Some(new),
+                (_, Some(new)) => {
+                    actions.push(Action::Associate { id: ctx.id, netvsc: ctx.name.clone(), vf: new.clone() });
+                    ctx.vf = Some(new);
+                }
+                (Some(old), None) => {
+                    let reason = if released { Release::Routed } else { Release::VfGone };
+                    actions.push(Action::Dissociate { id: ctx.id, netvsc: ctx.name.clone(), vf: old, reason });
+                }
+                (None, None) => {}
+            }
+        }
+    }
+}
+
+/// Follows renames and MAC changes of the NetVSC interface itself, by ifindex.
+fn refresh_identity(ctx: &mut Context, view: &SystemView, actions: &mut Vec<Action>) {
+    match view.get(ctx.ifindex) {
+        Some(link) => {
+            if !ctx.attached {
+                ctx.attached = true;
+                actions.push(Action::Attached { id: ctx.id, netvsc: link.name.clone(), attached: true });
+            }
+            if link.name != ctx.name {
+                actions.push(Action::Renamed { id: ctx.id, from: ctx.name.clone(), to: link.name.clone() });
+                ctx.name = link.name.clone();
+            }
+            ctx.mac = link.mac;
+        }
+        None if ctx.attached => {
+            ctx.attached = false;
+            actions.push(Action::Attached { id: ctx.id, netvsc: ctx.name.clone(), attached: false });
+        }
+        None => {}
+    }
+}
+
+#[cfg(test)]
+#[path = "pairing_tests.rs"]
+mod tests;

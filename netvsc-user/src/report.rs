@@ -1,0 +1,199 @@
+//! What the agent tells people and programs: the `scan` report and, with `--json`, one JSON
+//! line per association change. Human-oriented logs go through `tracing` to stderr.
+
+use std::io::Write;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::link::mac_string;
+use crate::pairing::{Action, Context, Pairing, Vf};
+use crate::view::SystemView;
+
+/// fail-safe instance name of a context, as the original names it.
+pub fn failsafe_name(id: u32) -> String {
+    format!("net_failsafe_vsc{id}")
+}
+
+/// The `--vdev` argument that plugs context `id` into a DPDK application reading `fd`.
+pub fn vdev_arg(id: u32, fd: i32, netvsc: &str) -> String {
+    format!("{},fd({fd}),dev(net_tap_vsc{id},remote={netvsc})", failsafe_name(id))
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct VfReport {
+    pub iface: String,
+    pub pci: String,
+}
+
+impl From<&Vf> for VfReport {
+    fn from(vf: &Vf) -> Self {
+        Self { iface: vf.name.clone(), pci: vf.pci.clone() }
+    }
+}
+
+/// One line of `scan`: a NetVSC interface (or a forced stand-in) and what would be done with it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct InterfaceReport {
+    pub netvsc: String,
+    pub ifindex: u32,
+    pub mac: String,
+    pub vf: Option<VfReport>,
+    /// `paired`, `waiting` (managed, no VF yet) or `skipped`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failsafe: Option<String>,
+}
+
+/// Every NetVSC interface of the view plus forced stand-ins, by ifindex.
+pub fn interface_reports(pairing: &Pairing, view: &SystemView) -> Vec<InterfaceReport> {
+    let mut reports: Vec<InterfaceReport> = pairing.contexts().iter().map(|ctx| context_report(ctx, view)).collect();
+    for link in view.links().filter(|l| l.is_netvsc()) {
+        if pairing.contexts().iter().any(|ctx| ctx.ifindex == link.ifindex) {
+            continue;
+        }
+        let reason = if pairing.selection().is_auto() && view.is_routed(link.ifindex) {
+            "routed: has IP addresses (the VM's own interface)"
+        } else {
+            "not selected"
+        };
+        reports.push(InterfaceReport {
+            netvsc: link.name.clone(),
+            ifindex: link.ifindex,
+            mac: mac_string(&link.mac),
+            vf: None,
+            state: "skipped",
+            reason: Some(reason.to_owned()),
+            failsafe: None,
+        });
+    }
+    reports.sort_by_key(|r| r.ifindex);
+    reports
+}
+
+fn context_report(ctx: &Context, view: &SystemView) -> InterfaceReport {
+    let released = ctx.auto && view.is_routed(ctx.ifindex);
+    InterfaceReport {
+        netvsc: ctx.name.clone(),
+        ifindex: ctx.ifindex,
+        mac: mac_string(&ctx.mac),
+        vf: ctx.vf.as_ref().map(VfReport::from),
+        state: match (&ctx.vf, released) {
+            (_, true) => "skipped",
+            (Some(_), _) => "paired",
+            (None, _) => "waiting",
+        },
+        reason: released.then(|| "routed: has IP addresses (the VM's own interface)".to_owned()),
+        failsafe: Some(failsafe_name(ctx.id)),
+    }
+}
+
+/// A human line for `scan` without `--json`.
+pub fn interface_line(r: &InterfaceReport) -> String {
+    let what = match (&r.vf, r.state) {
+        (Some(vf), _) => format!("paired with {} ({})", vf.iface, vf.pci),
+        (None, "skipped") => format!("skipped: {}", r.reason.as_deref().unwrap_or("")),
+        (None, _) => "waiting for a VF".to_owned(),
+    };
+    let failsafe = r.failsafe.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
+    format!("{} (ifindex {}, {}){}: {}", r.netvsc, r.ifindex, r.mac, failsafe, what)
+}
+
+/// One association change, as a JSON line.
+#[derive(Debug, Serialize)]
+struct ChangeRecord<'a> {
+    event: &'static str,
+    netvsc: &'a str,
+    failsafe: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vf: Option<VfReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renamed_from: Option<&'a str>,
+    source: &'a str,
+    /// From the moment the source saw the event to the pipe being written.
+    reaction_us: f64,
+}
+
+/// Logs every action and, with `--json`, prints association changes as JSON lines on stdout.
+pub struct Reporter {
+    json: bool,
+}
+
+impl Reporter {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    pub fn action(&self, action: &Action, source: &str, reaction_us: f64) {
+        log_action(action, source, reaction_us);
+        if !self.json {
+            return;
+        }
+        let record = match action {
+            Action::Associate { id, netvsc, vf } => ChangeRecord::new("associated", *id, netvsc, Some(vf)),
+            Action::Dissociate { id, netvsc, vf, reason } => {
+                ChangeRecord { reason: Some(reason.as_str()), ..ChangeRecord::new("dissociated", *id, netvsc, Some(vf)) }
+            }
+            Action::Manage { id, netvsc } => ChangeRecord::new("managed", *id, netvsc, None),
+            Action::Renamed { id, from, to } => {
+                ChangeRecord { renamed_from: Some(from), ..ChangeRecord::new("renamed", *id, to, None) }
+            }
+            Action::Ambiguous { .. } | Action::Attached { .. } => return,
+        };
+        let record = ChangeRecord { source, reaction_us, ..record };
+        self.line(&record);
+    }
+
+    /// Prints any serialisable record as one JSON line (when `--json`).
+    pub fn line(&self, record: &impl Serialize) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = serde_json::to_writer(&mut out, record);
+            let _ = writeln!(out);
+            let _ = out.flush();
+        }
+    }
+}
+
+impl<'a> ChangeRecord<'a> {
+    fn new(event: &'static str, id: u32, netvsc: &'a str, vf: Option<&Vf>) -> Self {
+        Self {
+            event,
+            netvsc,
+            failsafe: failsafe_name(id),
+            vf: vf.map(VfReport::from),
+            reason: None,
+            renamed_from: None,
+            source: "",
+            reaction_us: 0.0,
+        }
+    }
+}
+
+fn log_action(action: &Action, source: &str, reaction_us: f64) {
+    match action {
+        Action::Manage { id, netvsc } => info!(netvsc = %netvsc, failsafe = %failsafe_name(*id), "managing interface"),
+        Action::Associate { netvsc, vf, .. } => {
+            info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, source, reaction_us, "VF associated")
+        }
+        Action::Dissociate { netvsc, vf, reason, .. } => {
+            info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, reason = reason.as_str(), source, reaction_us, "VF dissociated, pipe emptied")
+        }
+        Action::Renamed { from, to, .. } => info!(from = %from, to = %to, "NetVSC interface renamed"),
+        Action::Ambiguous { netvsc, chosen, others, .. } => {
+            let others: Vec<String> = others.iter().map(|o| format!("{} ({})", o.name, o.pci)).collect();
+            warn!(netvsc = %netvsc, chosen = %chosen.name, pci = %chosen.pci, others = ?others, "several VFs share the MAC; using the newest")
+        }
+        Action::Attached { netvsc, attached, .. } => {
+            if *attached {
+                info!(netvsc = %netvsc, "NetVSC interface is back")
+            } else {
+                warn!(netvsc = %netvsc, "NetVSC interface disappeared; still watching for its MAC")
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Which NetVSC interfaces to manage: the original's `iface`/`mac`/`force`/`ignore` semantics,
+//! from command-line flags or from a verbatim vdev_netvsc devargs string.
+
+use macaddr::MacAddr6;
+use tracing::warn;
+
+use crate::link::{Link, LinkKind};
+use crate::view::SystemView;
+
+/// Bad input from the user. Every variant names the offending value; the CLI exits with 2.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UsageError {
+    #[error("invalid MAC address {0:?} (expected six hex bytes such as 00:15:5d:01:02:03)")]
+    BadMac(String),
+    #[error("devargs {devargs:?}: unknown key {key:?} (expected iface, mac, force or ignore)")]
+    UnknownKey { devargs: String, key: String },
+    #[error("devargs {devargs:?}: {key}={value:?} is not an integer")]
+    BadInteger { devargs: String, key: String, value: String },
+    #[error("devargs {devargs:?}: {item:?} is not key=value")]
+    BadItem { devargs: String, item: String },
+    #[error("interface {0:?} not found")]
+    NotFound(String),
+    #[error("interface {0:?} is not a NetVSC interface (add --force to manage it anyway)")]
+    NotNetvsc(String),
+    #[error("{0}")]
+    BadPath(String),
+}
+
+/// One `iface=`/`mac=` item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spec {
+    Name(String),
+    Mac(MacAddr6),
+}
+
+impl Spec {
+    fn matches(&self, link: &Link) -> bool {
+        match self {
+            Spec::Name(name) => link.name == *name,
+            Spec::Mac(mac) => link.mac == *mac,
+        }
+    }
+}
+
+impl std::fmt::Display for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spec::Name(name) => f.write_str(name),
+            Spec::Mac(mac) => f.write_str(&crate::link::mac_string(mac)),
+        }
+    }
+}
+
+/// The user's choice of interfaces. Empty `specs`: every NetVSC interface without an IP address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub specs: Vec<Spec>,
+    /// Accept a named interface that is not NetVSC as if it were.
+    pub force: bool,
+    /// Do nothing at all (the original's switch to turn off auto-probing).
+    pub ignore: bool,
+}
+
+/// An interface chosen for management at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    pub ifindex: u32,
+    /// Picked by the automatic rule (no specs): released again if it gains an IP address.
+    pub auto: bool,
+}
+
+pub fn parse_mac(value: &str) -> Result<MacAddr6, UsageError> {
+    value.parse().map_err(|_| UsageError::BadMac(value.to_owned()))
+}
+
+impl Selection {
+    /// Parses the original's kvargs string (`iface=eth1,mac=...,force=1,ignore=0`) and adds it to
+    /// this selection.
+    pub fn add_devargs(&mut self, devargs: &str) -> Result<(), UsageError> {
+        for item in devargs.split(',').filter(|item| !item.is_empty()) {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(UsageError::BadItem { devargs: devargs.to_owned(), item: item.to_owned() });
+            };
+            let flag = || {
+                value.trim().parse::<i64>().map(|n| n != 0).map_err(|_| UsageError::BadInteger {
+                    devargs: devargs.to_owned(),
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                })
+            };
+            match key {
+                "iface" => self.specs.push(Spec::Name(value.to_owned())),
+                "mac" => self.specs.push(Spec::Mac(parse_mac(value)?)),
+                "force" => self.force |= flag()?,
+                "ignore" => self.ignore |= flag()?,
+                _ => return Err(UsageError::UnknownKey { devargs: devargs.to_owned(), key: key.to_owned() }),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_auto(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Interfaces to manage at start-up, in a stable order (specs in the order given, else by
+    /// ifindex). Named interfaces must exist and be NetVSC unless `force`.
+    pub fn resolve(&self, view: &SystemView) -> Result<Vec<Admitted>, UsageError> {
+        if self.is_auto() {
+            return Ok(view
+                .links()
+                .filter(|link| link.is_netvsc() && !view.is_routed(link.ifindex))
+                .map(|link| Admitted { ifindex: link.ifindex, auto: true })
+                .collect());
+        }
+        let mut admitted: Vec<Admitted> = Vec::new();
+        for spec in &self.specs {
+            let link = self.resolve_spec(spec, view)?;
+            if admitted.iter().any(|a| a.ifindex == link.ifindex) {
+                warn!(iface = %link.name, spec = %spec, "interface already selected, skipping duplicate");
+                continue;
+            }
+            if view.is_routed(link.ifindex) {
+                warn!(iface = %link.name, "managing an interface that has IP addresses: probably the VM's own routed NetVSC");
+            }
+            admitted.push(Admitted { ifindex: link.ifindex, auto: false });
+        }
+        Ok(admitted)
+    }
+
+    fn resolve_spec<'v>(&self, spec: &Spec, view: &'v SystemView) -> Result<&'v Link, UsageError> {
+        let mut matching: Vec<&Link> = view.links().filter(|link| spec.matches(link)).collect();
+        if let Some(netvsc) = matching.iter().find(|link| link.is_netvsc()) {
+            return Ok(netvsc);
+        }
+        if matching.is_empty() {
+            return Err(UsageError::NotFound(spec.to_string()));
+        }
+        if !self.force {
+            return Err(UsageError::NotNetvsc(spec.to_string()));
+        }
+        // Forced: prefer a device that is not itself a VF candidate.
+        matching.sort_by_key(|link| (matches!(link.kind, LinkKind::Pci { .. }), link.ifindex));
+        warn!(iface = %matching[0].name, "non-NetVSC interface forced to be managed as NetVSC");
+        Ok(matching[0])
+    }
+
+    /// Whether a NetVSC interface that appears after start-up should be managed (sidecar mode).
+    pub fn admits_later(&self, link: &Link, routed: bool) -> bool {
+        link.is_netvsc() && if self.is_auto() { !routed } else { self.specs.iter().any(|s| s.matches(link)) }
+    }
+}

@@ -1,0 +1,44 @@
+//! Event sources: where the agent learns that something changed. Each yields [`SourceEvent`]s
+//! through one trait; the agent re-reads only what an event concerns.
+
+use futures::future::BoxFuture;
+use macaddr::MacAddr6;
+
+pub mod netlink;
+pub mod poll;
+
+/// What happened, as precisely as the source knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A link appeared or changed. `name`/`mac` are hints: when they match what the agent
+    /// already knows about `ifindex`, sysfs is not read again.
+    Changed { ifindex: u32, name: Option<String>, mac: Option<MacAddr6> },
+    /// A link is gone. Authoritative: the kernel announces removal before sysfs is torn down.
+    Removed { ifindex: u32 },
+    /// An IP address was added to or removed from `ifindex`.
+    AddressChanged { ifindex: u32 },
+    /// Events may have been lost, or the source only polls: rescan everything.
+    Resync { reason: &'static str },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceEvent {
+    pub event: LinkEvent,
+    /// When the source saw it (CLOCK_MONOTONIC ns): reaction times are measured from here.
+    pub seen_at_ns: u64,
+}
+
+impl SourceEvent {
+    pub fn now(event: LinkEvent) -> Self {
+        Self { event, seen_at_ns: crate::clock::monotonic_ns() }
+    }
+}
+
+/// A stream of link events. `next` must be cancel-safe: the agent polls it in a `select!`.
+pub trait Source: Send {
+    /// Short name for logs and JSON reports (`netlink`, `poll`, `ebpf`).
+    fn name(&self) -> &'static str;
+
+    /// Waits for the next event. An error ends the agent: a silent source would leave pipes stale.
+    fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>>;
+}

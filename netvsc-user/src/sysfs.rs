@@ -1,0 +1,155 @@
+//! Reads netdevices from sysfs (`<root>/class/net/<name>/...`) under a configurable root, so the
+//! whole agent runs against a fake tree in tests.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use macaddr::MacAddr6;
+
+use crate::link::{Link, LinkKind, NETVSC_CLASS_ID};
+
+/// `ARPHRD_ETHER`: the only link type the original driver (and we) consider.
+const ARPHRD_ETHER: u32 = 1;
+
+/// Why one netdevice could not be read. `Vanished` is the normal race with a device going away;
+/// the others mean an odd entry that is skipped with a warning.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{name}: gone while reading")]
+    Vanished { name: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: unexpected content {content:?}")]
+    Malformed { path: PathBuf, content: String },
+    #[error("{path}: device link dangles")]
+    DanglingDevice { path: PathBuf },
+}
+
+/// A directory entry under `class/net` whose name is not UTF-8; skipped with a warning.
+#[derive(Debug)]
+pub struct BadName(pub OsString);
+
+/// Result of enumerating `class/net`: the readable Ethernet links, and what was skipped and why.
+#[derive(Debug, Default)]
+pub struct Enumeration {
+    pub links: Vec<Link>,
+    pub skipped: Vec<String>,
+}
+
+/// A sysfs tree rooted at `root` (normally `/sys`).
+#[derive(Clone, Debug)]
+pub struct Sysfs {
+    net: PathBuf,
+}
+
+impl Sysfs {
+    /// Checks that `root/class/net` exists: a wrong `--sysfs-root` is bad input, not an empty system.
+    pub fn open(root: &Path) -> Result<Self, io::Error> {
+        let net = root.join("class/net");
+        if !net.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a sysfs root: {} is not a directory", root.display(), net.display()),
+            ));
+        }
+        Ok(Self { net })
+    }
+
+    /// Names under `class/net`, in directory order. Non-UTF-8 names come back separately.
+    pub fn names(&self) -> io::Result<(Vec<String>, Vec<BadName>)> {
+        let mut names = Vec::new();
+        let mut bad = Vec::new();
+        for entry in std::fs::read_dir(&self.net)? {
+            let name = entry?.file_name();
+            match name.into_string() {
+                Ok(name) => names.push(name),
+                Err(raw) => bad.push(BadName(raw)),
+            }
+        }
+        Ok((names, bad))
+    }
+
+    /// Reads every netdevice; odd entries are listed in `skipped`, never fatal.
+    pub fn enumerate(&self) -> io::Result<Enumeration> {
+        let (names, bad) = self.names()?;
+        let mut out = Enumeration::default();
+        for BadName(raw) in bad {
+            out.skipped.push(format!("{}: interface name is not UTF-8", raw.to_string_lossy()));
+        }
+        for name in names {
+            match self.read(&name) {
+                Ok(Some(link)) => out.links.push(link),
+                Ok(None) | Err(ReadError::Vanished { .. }) => {}
+                Err(err) => out.skipped.push(err.to_string()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads one netdevice by name. `Ok(None)`: it exists but is not Ethernet.
+    pub fn read(&self, name: &str) -> Result<Option<Link>, ReadError> {
+        let dir = self.net.join(name);
+        if !dir.exists() {
+            return Err(ReadError::Vanished { name: name.to_owned() });
+        }
+        let link_type: u32 = parse_file(&dir.join("type"), name)?;
+        if link_type != ARPHRD_ETHER {
+            return Ok(None);
+        }
+        let ifindex: u32 = parse_file(&dir.join("ifindex"), name)?;
+        let mac: MacAddr6 = parse_file(&dir.join("address"), name)?;
+        let kind = read_kind(&dir, name)?;
+        Ok(Some(Link { ifindex, name: name.to_owned(), mac, kind }))
+    }
+}
+
+/// Classifies the parent device, as the original does: NetVSC by class id, VF candidate by the
+/// basename of `device/subsystem` being `pci`.
+fn read_kind(dir: &Path, name: &str) -> Result<LinkKind, ReadError> {
+    let device = dir.join("device");
+    let target = match std::fs::read_link(&device) {
+        Ok(target) => target,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(LinkKind::Other),
+        Err(source) => return Err(io_error(device, source, name)),
+    };
+    let subsystem_path = device.join("subsystem");
+    let subsystem = match std::fs::read_link(&subsystem_path) {
+        Ok(subsystem) => subsystem,
+        Err(_) if !device.exists() => return Err(ReadError::DanglingDevice { path: device }),
+        // A parent without a bus (rare) is not a VF; it may still carry a class id.
+        Err(_) => PathBuf::new(),
+    };
+    let class_id_path = device.join("class_id");
+    match std::fs::read_to_string(&class_id_path) {
+        Ok(class_id) if class_id.trim_end() == NETVSC_CLASS_ID => return Ok(LinkKind::NetVsc),
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(io_error(class_id_path, source, name)),
+    }
+    if subsystem.file_name().is_some_and(|bus| bus == "pci") {
+        let address = basename(&target).ok_or_else(|| ReadError::Malformed {
+            path: device.clone(),
+            content: target.display().to_string(),
+        })?;
+        return Ok(LinkKind::Pci { address });
+    }
+    Ok(LinkKind::Other)
+}
+
+fn basename(path: &Path) -> Option<String> {
+    path.file_name().and_then(|n| n.to_str()).filter(|n| !n.is_empty()).map(str::to_owned)
+}
+
+fn parse_file<T: std::str::FromStr>(path: &Path, name: &str) -> Result<T, ReadError> {
+    let content = std::fs::read_to_string(path).map_err(|source| io_error(path.to_owned(), source, name))?;
+    content.trim_end().parse().map_err(|_| ReadError::Malformed { path: path.to_owned(), content })
+}
+
+/// A missing file under a directory that just vanished is the device going away, not an odd entry.
+fn io_error(path: PathBuf, source: io::Error, name: &str) -> ReadError {
+    if source.kind() == io::ErrorKind::NotFound && path.ancestors().nth(1).is_some_and(|d| !d.exists()) {
+        return ReadError::Vanished { name: name.to_owned() };
+    }
+    ReadError::Io { path, source }
+}

@@ -1,0 +1,104 @@
+//! Turns an event into a fresh view of what it concerns: one sysfs read for a link event, one
+//! address query for an address event, a full scan only for a resync.
+
+use std::collections::HashSet;
+
+use anyhow::Context as _;
+use tracing::{debug, warn};
+
+use crate::addresses::AddressOracle;
+use crate::link::Link;
+use crate::source::LinkEvent;
+use crate::sysfs::{ReadError, Sysfs};
+use crate::view::{SystemView, Touched};
+
+pub struct SystemReader {
+    sysfs: Sysfs,
+    addresses: Box<dyn AddressOracle>,
+    /// Odd sysfs entries already warned about, so a resync does not repeat the warning.
+    warned: HashSet<String>,
+}
+
+impl SystemReader {
+    pub fn new(sysfs: Sysfs, addresses: Box<dyn AddressOracle>) -> Self {
+        Self { sysfs, addresses, warned: HashSet::new() }
+    }
+
+    /// Reads every netdevice and the addresses of the NetVSC ones.
+    pub async fn full_scan(&mut self) -> anyhow::Result<SystemView> {
+        let found = self.sysfs.enumerate().context("listing network interfaces in sysfs")?;
+        for problem in found.skipped {
+            self.warn_once(problem);
+        }
+        let netvsc: Vec<u32> = found.links.iter().filter(|l| l.is_netvsc()).map(|l| l.ifindex).collect();
+        let routed = self.addresses.routed(&netvsc).await?;
+        Ok(SystemView::from_links(found.links, routed))
+    }
+
+    /// Applies one event to `view` and says what changed.
+    pub async fn apply(&mut self, view: &mut SystemView, event: &LinkEvent) -> anyhow::Result<Touched> {
+        match event {
+            LinkEvent::Changed { ifindex, name, mac } => self.link_changed(view, *ifindex, name.as_deref(), *mac).await,
+            LinkEvent::Removed { ifindex } => Ok(view.remove(*ifindex)),
+            LinkEvent::AddressChanged { ifindex } => match view.get(*ifindex) {
+                Some(link) if link.is_netvsc() => {
+                    let routed = self.addresses.routed(&[*ifindex]).await?.contains(ifindex);
+                    Ok(view.set_routed(*ifindex, routed))
+                }
+                _ => Ok(Touched::Nothing),
+            },
+            LinkEvent::Resync { .. } => {
+                *view = self.full_scan().await?;
+                Ok(Touched::All)
+            }
+        }
+    }
+
+    async fn link_changed(
+        &mut self,
+        view: &mut SystemView,
+        ifindex: u32,
+        name: Option<&str>,
+        mac: Option<macaddr::MacAddr6>,
+    ) -> anyhow::Result<Touched> {
+        let known = view.get(ifindex);
+        // Carrier flaps and flag changes repeat what we know: no need to touch sysfs.
+        if let (Some(known), Some(name), Some(mac)) = (known, name, mac) {
+            if known.name == name && known.mac == mac {
+                return Ok(Touched::Nothing);
+            }
+        }
+        let Some(name) = name.map(str::to_owned).or_else(|| known.map(|l| l.name.clone())) else {
+            return Ok(Touched::Nothing);
+        };
+        let was_netvsc = known.is_some_and(Link::is_netvsc);
+        match self.sysfs.read(&name) {
+            Ok(Some(link)) => {
+                let mut touched = Touched::Nothing;
+                if link.ifindex != ifindex {
+                    // The name moved to another device before we read it; that device's own
+                    // event follows, and this ifindex is re-read under its new name then.
+                    debug!(iface = %name, event_ifindex = ifindex, sysfs_ifindex = link.ifindex, "name reused");
+                }
+                if link.is_netvsc() && !was_netvsc {
+                    let routed = self.addresses.routed(&[link.ifindex]).await?.contains(&link.ifindex);
+                    touched.merge(view.set_routed(link.ifindex, routed));
+                }
+                touched.merge(view.upsert(link));
+                Ok(touched)
+            }
+            Ok(None) => Ok(view.remove(ifindex)),
+            Err(ReadError::Vanished { .. }) => Ok(Touched::Nothing),
+            Err(err) => {
+                self.warn_once(err.to_string());
+                Ok(view.remove(ifindex))
+            }
+        }
+    }
+
+    fn warn_once(&mut self, problem: String) {
+        if self.warned.insert(problem.clone()) {
+            warn!(problem = %problem, "skipping odd sysfs entry");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The agent's picture of the system: links by ifindex, indexed by MAC so that one event costs
+//! the same with 10 or 1000 interfaces, plus which NetVSC interfaces carry IP addresses.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use macaddr::MacAddr6;
+
+use crate::link::Link;
+
+#[derive(Debug, Default)]
+pub struct SystemView {
+    links: BTreeMap<u32, Link>,
+    by_mac: HashMap<MacAddr6, BTreeSet<u32>>,
+    routed: HashSet<u32>,
+}
+
+/// What a refresh changed, so that pairing re-evaluates only the contexts it concerns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Touched {
+    #[default]
+    Nothing,
+    /// These links were added, removed or changed; `macs` holds their old and new MACs.
+    Links { ifindexes: BTreeSet<u32>, macs: BTreeSet<MacAddr6> },
+    /// Everything may have changed (full scan).
+    All,
+}
+
+impl Touched {
+    pub fn merge(&mut self, other: Touched) {
+        match other {
+            Touched::Nothing => {}
+            Touched::All => *self = Touched::All,
+            Touched::Links { ifindexes: more_ifindexes, macs: more_macs } => match self {
+                Touched::All => {}
+                Touched::Nothing => *self = Touched::Links { ifindexes: more_ifindexes, macs: more_macs },
+                Touched::Links { ifindexes, macs } => {
+                    ifindexes.extend(more_ifindexes);
+                    macs.extend(more_macs);
+                }
+            },
+        }
+    }
+
+    pub fn link(ifindex: u32, macs: impl IntoIterator<Item = MacAddr6>) -> Self {
+        Touched::Links { ifindexes: BTreeSet::from([ifindex]), macs: macs.into_iter().collect() }
+    }
+
+    pub fn is_nothing(&self) -> bool {
+        *self == Touched::Nothing
+    }
+
+    pub fn covers_ifindex(&self, ifindex: u32) -> bool {
+        match self {
+            Touched::Nothing => false,
+            Touched::Links { ifindexes, .. } => ifindexes.contains(&ifindex),
+            Touched::All => true,
+        }
+    }
+
+    pub fn covers_mac(&self, mac: &MacAddr6) -> bool {
+        match self {
+            Touched::Nothing => false,
+            Touched::Links { macs, .. } => macs.contains(mac),
+            Touched::All => true,
+        }
+    }
+}
+
+impl SystemView {
+    pub fn from_links(links: impl IntoIterator<Item = Link>, routed: HashSet<u32>) -> Self {
+        let mut view = SystemView { routed, ..Default::default() };
+        for link in links {
+            view.upsert(link);
+        }
+        view
+    }
+
+    /// Inserts or replaces a link; says what changed (nothing if it was already known as is).
+    pub fn upsert(&mut self, link: Link) -> Touched {
+        let ifindex = link.ifindex;
+        let new_mac = link.mac;
+        match self.links.insert(ifindex, link.clone()) {
+            Some(old) if old == link => Touched::Nothing,
+            Some(old) => {
+                if old.mac != new_mac {
+                    self.unindex(&old.mac, ifindex);
+                    self.by_mac.entry(new_mac).or_default().insert(ifindex);
+                }
+                Touched::link(ifindex, [old.mac, new_mac])
+            }
+            None => {
+                self.by_mac.entry(new_mac).or_default().insert(ifindex);
+                Touched::link(ifindex, [new_mac])
+            }
+        }
+    }
+
+    pub fn remove(&mut self, ifindex: u32) -> Touched {
+        self.routed.remove(&ifindex);
+        match self.links.remove(&ifindex) {
+            Some(old) => {
+                self.unindex(&old.mac, ifindex);
+                Touched::link(ifindex, [old.mac])
+            }
+            None => Touched::Nothing,
+        }
+    }
+
+    /// Records whether `ifindex` carries an IP address; touched only if that changed.
+    pub fn set_routed(&mut self, ifindex: u32, routed: bool) -> Touched {
+        let changed = if routed { self.routed.insert(ifindex) } else { self.routed.remove(&ifindex) };
+        match (changed, self.links.get(&ifindex)) {
+            (true, Some(link)) => Touched::link(ifindex, [link.mac]),
+            _ => Touched::Nothing,
+        }
+    }
+
+    pub fn get(&self, ifindex: u32) -> Option<&Link> {
+        self.links.get(&ifindex)
+    }
+
+    pub fn is_routed(&self, ifindex: u32) -> bool {
+        self.routed.contains(&ifindex)
+    }
+
+    /// Links with this MAC, lowest ifindex first.
+    pub fn with_mac<'a>(&'a self, mac: &MacAddr6) -> impl Iterator<Item = &'a Link> + 'a {
+        self.by_mac.get(mac).into_iter().flatten().filter_map(|ifindex| self.links.get(ifindex))
+    }
+
+    /// Links named `name` (normally one; two only transiently around renames).
+    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Link> + 'a {
+        self.links.values().filter(move |link| link.name == name)
+    }
+
+    pub fn links(&self) -> impl Iterator<Item = &Link> {
+        self.links.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    fn unindex(&mut self, mac: &MacAddr6, ifindex: u32) {
+        if let Some(set) = self.by_mac.get_mut(mac) {
+            set.remove(&ifindex);
+            if set.is_empty() {
+                self.by_mac.remove(mac);
+            }
+        }
+    }
+}
