@@ -116,6 +116,8 @@ struct ChangeRecord<'a> {
     source: &'a str,
     /// From the moment the source saw the event to the pipe being written.
     reaction_us: f64,
+    /// CLOCK_MONOTONIC just after the write, to line up with other processes' timelines.
+    at_ns: u64,
 }
 
 /// Logs every action and, with `--json`, prints association changes as JSON lines on stdout.
@@ -144,7 +146,7 @@ impl Reporter {
             }
             Action::Ambiguous { .. } | Action::Attached { .. } => return,
         };
-        let record = ChangeRecord { source, reaction_us, ..record };
+        let record = ChangeRecord { source, reaction_us, at_ns: crate::clock::monotonic_ns(), ..record };
         self.line(&record);
     }
 
@@ -170,6 +172,7 @@ impl<'a> ChangeRecord<'a> {
             renamed_from: None,
             source: "",
             reaction_us: 0.0,
+            at_ns: 0,
         }
     }
 }

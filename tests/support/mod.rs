@@ -1,0 +1,175 @@
+//! Shared by the integration tests: run the agent binary and follow its JSON lines, make
+//! throw-away network namespaces, skip (loudly) what needs root.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const NETVSC_WATCH: &str = env!("CARGO_BIN_EXE_netvsc-watch");
+pub const FAILSAFE_SIM: &str = env!("CARGO_BIN_EXE_failsafe-sim");
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// True when the test must skip; says why on stderr so a skip is never silent.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("SKIP {test}: needs root (network namespaces and veth devices)");
+    true
+}
+
+/// A running process whose stdout carries JSON lines (the agent, or failsafe-sim under it).
+pub struct JsonProcess {
+    pub child: Child,
+    lines: Receiver<Value>,
+    /// Every line received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl JsonProcess {
+    pub fn spawn(mut command: Command) -> Self {
+        command.stdout(Stdio::piped()).stdin(Stdio::null());
+        let mut child = command.spawn().expect("spawning process");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(value) => {
+                        if tx.send(value).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("(non-JSON stdout) {line}"),
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    /// `netvsc-watch ARGS`, optionally inside network namespace `netns`.
+    pub fn agent(netns: Option<&str>, args: &[&str]) -> Self {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, NETVSC_WATCH]);
+                c
+            }
+            None => Command::new(NETVSC_WATCH),
+        };
+        command.args(args).env("RUST_LOG", "debug");
+        Self::spawn(command)
+    }
+
+    /// Waits for the next line (after those already seen) that satisfies `pred`.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(value) => {
+                    self.seen.push(value.clone());
+                    if pred(&value) {
+                        return value;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}; saw {:#?}", self.seen),
+                Err(RecvTimeoutError::Disconnected) => panic!("process ended before {what}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Collects whatever arrives within `period`.
+    pub fn drain_for(&mut self, period: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + period;
+        let mut got = Vec::new();
+        while let Ok(value) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(value.clone());
+            got.push(value);
+        }
+        got
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signalling process");
+    }
+
+    pub fn wait(mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting") {
+                // Let the reader thread hand over the last lines.
+                self.seen.extend(self.lines.try_iter());
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("process did not exit; saw {:#?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for JsonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `event` field of a JSON line.
+pub fn event(value: &Value) -> &str {
+    value["event"].as_str().unwrap_or("")
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!("nvw-{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        run("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS`, panicking with ip's message on failure.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full);
+    }
+
+    /// Creates a veth `name` with index and MAC fixed, its peer in the same namespace.
+    pub fn add_veth(&self, name: &str, ifindex: u32, mac: &str) {
+        let peer = format!("p{ifindex}");
+        let index = ifindex.to_string();
+        self.ip(&["link", "add", name, "index", &index, "address", mac, "type", "veth", "peer", "name", &peer]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+pub fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect("running command");
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,84 @@
+//! Reading netdevices from fake sysfs trees: classification and odd entries.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use netvsc_user::fake_sysfs::FakeSysfs;
+use netvsc_user::link::LinkKind;
+use netvsc_user::sysfs::{ReadError, Sysfs};
+
+fn tree() -> (tempfile::TempDir, FakeSysfs, Sysfs) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSysfs::create(dir.path()).unwrap();
+    let sysfs = Sysfs::open(dir.path()).unwrap();
+    (dir, fake, sysfs)
+}
+
+#[test]
+fn classifies_netvsc_vf_virtual_and_other_buses() {
+    let (_dir, fake, sysfs) = tree();
+    fake.add_netvsc("eth1", 3, "00:15:5D:AA:BB:01").unwrap();
+    fake.add_vf("enP2p0s2", 5, "00:15:5d:aa:bb:01", "0002:00:02.0").unwrap();
+    fake.add_virtual("eth1.100", 6, "00:15:5d:aa:bb:01").unwrap();
+    fake.add_virtio("eth0", 2, "52:54:00:12:34:56").unwrap();
+    fake.add_non_ethernet("lo", 1, 772).unwrap();
+
+    let netvsc = sysfs.read("eth1").unwrap().unwrap();
+    assert_eq!((netvsc.ifindex, netvsc.kind.clone()), (3, LinkKind::NetVsc));
+    assert_eq!(netvsc.mac, "00:15:5d:aa:bb:01".parse().unwrap(), "MACs compare case-insensitively");
+    let vf = sysfs.read("enP2p0s2").unwrap().unwrap();
+    assert_eq!(vf.kind, LinkKind::Pci { address: "0002:00:02.0".into() });
+    assert_eq!(sysfs.read("eth1.100").unwrap().unwrap().kind, LinkKind::Other);
+    assert_eq!(sysfs.read("eth0").unwrap().unwrap().kind, LinkKind::Other);
+    assert!(sysfs.read("lo").unwrap().is_none(), "non-Ethernet devices are ignored like the original");
+
+    let all = sysfs.enumerate().unwrap();
+    let mut names: Vec<_> = all.links.iter().map(|l| l.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["enP2p0s2", "eth0", "eth1", "eth1.100"]);
+    assert!(all.skipped.is_empty(), "{:?}", all.skipped);
+}
+
+#[test]
+fn fifteen_byte_names_are_read_whole() {
+    let (_dir, fake, sysfs) = tree();
+    let name = "enP12345p0s2abc";
+    assert_eq!(name.len(), 15, "IFNAMSIZ - 1");
+    fake.add_vf(name, 9, "00:15:5d:00:00:09", "3039:00:02.0").unwrap();
+    assert_eq!(sysfs.read(name).unwrap().unwrap().name, name);
+}
+
+#[test]
+fn odd_entries_are_skipped_with_a_reason_not_fatal() {
+    let (_dir, fake, sysfs) = tree();
+    fake.add_netvsc("eth1", 3, "00:15:5d:00:00:01").unwrap();
+    fake.add_dangling("enP9", 7, "00:15:5d:00:00:01").unwrap();
+    // A file that cannot be read as a file.
+    fake.add_virtual("weird0", 8, "00:15:5d:00:00:08").unwrap();
+    std::fs::remove_file(fake.netdev("weird0").join("address")).unwrap();
+    std::fs::create_dir(fake.netdev("weird0").join("address")).unwrap();
+    // A malformed MAC.
+    fake.add_virtual("badmac0", 10, "not-a-mac").unwrap();
+    // A name that is not UTF-8.
+    let raw = fake.root().join("class/net").join(OsStr::from_bytes(b"bad\xffname"));
+    std::fs::create_dir(raw).unwrap();
+
+    assert!(matches!(sysfs.read("enP9"), Err(ReadError::DanglingDevice { .. })));
+    assert!(matches!(sysfs.read("weird0"), Err(ReadError::Io { .. })));
+    assert!(matches!(sysfs.read("badmac0"), Err(ReadError::Malformed { .. })));
+    assert!(matches!(sysfs.read("gone0"), Err(ReadError::Vanished { .. })));
+
+    let all = sysfs.enumerate().unwrap();
+    assert_eq!(all.links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["eth1"]);
+    assert_eq!(all.skipped.len(), 4, "{:?}", all.skipped);
+    for what in ["enP9", "weird0", "badmac0", "not UTF-8"] {
+        assert!(all.skipped.iter().any(|s| s.contains(what)), "no reason mentions {what}: {:?}", all.skipped);
+    }
+}
+
+#[test]
+fn a_wrong_root_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Sysfs::open(&dir.path().join("nope")).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
