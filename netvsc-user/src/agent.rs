@@ -75,6 +75,11 @@ impl Agent {
         Ok(actions)
     }
 
+    /// Restores pipe lines consumed while their VF is present; returns how many.
+    pub fn refill(&mut self) -> usize {
+        self.outputs.refill()
+    }
+
     /// Runs until `stop` completes and returns its output. Source errors end the loop.
     pub async fn run<T>(&mut self, source: &mut dyn Source, timers: Timers, stop: impl Future<Output = T>) -> anyhow::Result<T> {
         let name = source.name();
@@ -97,7 +102,7 @@ impl Agent {
                     self.handle(&event, name).await?;
                 }
                 _ = refill.tick() => {
-                    let restored = self.outputs.refill();
+                    let restored = self.refill();
                     if restored > 0 {
                         debug!(restored, "restored consumed pipe lines");
                     }
