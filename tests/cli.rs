@@ -1,0 +1,205 @@
+//! The binary as users run it, against fake sysfs trees (no root needed): reports, exit codes,
+//! the launcher and the sidecar with a fail-safe-style reader.
+
+use std::process::Command;
+use std::time::Duration;
+
+use netvsc_user::fake_sysfs::FakeSysfs;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+mod support;
+use support::{event, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+
+const MAC: &str = "00:15:5d:00:00:01";
+
+fn fake() -> (tempfile::TempDir, FakeSysfs) {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    // ifindexes far above anything the kernel has, so no real address is found for them.
+    sys.add_netvsc("eth1", 90_001, MAC).unwrap();
+    sys.add_vf("enP2p0s2", 90_003, MAC, "0002:00:02.0").unwrap();
+    sys.add_netvsc("eth2", 90_002, "00:15:5d:00:00:02").unwrap();
+    sys.add_virtual("eth1.100", 90_004, MAC).unwrap();
+    (dir, sys)
+}
+
+fn netvsc_watch(args: &[&str]) -> std::process::Output {
+    Command::new(NETVSC_WATCH).args(args).output().expect("running netvsc-watch")
+}
+
+fn root_arg(sys: &FakeSysfs) -> String {
+    sys.root().to_str().unwrap().to_owned()
+}
+
+#[test]
+fn scan_reports_every_netvsc_interface() {
+    let (_dir, sys) = fake();
+    let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["netvsc"], "eth1");
+    assert_eq!(lines[0]["ifindex"], 90_001);
+    assert_eq!(lines[0]["mac"], MAC);
+    assert_eq!(lines[0]["state"], "paired");
+    assert_eq!(lines[0]["vf"], serde_json::json!({ "iface": "enP2p0s2", "pci": "0002:00:02.0" }));
+    assert_eq!(lines[1]["netvsc"], "eth2");
+    assert_eq!(lines[1]["state"], "waiting");
+    assert_eq!(lines[1]["vf"], Value::Null);
+
+    let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--iface", "eth2"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("eth1") && text.contains("skipped: not selected"), "{text}");
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_value() {
+    let (_dir, sys) = fake();
+    let root = root_arg(&sys);
+    let cases: &[(&[&str], &str)] = &[
+        (&["scan", "--sysfs-root", &root, "--iface", "eth9"], "eth9"),
+        (&["scan", "--sysfs-root", &root, "--iface", "eth1.100"], "eth1.100"),
+        (&["scan", "--sysfs-root", &root, "--mac", "00:15:5d:zz:00:01"], "00:15:5d:zz:00:01"),
+        (&["scan", "--sysfs-root", &root, "--devargs", "iface=eth1,speed=10"], "speed"),
+        (&["scan", "--sysfs-root", &root, "--devargs", "force=yes"], "yes"),
+        (&["scan", "--sysfs-root", &root, "--devargs", "mac=01:02"], "01:02"),
+        (&["scan", "--sysfs-root", "/nonexistent-sysfs"], "/nonexistent-sysfs"),
+        (&["watch", "--sysfs-root", &root, "--fifo-dir", "/nonexistent-dir"], "/nonexistent-dir"),
+        (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--file-mode", "999"], "999"),
+        (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--source", "carrier-pigeon"], "carrier-pigeon"),
+    ];
+    for (args, named) in cases {
+        let out = netvsc_watch(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?} should name {named}: {stderr}");
+    }
+}
+
+#[test]
+fn force_and_devargs_accept_a_non_netvsc_interface() {
+    let (_dir, sys) = fake();
+    sys.add_virtio("eth0", 90_010, "52:54:00:00:00:10").unwrap();
+    sys.add_vf("eth5", 90_011, "52:54:00:00:00:10", "0000:01:00.0").unwrap();
+    for args in [vec!["--iface", "eth0", "--force"], vec!["--devargs", "iface=eth0,force=1"]] {
+        let mut full = vec!["scan", "--json", "--sysfs-root", sys.root().to_str().unwrap()];
+        full.extend(args);
+        let out = netvsc_watch(&full);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let eth0 = lines.iter().find(|l| l["netvsc"] == "eth0").expect("forced interface reported");
+        assert_eq!((eth0["state"].as_str(), eth0["vf"]["pci"].as_str()), (Some("paired"), Some("0000:01:00.0")));
+        let eth1 = lines.iter().find(|l| l["netvsc"] == "eth1").unwrap();
+        assert_eq!(eth1["state"], "skipped");
+    }
+}
+
+#[test]
+fn ignore_does_nothing_and_exits_0() {
+    let (dir, sys) = fake();
+    let fifo_dir = dir.path().join("out");
+    std::fs::create_dir(&fifo_dir).unwrap();
+    for args in [
+        vec!["watch", "--ignore", "--fifo-dir", fifo_dir.to_str().unwrap()],
+        vec!["watch", "--devargs", "ignore=1", "--fifo-dir", fifo_dir.to_str().unwrap()],
+        vec!["scan", "--ignore"],
+    ] {
+        let mut full = args.clone();
+        full.extend(["--sysfs-root", sys.root().to_str().unwrap()]);
+        let out = netvsc_watch(&full);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&out.stdout));
+    }
+    assert_eq!(std::fs::read_dir(&fifo_dir).unwrap().count(), 0, "ignore creates nothing");
+}
+
+#[test]
+fn help_explains_every_mode_with_examples() {
+    let out = netvsc_watch(&["--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in ["scan", "watch", "exec", "Examples:", "RUST_LOG"] {
+        assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
+    }
+    let out = netvsc_watch(&["watch", "--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in ["--fifo-dir", "--iface", "--mac", "--force", "--ignore", "--devargs", "--source", "--poll-interval", "--resync-interval", "--json", "Example:"] {
+        assert!(text.contains(needle), "watch --help lacks {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn exec_inserts_vdevs_feeds_the_pipe_and_returns_the_exit_status() {
+    let (_dir, sys) = fake();
+    let root = root_arg(&sys);
+    let mut command = Command::new(NETVSC_WATCH);
+    command.args(["exec", "--sysfs-root", &root, "--iface", "eth1", "--source", "poll", "--poll-interval", "20", "--json", "--"]);
+    command.args([FAILSAFE_SIM, "--poll-ms", "10", "--exit-code", "7", "--", "-i"]);
+    let mut agent = JsonProcess::spawn(command);
+    let argv = agent.wait_for("the application's argv", |v| v.get("argv").is_some())["argv"].clone();
+    let argv: Vec<&str> = argv.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(argv[0], FAILSAFE_SIM);
+    assert_eq!(argv[1], "--vdev");
+    let fd = argv[2].strip_prefix("net_failsafe_vsc0,fd(").and_then(|r| r.split_once(')')).unwrap().0;
+    assert_eq!(argv[2], format!("net_failsafe_vsc0,fd({fd}),dev(net_tap_vsc0,remote=eth1)"));
+    assert_eq!(&argv[3..], ["--poll-ms", "10", "--exit-code", "7", "--", "-i"]);
+    agent.wait_for("the VF address read from the pipe", |v| v["read"] == "0002:00:02.0");
+
+    // The VF goes away: fail-safe must never read its address again.
+    sys.remove("enP2p0s2").unwrap();
+    let gone = agent.wait_for("dissociation", |v| event(v) == "dissociated");
+    let emptied_at = gone["at_ns"].as_u64().unwrap();
+    let later = agent.drain_for(Duration::from_millis(150));
+    let stale: Vec<_> = later.iter().filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied_at)).collect();
+    assert!(stale.is_empty(), "stale reads after the pipe was emptied: {stale:?}");
+
+    // It returns at another address.
+    sys.add_vf("enP3p0s2", 90_005, MAC, "0003:00:02.0").unwrap();
+    agent.wait_for("the new address read", |v| v["read"] == "0003:00:02.0");
+
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait();
+    assert_eq!(status.code(), Some(128 + 15), "SIGTERM was forwarded and the child's fate returned");
+}
+
+#[test]
+fn exec_returns_the_applications_own_exit_code() {
+    let (_dir, sys) = fake();
+    let out = netvsc_watch(&["exec", "--sysfs-root", &root_arg(&sys), "--", FAILSAFE_SIM, "--duration-ms", "50", "--exit-code", "3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
+    let (dir, sys) = fake();
+    let fifo_dir = dir.path().join("run");
+    std::fs::create_dir(&fifo_dir).unwrap();
+    let mut agent = JsonProcess::agent(
+        None,
+        &["watch", "--sysfs-root", &root_arg(&sys), "--fifo-dir", fifo_dir.to_str().unwrap(), "--source", "poll", "--poll-interval", "20", "--json"],
+    );
+    let ready = agent.wait_for("ready", |v| event(v) == "ready");
+    assert_eq!(ready["interfaces"].as_array().unwrap().len(), 2);
+    let state = fifo_dir.join("eth1.addr");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "0002:00:02.0\n");
+    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(fifo_dir.join("eth1.pipe")).unwrap();
+    assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"));
+
+    sys.remove("enP2p0s2").unwrap();
+    let gone = agent.wait_for("dissociation", |v| event(v) == "dissociated");
+    assert_eq!(gone["source"], "poll");
+    assert!(gone["reaction_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "");
+    assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap(), None);
+
+    // A NetVSC interface that appears later is picked up.
+    sys.add_netvsc("eth3", 90_020, "00:15:5d:00:00:03").unwrap();
+    let managed = agent.wait_for("the new interface", |v| event(v) == "managed");
+    assert_eq!(managed["netvsc"], "eth3");
+    assert!(fifo_dir.join("eth3.pipe").exists());
+
+    agent.signal(Signal::SIGINT);
+    assert_eq!(agent.wait().code(), Some(0));
+    assert_eq!(std::fs::read_dir(&fifo_dir).unwrap().count(), 0, "created files removed at exit");
+}
