@@ -1,0 +1,171 @@
+//! As root, in a private network namespace: real rtnetlink events from veth devices drive the
+//! agent, with a fake sysfs tree that says which veth plays the NetVSC and which the VF.
+//! The fake tree is updated before a device is created (the kernel registers sysfs before it
+//! announces the device) and after it is deleted (the kernel announces removal first).
+
+use std::process::Command;
+use std::time::Duration;
+
+use netvsc_user::failsafe::reader::read_like_failsafe;
+use netvsc_user::fake_sysfs::FakeSysfs;
+use nix::sys::signal::Signal;
+
+mod support;
+use support::{event, skip_unless_root, JsonProcess, Netns, FAILSAFE_SIM, NETVSC_WATCH};
+
+const MAC: &str = "00:15:5d:00:00:01";
+const MAC2: &str = "00:15:5d:00:00:02";
+
+struct Stage {
+    dir: tempfile::TempDir,
+    sys: FakeSysfs,
+    ns: Netns,
+}
+
+impl Stage {
+    fn new(tag: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
+        let ns = Netns::new(tag);
+        Self { dir, sys, ns }
+    }
+
+    fn netvsc(&self, name: &str, ifindex: u32, mac: &str) {
+        self.sys.add_netvsc(name, ifindex, mac).unwrap();
+        self.ns.add_veth(name, ifindex, mac);
+    }
+
+    fn plug_vf(&self, name: &str, ifindex: u32, mac: &str, pci: &str) {
+        self.sys.add_vf(name, ifindex, mac, pci).unwrap();
+        self.ns.add_veth(name, ifindex, mac);
+    }
+
+    fn unplug(&self, name: &str) {
+        self.ns.ip(&["link", "del", name]);
+        self.sys.remove(name).unwrap();
+    }
+
+    fn root(&self) -> &str {
+        self.sys.root().to_str().unwrap()
+    }
+
+    fn fifo_dir(&self) -> String {
+        let dir = self.dir.path().join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.to_str().unwrap().to_owned()
+    }
+
+    /// `watch` with events only: the safety resync is off, so events alone must do the job.
+    fn watch(&self, extra: &[&str]) -> JsonProcess {
+        let fifo_dir = self.fifo_dir();
+        let mut args = vec!["watch", "--sysfs-root", self.root(), "--fifo-dir", &fifo_dir, "--json", "--resync-interval", "0"];
+        args.extend_from_slice(extra);
+        let mut agent = JsonProcess::agent(Some(&self.ns.name), &args);
+        agent.wait_for("ready", |v| event(v) == "ready");
+        agent
+    }
+}
+
+#[test]
+fn netlink_events_alone_follow_vf_hotplug() {
+    if skip_unless_root("netlink_events_alone_follow_vf_hotplug") {
+        return;
+    }
+    let stage = Stage::new("hotplug");
+    stage.netvsc("eth1", 10, MAC);
+    let mut agent = stage.watch(&[]);
+    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+
+    for (cycle, pci) in ["0002:00:02.0", "0003:00:02.0", "0002:00:02.0"].iter().enumerate() {
+        let name = format!("enP{cycle}");
+        stage.plug_vf(&name, 20 + cycle as u32, MAC, pci);
+        let up = agent.wait_for("association", |v| event(v) == "associated");
+        assert_eq!((up["source"].as_str(), up["vf"]["pci"].as_str()), (Some("netlink"), Some(*pci)));
+        assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some(*pci));
+        // Removal while the fake sysfs entry still exists: the DELLINK event is what counts.
+        stage.unplug(&name);
+        let down = agent.wait_for("dissociation", |v| event(v) == "dissociated");
+        assert_eq!(down["source"], "netlink");
+        assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
+    }
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
+}
+
+#[test]
+fn renames_and_mac_changes_arrive_as_events() {
+    if skip_unless_root("renames_and_mac_changes_arrive_as_events") {
+        return;
+    }
+    let stage = Stage::new("rename");
+    stage.netvsc("eth1", 10, MAC);
+    stage.plug_vf("enP1", 20, MAC2, "0001:00:02.0");
+    let mut agent = stage.watch(&["--iface", "eth1"]);
+
+    stage.sys.rename("eth1", "lan1").unwrap();
+    stage.ns.ip(&["link", "set", "eth1", "name", "lan1"]);
+    let renamed = agent.wait_for("rename", |v| event(v) == "renamed");
+    assert_eq!((renamed["renamed_from"].as_str(), renamed["netvsc"].as_str()), (Some("eth1"), Some("lan1")));
+
+    stage.sys.set_mac("enP1", MAC).unwrap();
+    stage.ns.ip(&["link", "set", "enP1", "address", MAC]);
+    let up = agent.wait_for("association after MAC change", |v| event(v) == "associated");
+    assert_eq!((up["netvsc"].as_str(), up["vf"]["pci"].as_str()), (Some("lan1"), Some("0001:00:02.0")));
+}
+
+#[test]
+fn interfaces_with_ip_addresses_are_left_alone() {
+    if skip_unless_root("interfaces_with_ip_addresses_are_left_alone") {
+        return;
+    }
+    let stage = Stage::new("routed");
+    stage.netvsc("eth0", 10, MAC);
+    stage.netvsc("eth1", 11, MAC2);
+    stage.ns.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &stage.ns.name, NETVSC_WATCH, "scan", "--json", "--sysfs-root", stage.root()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let state = |name: &str| lines.iter().find(|l| l["netvsc"] == name).unwrap()["state"].as_str().unwrap().to_owned();
+    assert_eq!(state("eth0"), "skipped");
+    assert_eq!(state("eth1"), "waiting");
+
+    // An automatically chosen interface that gains an IPv6 address at run time is released.
+    stage.plug_vf("enP1", 20, MAC2, "0001:00:02.0");
+    let mut agent = stage.watch(&[]);
+    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0001:00:02.0"));
+    stage.ns.ip(&["addr", "add", "2001:db8::11/64", "dev", "eth1", "nodad"]);
+    let released = agent.wait_for("release", |v| event(v) == "dissociated");
+    assert_eq!(released["reason"], "routed");
+    assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
+}
+
+#[test]
+fn exec_follows_netlink_events_and_nothing_stale_is_read() {
+    if skip_unless_root("exec_follows_netlink_events_and_nothing_stale_is_read") {
+        return;
+    }
+    let stage = Stage::new("exec");
+    stage.netvsc("eth1", 10, MAC);
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &stage.ns.name, NETVSC_WATCH, "exec", "--sysfs-root", stage.root(), "--json", "--"]);
+    command.args([FAILSAFE_SIM, "--poll-ms", "5"]);
+    let mut agent = JsonProcess::spawn(command);
+    agent.wait_for("ready", |v| event(v) == "ready");
+    for cycle in 0..3u32 {
+        let pci = format!("000{}:00:02.0", cycle + 1);
+        stage.plug_vf("enP1", 20 + cycle, MAC, &pci);
+        agent.wait_for("the address read by the application", |v| v["read"] == pci.as_str());
+        stage.unplug("enP1");
+        let emptied = agent.wait_for("dissociation", |v| event(v) == "dissociated")["at_ns"].as_u64().unwrap();
+        let after = agent.drain_for(Duration::from_millis(50));
+        let stale: Vec<_> = after.iter().filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied)).collect();
+        assert!(stale.is_empty(), "cycle {cycle}: read after the pipe was emptied: {stale:?}");
+    }
+    agent.signal(Signal::SIGINT);
+    assert_eq!(agent.wait().code(), Some(128 + 2), "SIGINT forwarded; the application's death reported");
+}
