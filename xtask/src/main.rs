@@ -1,1 +1,64 @@
-fn main(){}
+//! Build tasks: `cargo xtask test` (the whole suite, as CI runs it) and `cargo xtask demo`
+//! (the agent at work in a private network namespace, no Azure needed).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "netvsc-watch build tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run every test (unit, fake-sysfs, CLI; network-namespace tests when root) and check that
+    /// the benchmarks still run
+    Test,
+    /// Show the agent feeding a fail-safe reader while a VF stand-in comes and goes (needs root)
+    ///
+    /// In a private network namespace: a veth plays the NetVSC interface, another (same MAC)
+    /// plays the VF, a fake sysfs tree says which is which; prints what the fail-safe pipe
+    /// received and how fast.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Test => test(),
+        Task::Demo(args) => demo::run(args),
+    }
+}
+
+fn test() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("note: not root; network-namespace tests will be skipped (each says so)");
+    }
+    // --all-targets also runs each benchmark once in test mode: they must keep working; their
+    // figures come from `cargo bench`.
+    cargo(&["test", "--workspace", "--all-targets"])
+}
+
+/// The workspace root (this crate lives in `<root>/xtask`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_owned()
+}
+
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {cargo} {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
