@@ -46,6 +46,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("agent running (source {}), reader polling every {} ms\n", args.source, args.hotplug_poll);
 
     let mut plug_us = Vec::new();
+    let mut plug_wall_ms = Vec::new();
     let mut unplug_us = Vec::new();
     let mut stale_reads = 0;
     for cycle in 0..args.cycles {
@@ -58,16 +59,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let read = agent.expect("the reader to read it", |v| v["read"] == pci)?;
         let reaction = written["reaction_us"].as_f64().unwrap_or(f64::NAN);
         plug_us.push(reaction);
+        let wall_ms = ms_between(plugged_at, written["at_ns"].as_u64().unwrap_or(0));
+        plug_wall_ms.push(wall_ms);
         println!(
-            "cycle {}: VF {pci} plugged   -> pipe got \"{pci}\\n\" {reaction:>8.1} µs after the event ({:.2} ms after `ip link add`); reader read it {:.1} ms later",
+            "cycle {}: VF {pci} plugged   -> pipe got \"{pci}\\n\" {reaction:>8.1} µs after the event ({wall_ms:.2} ms after `ip link add`); reader read it {:.1} ms later",
             cycle + 1,
-            ms_between(plugged_at, written["at_ns"].as_u64().unwrap_or(0)),
             ms_between(written["at_ns"].as_u64().unwrap_or(0), read["t_ns"].as_u64().unwrap_or(0)),
         );
 
+        // The kernel announces the removal, then tears down sysfs: same order here.
         stage.ip(&["link", "del", VF])?;
-        let emptied = agent.expect("the pipe to be emptied", |v| v["event"] == "dissociated")?;
         stage.sys.remove(VF)?;
+        let emptied = agent.expect("the pipe to be emptied", |v| v["event"] == "dissociated")?;
         let emptied_at = emptied["at_ns"].as_u64().unwrap_or(0);
         let reaction = emptied["reaction_us"].as_f64().unwrap_or(f64::NAN);
         unplug_us.push(reaction);
@@ -76,9 +79,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         stale_reads += stale;
         println!("cycle {}: VF {pci} unplugged -> pipe emptied {reaction:>8.1} µs after the event; stale reads afterwards: {stale}", cycle + 1);
     }
-    agent.stop();
-    println!("\nsummary over {} cycles (event -> pipe):", args.cycles);
+    drop(agent);
+    println!("\nsummary over {} cycles, source {} (event -> pipe; for poll the event is its tick):", args.cycles, args.source);
     println!("  plug:   median {:>8.1} µs, max {:>8.1} µs", median(&mut plug_us), max(&plug_us));
+    println!(
+        "  plug, from `ip link add` (includes running ip): median {:.2} ms, max {:.2} ms",
+        median(&mut plug_wall_ms),
+        max(&plug_wall_ms)
+    );
     println!("  unplug: median {:>8.1} µs, max {:>8.1} µs", median(&mut unplug_us), max(&unplug_us));
     println!("  stale addresses read after removal: {stale_reads}");
     println!("  the original vdev_netvsc rescans every 1000 ms: a returning VF waits 500 ms on average");
@@ -180,16 +188,13 @@ impl Agent {
         std::iter::from_fn(|| self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()).collect()
     }
 
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
 }
 
 impl Drop for Agent {
+    /// SIGTERM, which the agent forwards to the reader, so neither is left behind.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
     }
 }
