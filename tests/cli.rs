@@ -37,7 +37,8 @@ fn scan_reports_every_netvsc_interface() {
     let (_dir, sys) = fake();
     let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["netvsc"], "eth1");
     assert_eq!(lines[0]["ifindex"], 90_001);
@@ -124,7 +125,19 @@ fn help_explains_every_mode_with_examples() {
     }
     let out = netvsc_watch(&["watch", "--help"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["--fifo-dir", "--iface", "--mac", "--force", "--ignore", "--devargs", "--source", "--poll-interval", "--resync-interval", "--json", "Example:"] {
+    for needle in [
+        "--fifo-dir",
+        "--iface",
+        "--mac",
+        "--force",
+        "--ignore",
+        "--devargs",
+        "--source",
+        "--poll-interval",
+        "--resync-interval",
+        "--json",
+        "Example:",
+    ] {
         assert!(text.contains(needle), "watch --help lacks {needle}:\n{text}");
     }
 }
@@ -134,7 +147,19 @@ fn exec_inserts_vdevs_feeds_the_pipe_and_returns_the_exit_status() {
     let (_dir, sys) = fake();
     let root = root_arg(&sys);
     let mut command = Command::new(NETVSC_WATCH);
-    command.args(["exec", "--sysfs-root", &root, "--iface", "eth1", "--source", "poll", "--poll-interval", "20", "--json", "--"]);
+    command.args([
+        "exec",
+        "--sysfs-root",
+        &root,
+        "--iface",
+        "eth1",
+        "--source",
+        "poll",
+        "--poll-interval",
+        "20",
+        "--json",
+        "--",
+    ]);
     command.args([FAILSAFE_SIM, "--poll-ms", "10", "--exit-code", "7", "--", "-i"]);
     let mut agent = JsonProcess::spawn(command);
     let argv = agent.wait_for("the application's argv", |v| v.get("argv").is_some())["argv"].clone();
@@ -166,7 +191,17 @@ fn exec_inserts_vdevs_feeds_the_pipe_and_returns_the_exit_status() {
 #[test]
 fn exec_returns_the_applications_own_exit_code() {
     let (_dir, sys) = fake();
-    let out = netvsc_watch(&["exec", "--sysfs-root", &root_arg(&sys), "--", FAILSAFE_SIM, "--duration-ms", "50", "--exit-code", "3"]);
+    let out = netvsc_watch(&[
+        "exec",
+        "--sysfs-root",
+        &root_arg(&sys),
+        "--",
+        FAILSAFE_SIM,
+        "--duration-ms",
+        "50",
+        "--exit-code",
+        "3",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -177,7 +212,18 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
     std::fs::create_dir(&fifo_dir).unwrap();
     let mut agent = JsonProcess::agent(
         None,
-        &["watch", "--sysfs-root", &root_arg(&sys), "--fifo-dir", fifo_dir.to_str().unwrap(), "--source", "poll", "--poll-interval", "20", "--json"],
+        &[
+            "watch",
+            "--sysfs-root",
+            &root_arg(&sys),
+            "--fifo-dir",
+            fifo_dir.to_str().unwrap(),
+            "--source",
+            "poll",
+            "--poll-interval",
+            "20",
+            "--json",
+        ],
     );
     let ready = agent.wait_for("ready", |v| event(v) == "ready");
     assert_eq!(ready["interfaces"].as_array().unwrap().len(), 2);

@@ -58,7 +58,8 @@ impl Stage {
     /// `watch` with events only: the safety resync is off, so events alone must do the job.
     fn watch(&self, extra: &[&str]) -> JsonProcess {
         let fifo_dir = self.fifo_dir();
-        let mut args = vec!["watch", "--sysfs-root", self.root(), "--fifo-dir", &fifo_dir, "--json", "--resync-interval", "0"];
+        let mut args =
+            vec!["watch", "--sysfs-root", self.root(), "--fifo-dir", &fifo_dir, "--json", "--resync-interval", "0"];
         args.extend_from_slice(extra);
         let mut agent = JsonProcess::agent(Some(&self.ns.name), &args);
         agent.wait_for("ready", |v| event(v) == "ready");
@@ -74,7 +75,8 @@ fn netlink_events_alone_follow_vf_hotplug() {
     let stage = Stage::new("hotplug");
     stage.netvsc("eth1", 10, MAC);
     let mut agent = stage.watch(&[]);
-    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    let fifo =
+        std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
 
     for (cycle, pci) in ["0002:00:02.0", "0003:00:02.0", "0002:00:02.0"].iter().enumerate() {
         let name = format!("enP{cycle}");
@@ -136,7 +138,8 @@ fn interfaces_with_ip_addresses_are_left_alone() {
     // An automatically chosen interface that gains an IPv6 address at run time is released.
     stage.plug_vf("enP1", 20, MAC2, "0001:00:02.0");
     let mut agent = stage.watch(&[]);
-    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    let fifo =
+        std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0001:00:02.0"));
     stage.ns.ip(&["addr", "add", "2001:db8::11/64", "dev", "eth1", "nodad"]);
     let released = agent.wait_for("release", |v| event(v) == "dissociated");

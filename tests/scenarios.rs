@@ -7,12 +7,12 @@ use netvsc_user::addresses::StaticAddresses;
 use netvsc_user::agent::Agent;
 use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
+use netvsc_user::fake_sysfs::FakeSysfs;
 use netvsc_user::report::{interface_reports, Reporter};
 use netvsc_user::selection::{parse_mac, Selection, Spec, UsageError};
 use netvsc_user::source::{LinkEvent, SourceEvent};
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
-use netvsc_user::fake_sysfs::FakeSysfs;
 
 const MAC: &str = "00:15:5d:00:00:01";
 const MAC2: &str = "00:15:5d:00:00:02";
@@ -146,9 +146,8 @@ async fn renames_are_followed_on_both_sides() {
     let rig = Rig::new();
     rig.sys.add_netvsc("eth1", 3, MAC).unwrap();
     rig.sys.add_vf("eth2", 10, MAC, "0001:00:02.0").unwrap();
-    let mut agent = rig.agent(Selection { specs: vec![Spec::Name("eth1".into())], ..Default::default() }, false)
-        .await
-        .unwrap();
+    let mut agent =
+        rig.agent(Selection { specs: vec![Spec::Name("eth1".into())], ..Default::default() }, false).await.unwrap();
     let _ = pipe(&agent, 0);
     rig.sys.rename("eth1", "lan0").unwrap();
     changed(&mut agent, 3, "lan0").await;
@@ -167,7 +166,11 @@ async fn mac_change_is_re_evaluated() {
     let mut agent = rig.agent(Selection::default(), false).await.unwrap();
     assert_eq!(pipe(&agent, 0), None);
     rig.sys.set_mac("enP1", MAC).unwrap();
-    let event = SourceEvent::now(LinkEvent::Changed { ifindex: 10, name: Some("enP1".into()), mac: Some(parse_mac(MAC).unwrap()) });
+    let event = SourceEvent::now(LinkEvent::Changed {
+        ifindex: 10,
+        name: Some("enP1".into()),
+        mac: Some(parse_mac(MAC).unwrap()),
+    });
     agent.handle(&event, "test").await.unwrap();
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0001:00:02.0"));
 }
@@ -213,7 +216,11 @@ async fn an_event_reads_only_what_it_names() {
     assert!(agent.view().get(107).is_some(), "the event caused a full rescan");
     // A repeat of what is known (carrier flap) does not even read sysfs.
     rig.sys.remove("enP1").unwrap();
-    let event = SourceEvent::now(LinkEvent::Changed { ifindex: 10, name: Some("enP1".into()), mac: Some(parse_mac(MAC).unwrap()) });
+    let event = SourceEvent::now(LinkEvent::Changed {
+        ifindex: 10,
+        name: Some("enP1".into()),
+        mac: Some(parse_mac(MAC).unwrap()),
+    });
     assert!(agent.handle(&event, "test").await.unwrap().is_empty());
     assert!(agent.view().get(10).is_some());
     // A resync does read everything.

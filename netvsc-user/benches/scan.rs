@@ -9,8 +9,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use netvsc_user::addresses::StaticAddresses;
 use netvsc_user::agent::Agent;
-use netvsc_user::fake_sysfs::FakeSysfs;
 use netvsc_user::failsafe::{OutputMode, Outputs};
+use netvsc_user::fake_sysfs::FakeSysfs;
 use netvsc_user::report::Reporter;
 use netvsc_user::selection::Selection;
 use netvsc_user::source::{LinkEvent, SourceEvent};
@@ -58,7 +58,13 @@ fn one_event(c: &mut Criterion) {
     for n in SIZES {
         let (_dir, sys) = tree(n);
         let mut agent = runtime
-            .block_on(Agent::start(reader(&sys), Selection::default(), false, Outputs::new(OutputMode::Pipes), Reporter::new(false)))
+            .block_on(Agent::start(
+                reader(&sys),
+                Selection::default(),
+                false,
+                Outputs::new(OutputMode::Pipes),
+                Reporter::new(false),
+            ))
             .unwrap();
         let removed = SourceEvent::now(LinkEvent::Removed { ifindex: VF_IFINDEX });
         let added = SourceEvent::now(LinkEvent::Changed { ifindex: VF_IFINDEX, name: Some("enP1".into()), mac: None });

@@ -81,7 +81,12 @@ impl Agent {
     }
 
     /// Runs until `stop` completes and returns its output. Source errors end the loop.
-    pub async fn run<T>(&mut self, source: &mut dyn Source, timers: Timers, stop: impl Future<Output = T>) -> anyhow::Result<T> {
+    pub async fn run<T>(
+        &mut self,
+        source: &mut dyn Source,
+        timers: Timers,
+        stop: impl Future<Output = T>,
+    ) -> anyhow::Result<T> {
         let name = source.name();
         let mut refill = interval_at(Instant::now() + timers.refill, timers.refill);
         refill.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -93,7 +93,13 @@ impl SelectionArgs {
     /// The selection in effect: flags first, then the devargs string.
     pub fn selection(&self) -> Result<Selection, UsageError> {
         let mut selection = Selection {
-            specs: self.ifaces.iter().cloned().map(Spec::Name).chain(self.macs.iter().copied().map(Spec::Mac)).collect(),
+            specs: self
+                .ifaces
+                .iter()
+                .cloned()
+                .map(Spec::Name)
+                .chain(self.macs.iter().copied().map(Spec::Mac))
+                .collect(),
             force: self.force,
             ignore: self.ignore,
         };

@@ -104,7 +104,8 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let reader = system_reader(&args.selection)?;
     let mut source = event_source(&args.run)?;
     let forwarder = Forwarder::install()?;
-    let mut agent = Agent::start(reader, selection, false, Outputs::new(OutputMode::Pipes), Reporter::new(args.run.json)).await?;
+    let mut agent =
+        Agent::start(reader, selection, false, Outputs::new(OutputMode::Pipes), Reporter::new(args.run.json)).await?;
     let mut vdevs = Vec::new();
     let mut inherit = Vec::new();
     for ctx in agent.pairing().contexts() {
@@ -141,9 +142,7 @@ fn event_source(args: &RunArgs) -> anyhow::Result<Box<dyn Source>> {
 
 /// Tells scripts (and tests) that start-up is done and events are being watched.
 fn announce_ready(args: &RunArgs, source: &str, agent: &Agent) {
-    let contexts: Vec<_> = interface_reports(agent.pairing(), agent.view())
-        .into_iter()
-        .filter(|r| r.failsafe.is_some())
-        .collect();
+    let contexts: Vec<_> =
+        interface_reports(agent.pairing(), agent.view()).into_iter().filter(|r| r.failsafe.is_some()).collect();
     Reporter::new(args.json).line(&serde_json::json!({ "event": "ready", "source": source, "interfaces": contexts }));
 }

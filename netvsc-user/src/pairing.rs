@@ -42,17 +42,42 @@ pub struct Context {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// A new context: create its pipe/FIFO.
-    Manage { id: u32, netvsc: String },
+    Manage {
+        id: u32,
+        netvsc: String,
+    },
     /// Write this VF's PCI address into the context's pipe (replacing any previous one).
-    Associate { id: u32, netvsc: String, vf: Vf },
+    Associate {
+        id: u32,
+        netvsc: String,
+        vf: Vf,
+    },
     /// Empty the pipe: the VF went away (or the interface must no longer be fed).
-    Dissociate { id: u32, netvsc: String, vf: Vf, reason: Release },
-    Renamed { id: u32, from: String, to: String },
+    Dissociate {
+        id: u32,
+        netvsc: String,
+        vf: Vf,
+        reason: Release,
+    },
+    Renamed {
+        id: u32,
+        from: String,
+        to: String,
+    },
     /// Several VFs carry the MAC at once (old and new during a migration); `chosen` has the
     /// newest ifindex.
-    Ambiguous { id: u32, netvsc: String, chosen: Vf, others: Vec<Vf> },
+    Ambiguous {
+        id: u32,
+        netvsc: String,
+        chosen: Vf,
+        others: Vec<Vf>,
+    },
     /// The NetVSC netdevice itself disappeared or came back.
-    Attached { id: u32, netvsc: String, attached: bool },
+    Attached {
+        id: u32,
+        netvsc: String,
+        attached: bool,
+    },
 }
 
 /// Why a pipe is emptied.
@@ -83,7 +108,11 @@ pub struct Pairing {
 
 impl Pairing {
     /// Admits the selected interfaces and pairs them. Errors name a bad `--iface`/`--mac`.
-    pub fn start(selection: Selection, view: &SystemView, admit_later: bool) -> Result<(Self, Vec<Action>), UsageError> {
+    pub fn start(
+        selection: Selection,
+        view: &SystemView,
+        admit_later: bool,
+    ) -> Result<(Self, Vec<Action>), UsageError> {
         let admitted = selection.resolve(view)?;
         let mut pairing = Pairing { selection, contexts: Vec::new(), admit_later, next_id: 0 };
         let mut actions = Vec::new();

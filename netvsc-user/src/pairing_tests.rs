@@ -107,7 +107,11 @@ fn start_pairs_as_the_original_does() {
         },
         Case {
             what: "two VFs at once: newest ifindex wins",
-            links: vec![netvsc(3, "eth1", MAC_A), vf(9, "new", MAC_A, "0002:00:02.0"), vf(5, "old", MAC_A, "0001:00:02.0")],
+            links: vec![
+                netvsc(3, "eth1", MAC_A),
+                vf(9, "new", MAC_A, "0002:00:02.0"),
+                vf(5, "old", MAC_A, "0001:00:02.0"),
+            ],
             routed: vec![],
             selection: auto(),
             managed: vec!["eth1"],
@@ -140,8 +144,7 @@ fn start_pairs_as_the_original_does() {
         let (pairing, actions) = Pairing::start(case.selection, &v, false).expect(case.what);
         let managed: Vec<&str> = pairing.contexts().iter().map(|c| c.name.as_str()).collect();
         assert_eq!(managed, case.managed, "{}", case.what);
-        let paired: Vec<(String, String)> =
-            case.paired.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect();
+        let paired: Vec<(String, String)> = case.paired.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect();
         assert_eq!(associated(&actions), paired, "{}", case.what);
     }
 }

@@ -137,9 +137,10 @@ impl Reporter {
         }
         let record = match action {
             Action::Associate { id, netvsc, vf } => ChangeRecord::new("associated", *id, netvsc, Some(vf)),
-            Action::Dissociate { id, netvsc, vf, reason } => {
-                ChangeRecord { reason: Some(reason.as_str()), ..ChangeRecord::new("dissociated", *id, netvsc, Some(vf)) }
-            }
+            Action::Dissociate { id, netvsc, vf, reason } => ChangeRecord {
+                reason: Some(reason.as_str()),
+                ..ChangeRecord::new("dissociated", *id, netvsc, Some(vf))
+            },
             Action::Manage { id, netvsc } => ChangeRecord::new("managed", *id, netvsc, None),
             Action::Renamed { id, from, to } => {
                 ChangeRecord { renamed_from: Some(from), ..ChangeRecord::new("renamed", *id, to, None) }

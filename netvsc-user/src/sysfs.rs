@@ -128,10 +128,8 @@ fn read_kind(dir: &Path, name: &str) -> Result<LinkKind, ReadError> {
         Err(source) => return Err(io_error(class_id_path, source, name)),
     }
     if subsystem.file_name().is_some_and(|bus| bus == "pci") {
-        let address = basename(&target).ok_or_else(|| ReadError::Malformed {
-            path: device.clone(),
-            content: target.display().to_string(),
-        })?;
+        let address = basename(&target)
+            .ok_or_else(|| ReadError::Malformed { path: device.clone(), content: target.display().to_string() })?;
         return Ok(LinkKind::Pci { address });
     }
     Ok(LinkKind::Other)

@@ -38,7 +38,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bin = crate::workspace_root().join("target/release");
     let stage = Stage::new()?;
     println!("netns {}: {NETVSC} (ifindex {NETVSC_IFINDEX}, {MAC}) plays the NetVSC interface", stage.netns);
-    stage.ip(&["link", "add", NETVSC, "index", &NETVSC_IFINDEX.to_string(), "address", MAC, "type", "veth", "peer", "name", "p10"])?;
+    stage.ip(&[
+        "link",
+        "add",
+        NETVSC,
+        "index",
+        &NETVSC_IFINDEX.to_string(),
+        "address",
+        MAC,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "p10",
+    ])?;
     stage.sys.add_netvsc(NETVSC, NETVSC_IFINDEX, MAC)?;
 
     let mut agent = Agent::start(&stage, &bin, &args)?;
@@ -54,7 +67,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let ifindex = 20 + cycle;
         stage.sys.add_vf(VF, ifindex, MAC, pci)?;
         let plugged_at = monotonic_ns();
-        stage.ip(&["link", "add", VF, "index", &ifindex.to_string(), "address", MAC, "type", "veth", "peer", "name", "vfpeer"])?;
+        stage.ip(&[
+            "link",
+            "add",
+            VF,
+            "index",
+            &ifindex.to_string(),
+            "address",
+            MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vfpeer",
+        ])?;
         let written = agent.expect("the VF address in the pipe", |v| v["event"] == "associated")?;
         let read = agent.expect("the reader to read it", |v| v["read"] == pci)?;
         let reaction = written["reaction_us"].as_f64().unwrap_or(f64::NAN);
@@ -75,12 +101,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let reaction = emptied["reaction_us"].as_f64().unwrap_or(f64::NAN);
         unplug_us.push(reaction);
         let later = agent.collect_for(Duration::from_millis(args.hotplug_poll * 2));
-        let stale = later.iter().filter(|v| v["read"] == pci && v["t_ns"].as_u64().is_some_and(|t| t > emptied_at)).count();
+        let stale =
+            later.iter().filter(|v| v["read"] == pci && v["t_ns"].as_u64().is_some_and(|t| t > emptied_at)).count();
         stale_reads += stale;
         println!("cycle {}: VF {pci} unplugged -> pipe emptied {reaction:>8.1} µs after the event; stale reads afterwards: {stale}", cycle + 1);
     }
     drop(agent);
-    println!("\nsummary over {} cycles, source {} (event -> pipe; for poll the event is its tick):", args.cycles, args.source);
+    println!(
+        "\nsummary over {} cycles, source {} (event -> pipe; for poll the event is its tick):",
+        args.cycles, args.source
+    );
     println!("  plug:   median {:>8.1} µs, max {:>8.1} µs", median(&mut plug_us), max(&plug_us));
     println!(
         "  plug, from `ip link add` (includes running ip): median {:.2} ms, max {:.2} ms",
@@ -185,9 +215,9 @@ impl Agent {
 
     fn collect_for(&mut self, period: Duration) -> Vec<Value> {
         let deadline = Instant::now() + period;
-        std::iter::from_fn(|| self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()).collect()
+        std::iter::from_fn(|| self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
+            .collect()
     }
-
 }
 
 impl Drop for Agent {

@@ -36,7 +36,8 @@ impl SidecarFiles {
             Ok(meta) if meta.file_type().is_fifo() => false,
             Ok(_) => bail!("{} exists and is not a FIFO", fifo.display()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                mkfifo(&fifo, Mode::from_bits_truncate(mode)).with_context(|| format!("creating FIFO {}", fifo.display()))?;
+                mkfifo(&fifo, Mode::from_bits_truncate(mode))
+                    .with_context(|| format!("creating FIFO {}", fifo.display()))?;
                 true
             }
             Err(err) => return Err(err).with_context(|| format!("inspecting {}", fifo.display())),

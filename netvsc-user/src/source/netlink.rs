@@ -67,9 +67,9 @@ pub fn translate(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<LinkEve
                 Some(LinkEvent::Removed { ifindex: msg.header.index })
             }
         }
-        NetlinkPayload::InnerMessage(
-            RouteNetlinkMessage::NewAddress(msg) | RouteNetlinkMessage::DelAddress(msg),
-        ) => Some(LinkEvent::AddressChanged { ifindex: msg.header.index }),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(msg) | RouteNetlinkMessage::DelAddress(msg)) => {
+            Some(LinkEvent::AddressChanged { ifindex: msg.header.index })
+        }
         _ => None,
     }
 }
