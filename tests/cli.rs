@@ -249,3 +249,25 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
     assert_eq!(agent.wait().code(), Some(0));
     assert_eq!(std::fs::read_dir(&fifo_dir).unwrap().count(), 0, "created files removed at exit");
 }
+
+#[test]
+fn watch_keeps_serving_when_one_late_interface_cannot_get_its_files() {
+    let (dir, sys) = fake();
+    let fifo_dir = dir.path().join("run");
+    std::fs::create_dir(&fifo_dir).unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep me").unwrap();
+    std::os::unix::fs::symlink(&precious, fifo_dir.join("eth3.pipe")).unwrap();
+    let mut agent = JsonProcess::agent(
+        None,
+        &["watch", "--sysfs-root", &root_arg(&sys), "--fifo-dir", fifo_dir.to_str().unwrap(), "--source", "poll", "--poll-interval", "20", "--json"],
+    );
+    agent.wait_for("ready", |v| event(v) == "ready");
+    sys.add_netvsc("eth3", 90_020, "00:15:5d:00:00:03").unwrap();
+    agent.wait_for("the late interface", |v| event(v) == "managed" && v["netvsc"] == "eth3");
+    sys.remove("enP2p0s2").unwrap();
+    agent.wait_for("eth1 still served", |v| event(v) == "dissociated" && v["netvsc"] == "eth1");
+    assert_eq!(std::fs::read_to_string(fifo_dir.join("eth1.addr")).unwrap(), "");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me", "the symlink was not followed");
+    assert!(agent.child.try_wait().unwrap().is_none(), "the agent is still running");
+}

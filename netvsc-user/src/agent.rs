@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
-use tracing::{debug, info};
+use tracing::{debug, error, info, warn};
 
 use crate::clock::{micros_since, monotonic_ns};
 use crate::failsafe::Outputs;
@@ -48,7 +48,11 @@ impl Agent {
         let view = reader.full_scan().await?;
         let (pairing, actions) = Pairing::start(selection, &view, admit_later)?;
         let mut agent = Agent { reader, view, pairing, outputs, reporter };
-        agent.carry_out(&actions, "startup", started)?;
+        // At start-up any output failure is fatal: the user is there to see it.
+        for action in &actions {
+            agent.outputs.apply(action)?;
+            agent.reporter.action(action, "startup", micros_since(started));
+        }
         Ok(agent)
     }
 
@@ -64,14 +68,21 @@ impl Agent {
         &self.outputs
     }
 
-    /// Handles one event; returns the actions taken (empty when it concerned nothing managed).
+    /// Handles one event; returns the actions decided (empty when it concerned nothing managed).
+    /// An error here means the system could not be read; an output that cannot be written is
+    /// logged and skipped so that the other interfaces keep being served.
     pub async fn handle(&mut self, event: &SourceEvent, source: &str) -> anyhow::Result<Vec<Action>> {
         let touched = self.reader.apply(&mut self.view, &event.event).await?;
         if touched.is_nothing() {
             return Ok(Vec::new());
         }
         let actions = self.pairing.reconcile(&self.view, &touched);
-        self.carry_out(&actions, source, event.seen_at_ns)?;
+        for action in &actions {
+            if let Err(err) = self.outputs.apply(action) {
+                error!(error = %format!("{err:#}"), "could not carry out {action:?}");
+            }
+            self.reporter.action(action, source, micros_since(event.seen_at_ns));
+        }
         Ok(actions)
     }
 
@@ -104,7 +115,9 @@ impl Agent {
                     if let LinkEvent::Resync { reason } = event.event {
                         debug!(source = name, reason, "full rescan");
                     }
-                    self.handle(&event, name).await?;
+                    if let Err(err) = self.handle(&event, name).await {
+                        warn!(source = name, error = %format!("{err:#}"), "could not handle an event; the next resync retries");
+                    }
                 }
                 _ = refill.tick() => {
                     let restored = self.refill();
@@ -114,9 +127,12 @@ impl Agent {
                 }
                 _ = resync.tick(), if timers.resync.is_some() => {
                     let event = SourceEvent::now(LinkEvent::Resync { reason: "safety resync" });
-                    let actions = self.handle(&event, "resync").await?;
-                    if !actions.is_empty() {
-                        info!(changes = actions.len(), "safety resync found changes the events had not shown");
+                    match self.handle(&event, "resync").await {
+                        Ok(actions) if !actions.is_empty() => {
+                            info!(changes = actions.len(), "safety resync found changes the events had not shown")
+                        }
+                        Ok(_) => {}
+                        Err(err) => warn!(error = %format!("{err:#}"), "safety resync failed"),
                     }
                 }
             }
@@ -126,13 +142,5 @@ impl Agent {
     /// Closes the pipes and removes the files this run created.
     pub fn shutdown(self) {
         self.outputs.close();
-    }
-
-    fn carry_out(&mut self, actions: &[Action], source: &str, seen_at_ns: u64) -> anyhow::Result<()> {
-        for action in actions {
-            self.outputs.apply(action)?;
-            self.reporter.action(action, source, micros_since(seen_at_ns));
-        }
-        Ok(())
     }
 }

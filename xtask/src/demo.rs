@@ -38,20 +38,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bin = crate::workspace_root().join("target/release");
     let stage = Stage::new()?;
     println!("netns {}: {NETVSC} (ifindex {NETVSC_IFINDEX}, {MAC}) plays the NetVSC interface", stage.netns);
-    stage.ip(&[
-        "link",
-        "add",
-        NETVSC,
-        "index",
-        &NETVSC_IFINDEX.to_string(),
-        "address",
-        MAC,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "p10",
-    ])?;
+    stage.add_veth(NETVSC, NETVSC_IFINDEX, "p10")?;
     stage.sys.add_netvsc(NETVSC, NETVSC_IFINDEX, MAC)?;
 
     let mut agent = Agent::start(&stage, &bin, &args)?;
@@ -67,20 +54,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let ifindex = 20 + cycle;
         stage.sys.add_vf(VF, ifindex, MAC, pci)?;
         let plugged_at = monotonic_ns();
-        stage.ip(&[
-            "link",
-            "add",
-            VF,
-            "index",
-            &ifindex.to_string(),
-            "address",
-            MAC,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vfpeer",
-        ])?;
+        stage.add_veth(VF, ifindex, "vfpeer")?;
         let written = agent.expect("the VF address in the pipe", |v| v["event"] == "associated")?;
         let read = agent.expect("the reader to read it", |v| v["read"] == pci)?;
         let reaction = written["reaction_us"].as_f64().unwrap_or(f64::NAN);
@@ -153,6 +127,12 @@ impl Stage {
         let dir = tempfile::tempdir()?;
         let sys = FakeSysfs::create(&dir.path().join("sys"))?;
         Ok(Self { netns, sys, dir })
+    }
+
+    /// A veth `name` with the demo MAC and a fixed ifindex (so the fake sysfs can match it).
+    fn add_veth(&self, name: &str, ifindex: u32, peer: &str) -> anyhow::Result<()> {
+        let index = ifindex.to_string();
+        self.ip(&["link", "add", name, "index", &index, "address", MAC, "type", "veth", "peer", "name", peer])
     }
 
     fn ip(&self, args: &[&str]) -> anyhow::Result<()> {

@@ -24,5 +24,5 @@ pub fn read_like_failsafe(fd: impl AsFd) -> io::Result<Option<String>> {
         }
     }
     let text = String::from_utf8_lossy(&data);
-    Ok(text.lines().filter(|line| !line.is_empty()).next_back().map(str::to_owned))
+    Ok(text.lines().rfind(|line| !line.is_empty()).map(str::to_owned))
 }
