@@ -260,7 +260,18 @@ fn watch_keeps_serving_when_one_late_interface_cannot_get_its_files() {
     std::os::unix::fs::symlink(&precious, fifo_dir.join("eth3.pipe")).unwrap();
     let mut agent = JsonProcess::agent(
         None,
-        &["watch", "--sysfs-root", &root_arg(&sys), "--fifo-dir", fifo_dir.to_str().unwrap(), "--source", "poll", "--poll-interval", "20", "--json"],
+        &[
+            "watch",
+            "--sysfs-root",
+            &root_arg(&sys),
+            "--fifo-dir",
+            fifo_dir.to_str().unwrap(),
+            "--source",
+            "poll",
+            "--poll-interval",
+            "20",
+            "--json",
+        ],
     );
     agent.wait_for("ready", |v| event(v) == "ready");
     sys.add_netvsc("eth3", 90_020, "00:15:5d:00:00:03").unwrap();

@@ -2,7 +2,7 @@
 //! throw-away network namespaces, skip (loudly) what needs root.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -18,12 +18,13 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// True when the test must skip; says why on stderr so a skip is never silent.
+/// True when the test must skip; says why on stderr so a skip is never silent. Written to
+/// the stderr handle directly: libtest captures `eprintln!` of passing tests.
 pub fn skip_unless_root(test: &str) -> bool {
     if is_root() {
         return false;
     }
-    eprintln!("SKIP {test}: needs root (network namespaces and veth devices)");
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: needs root (network namespaces and veth devices)");
     true
 }
 
@@ -66,7 +67,9 @@ impl JsonProcess {
             }
             None => Command::new(NETVSC_WATCH),
         };
-        command.args(args).env("RUST_LOG", "debug");
+        // The agent's own log goes straight to the test's stderr; NETVSC_TEST_LOG=debug for more.
+        let level = std::env::var("NETVSC_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        command.args(args).env("RUST_LOG", level);
         Self::spawn(command)
     }
 

@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod test;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "netvsc-watch build tasks")]
@@ -31,18 +32,9 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Test => test(),
+        Task::Test => test::run(),
         Task::Demo(args) => demo::run(args),
     }
-}
-
-fn test() -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("note: not root; network-namespace tests will be skipped (each says so)");
-    }
-    // --all-targets also runs each benchmark once in test mode: they must keep working; their
-    // figures come from `cargo bench`.
-    cargo(&["test", "--workspace", "--all-targets"])
 }
 
 /// The workspace root (this crate lives in `<root>/xtask`).

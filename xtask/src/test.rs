@@ -1,0 +1,109 @@
+//! `cargo xtask test`: every test target, relayed as it runs, then one closing line that totals
+//! them (`summary: N passed, N failed, N skipped`), skips being the tests that said `SKIP`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::channel;
+
+use anyhow::{bail, Context as _};
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
+impl Totals {
+    /// Adds what one line of cargo's output says.
+    pub fn add_line(&mut self, line: &str) {
+        if line.starts_with("SKIP ") {
+            self.skipped += 1;
+        }
+        if let Some(result) = line.trim().strip_prefix("test result: ") {
+            for part in result.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
+                    match what {
+                        "passed" => self.passed += n,
+                        "failed" => self.failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn run() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("note: not root; network-namespace tests will be skipped (each says so)");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // --all-targets also runs each benchmark once in test mode: they must keep working; their
+    // figures come from `cargo bench`.
+    let mut child = Command::new(&cargo)
+        .args(["test", "--workspace", "--all-targets"])
+        .current_dir(crate::workspace_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cargo} test"))?;
+    let (tx, lines) = channel::<(bool, String)>();
+    let relays: Vec<_> = [
+        (false, child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>)),
+        (true, child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>)),
+    ]
+    .into_iter()
+    .map(|(is_err, stream)| {
+        let tx = tx.clone();
+        let stream = stream.expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send((is_err, line));
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+    let mut totals = Totals::default();
+    for (is_err, line) in lines {
+        totals.add_line(&line);
+        if is_err {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    relays.into_iter().for_each(|r| r.join().expect("relay thread"));
+    let status = child.wait()?;
+    // libtest counts a skipped test as passed.
+    let passed = totals.passed.saturating_sub(totals.skipped);
+    println!("summary: {passed} passed, {} failed, {} skipped", totals.failed, totals.skipped);
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_cargo_result_lines_and_skips() {
+        let mut totals = Totals::default();
+        for line in [
+            "test result: ok. 10 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+            "SKIP netlink_events: needs root",
+            "test result: FAILED. 3 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.17s",
+            "running 4 tests",
+        ] {
+            totals.add_line(line);
+        }
+        assert_eq!(totals, Totals { passed: 13, failed: 2, skipped: 1 });
+    }
+}
