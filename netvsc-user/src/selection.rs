@@ -150,3 +150,59 @@ impl Selection {
         link.is_netvsc() && if self.is_auto() { !routed } else { self.specs.iter().any(|s| s.matches(link)) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(devargs: &str) -> Result<Selection, UsageError> {
+        let mut selection = Selection::default();
+        selection.add_devargs(devargs).map(|()| selection)
+    }
+
+    #[test]
+    fn devargs_as_the_original_writes_them() {
+        let mac = parse_mac("00:15:5d:00:00:01").unwrap();
+        let cases: Vec<(&str, Selection)> = vec![
+            ("", Selection::default()),
+            ("iface=eth1", Selection { specs: vec![Spec::Name("eth1".into())], ..Default::default() }),
+            ("mac=00:15:5D:00:00:01,force=1", Selection { specs: vec![Spec::Mac(mac)], force: true, ignore: false }),
+            (
+                "iface=eth1,iface=eth2,ignore=0",
+                Selection { specs: vec![Spec::Name("eth1".into()), Spec::Name("eth2".into())], ..Default::default() },
+            ),
+            ("ignore=1", Selection { ignore: true, ..Default::default() }),
+            ("force=2", Selection { force: true, ..Default::default() }),
+        ];
+        for (devargs, want) in cases {
+            assert_eq!(parsed(devargs).unwrap(), want, "{devargs:?}");
+        }
+    }
+
+    #[test]
+    fn bad_devargs_name_what_is_wrong() {
+        let cases = [
+            (
+                "iface=eth1,speed=10",
+                UsageError::UnknownKey { devargs: "iface=eth1,speed=10".into(), key: "speed".into() },
+            ),
+            (
+                "force=yes",
+                UsageError::BadInteger { devargs: "force=yes".into(), key: "force".into(), value: "yes".into() },
+            ),
+            ("iface", UsageError::BadItem { devargs: "iface".into(), item: "iface".into() }),
+            ("mac=00:15:5d:00:00", UsageError::BadMac("00:15:5d:00:00".into())),
+        ];
+        for (devargs, want) in cases {
+            assert_eq!(parsed(devargs).unwrap_err(), want, "{devargs:?}");
+        }
+    }
+
+    #[test]
+    fn macs_parse_in_any_case_and_reject_junk() {
+        assert_eq!(parse_mac("00:15:5D:aB:cD:eF").unwrap(), parse_mac("00:15:5d:ab:cd:ef").unwrap());
+        for bad in ["", "00:15:5d:ab:cd", "00:15:5d:ab:cd:ef:01", "00:15:5d:ab:cd:gg", "eth1"] {
+            assert_eq!(parse_mac(bad).unwrap_err(), UsageError::BadMac(bad.into()), "{bad:?}");
+        }
+    }
+}
