@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod test;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "netvsc-watch build tasks")]
@@ -28,12 +29,15 @@ enum Task {
     /// plays the VF, a fake sysfs tree says which is which; prints what the fail-safe pipe
     /// received and how fast.
     Demo(demo::DemoArgs),
+    /// QEMU guest with real PCI hot-plug (fetch the guest, run the VF scenarios)
+    Vm(vm::VmArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Test => test::run(),
         Task::Demo(args) => demo::run(args),
+        Task::Vm(args) => vm::run(args),
     }
 }
 

@@ -77,16 +77,46 @@ pub fn run() -> anyhow::Result<()> {
     }
     relays.into_iter().for_each(|r| r.join().expect("relay thread"));
     let status = child.wait()?;
+    if status.success() {
+        vm_scenarios(&mut totals);
+    }
     // libtest counts a skipped test as passed.
     let passed = totals.passed.saturating_sub(totals.skipped);
     println!("summary: {passed} passed, {} failed, {} skipped", totals.failed, totals.skipped);
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
+    if totals.failed > 0 {
+        bail!("{} test(s) failed", totals.failed);
+    }
     if passed == 0 {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// The QEMU hot-plug scenarios for every source that runs here; a machine that cannot run them
+/// says why and counts them as skipped.
+fn vm_scenarios(totals: &mut Totals) {
+    const SCENARIOS_PER_SOURCE: u64 = 4;
+    let sources = ["netlink", "poll"];
+    if let Some(reason) = crate::vm::unavailable() {
+        println!("SKIP vm scenarios: {reason}");
+        totals.skipped += SCENARIOS_PER_SOURCE * sources.len() as u64;
+        totals.passed += SCENARIOS_PER_SOURCE * sources.len() as u64;
+        return;
+    }
+    let args = crate::vm::TestArgs { sources: sources.map(str::to_owned).to_vec(), cycles: 3 };
+    match crate::vm::test(&args) {
+        Ok(outcome) => {
+            totals.passed += u64::from(outcome.passed);
+            totals.failed += u64::from(outcome.failed);
+        }
+        Err(err) => {
+            println!("vm: FAIL setting up the guest: {err:#}");
+            totals.failed += SCENARIOS_PER_SOURCE * sources.len() as u64;
+        }
+    }
 }
 
 #[cfg(test)]

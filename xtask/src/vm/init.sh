@@ -1,0 +1,31 @@
+#!/bin/busybox sh
+# Guest init: mount, load the NIC drivers, then run what the host asked for (kernel command line
+# `nvw.args=` with commas for spaces) with its stdout on the results port (/dev/ttyS1) and its
+# stderr on the console (/dev/ttyS0, a log file on the host). `nvw.nics=N` waits for N eth*.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /run /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for module in $(cat /etc/nvw-modules); do
+    insmod "/lib/modules/$module.ko" || echo "insmod $module failed" >/dev/console
+done
+ip link set lo up
+stty -F /dev/ttyS1 raw -echo 2>/dev/null
+exec 3>/dev/ttyS1
+
+arg() { sed -n "s/.*nvw\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+nics=$(arg nics)
+tries=0
+while [ "$(ls /sys/class/net | grep -c '^eth')" -lt "${nics:-0}" ] && [ $tries -lt 200 ]; do
+    sleep 0.05
+    tries=$((tries + 1))
+done
+echo "{\"guest\":\"booted\",\"kernel\":\"$(uname -r)\",\"uptime_s\":$(cut -d' ' -f1 /proc/uptime),\"nics\":\"$(ls /sys/class/net | tr '\n' ' ')\"}" >&3
+
+args=$(arg args | tr ',' ' ')
+# shellcheck disable=SC2086
+/bin/$args >&3 2>/dev/console
+echo "{\"guest\":\"exited\",\"status\":$?}" >&3
+poweroff -f

@@ -1,0 +1,281 @@
+//! One QEMU guest: q35 with PCIe root ports for hot-plug, a QMP socket to plug and unplug VF
+//! stand-ins, and a second serial port carrying the guest's JSON lines back to the host.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use qapi::qmp;
+use serde_json::Value;
+
+/// A NIC present from boot: `virtio` plays NetVSC; `vf` an e1000e in a root port.
+pub enum Nic {
+    Virtio { mac: String },
+    Vf { id: String, port: u32, mac: String },
+}
+
+pub struct BootConfig {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// What the guest runs (space-separated; becomes `nvw.args=`).
+    pub command: Vec<String>,
+    pub nics: Vec<Nic>,
+    /// Free PCIe root ports (`rp1`..`rpN`) for hot-plug.
+    pub root_ports: u32,
+    pub work_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "TCG (software emulation)",
+        }
+    }
+}
+
+pub struct Vm {
+    child: Child,
+    qmp: qapi::Qmp<qapi::Stream<BufReader<UnixStream>, UnixStream>>,
+    lines: Receiver<Value>,
+    pub accel: Accel,
+    /// From starting QEMU to the guest's first line.
+    pub boot_time: Duration,
+    pub console_log: PathBuf,
+    /// Every line received so far, in order.
+    pub seen: Vec<Value>,
+    /// Lines not yet matched by an `expect`: two processes write to the port, so an expected
+    /// line may arrive after one expected later.
+    backlog: Vec<Value>,
+}
+
+impl Vm {
+    /// Boots with KVM if it works here within a short time, else with TCG; says which ran.
+    /// Once KVM has failed, later boots of this run go straight to TCG.
+    pub fn boot(config: &BootConfig) -> anyhow::Result<Vm> {
+        static KVM_FAILED: AtomicBool = AtomicBool::new(false);
+        if !Path::new("/dev/kvm").exists() {
+            println!("vm: no /dev/kvm; using TCG");
+        } else if !KVM_FAILED.load(Ordering::Relaxed) {
+            match Self::boot_with(config, Accel::Kvm, Duration::from_secs(20)) {
+                Ok(vm) => return Ok(vm),
+                Err(err) => {
+                    KVM_FAILED.store(true, Ordering::Relaxed);
+                    let reason = format!("{err:#}");
+                    println!(
+                        "vm: KVM did not boot the guest ({}); falling back to TCG",
+                        reason.lines().next().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Self::boot_with(config, Accel::Tcg, Duration::from_secs(120))
+    }
+
+    fn boot_with(config: &BootConfig, accel: Accel, timeout: Duration) -> anyhow::Result<Vm> {
+        let tag = match accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        };
+        let qmp_path = config.work_dir.join(format!("qmp-{tag}.sock"));
+        let results_path = config.work_dir.join(format!("results-{tag}.sock"));
+        let console_log = config.work_dir.join(format!("console-{tag}.log"));
+        for path in [&qmp_path, &results_path] {
+            let _ = std::fs::remove_file(path);
+        }
+        let mut command = Command::new("qemu-system-x86_64");
+        match accel {
+            Accel::Kvm => command.args(["-machine", "q35,accel=kvm", "-cpu", "host"]),
+            Accel::Tcg => command.args(["-machine", "q35,accel=tcg", "-cpu", "max"]),
+        };
+        let nics = config.nics.len();
+        let append = format!("console=ttyS0 panic=-1 nvw.nics={nics} nvw.args={}", config.command.join(","));
+        command
+            .args(["-m", "512", "-smp", "1", "-nodefaults", "-no-reboot", "-display", "none"])
+            .arg("-kernel")
+            .arg(&config.kernel)
+            .arg("-initrd")
+            .arg(&config.initramfs)
+            .args(["-append", &append])
+            .arg("-serial")
+            .arg(format!("file:{}", console_log.display()))
+            .arg("-serial")
+            .arg(format!("unix:{},server=on,wait=off", results_path.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
+        for port in 1..=config.root_ports {
+            command.args([
+                "-device",
+                &format!("pcie-root-port,id=rp{port},bus=pcie.0,chassis={port},addr=0x{:x}", 0x10 + port),
+            ]);
+        }
+        for (i, nic) in config.nics.iter().enumerate() {
+            match nic {
+                // A hub with nothing else on it: the NIC exists, no traffic leaves the guest.
+                Nic::Virtio { mac } => command.args([
+                    "-netdev",
+                    &format!("hubport,id=net{i},hubid={i}"),
+                    "-device",
+                    &format!("virtio-net-pci,netdev=net{i},mac={mac},addr=0x{:x}", 0x3 + i),
+                ]),
+                Nic::Vf { id, port, mac } => {
+                    command.args(["-device", &format!("e1000e,id={id},bus=rp{port},mac={mac}")])
+                }
+            };
+        }
+        let started = Instant::now();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        let mut vm = Self::attach(child, &qmp_path, &results_path, accel, console_log.clone())?;
+        vm.expect_within("the guest to boot", timeout, |v| v["guest"] == "booted").inspect_err(|_| vm.kill())?;
+        vm.boot_time = started.elapsed();
+        Ok(vm)
+    }
+
+    fn attach(
+        mut child: Child,
+        qmp_path: &Path,
+        results_path: &Path,
+        accel: Accel,
+        console_log: PathBuf,
+    ) -> anyhow::Result<Vm> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (qmp_stream, results) = loop {
+            if let Some(status) = child.try_wait()? {
+                let mut stderr = String::new();
+                let _ = std::io::Read::read_to_string(child.stderr.as_mut().expect("piped"), &mut stderr);
+                bail!("qemu exited at once ({status}): {}", stderr.trim());
+            }
+            if let (Ok(q), Ok(r)) = (UnixStream::connect(qmp_path), UnixStream::connect(results_path)) {
+                break (q, r);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("qemu did not open its sockets");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let reader = BufReader::new(qmp_stream.try_clone().context("cloning the QMP socket")?);
+        let mut qmp = qapi::Qmp::new(qapi::Stream::new(reader, qmp_stream));
+        qmp.handshake().context("QMP handshake")?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(results).lines().map_while(Result::ok) {
+                let line = line.trim_matches(|c: char| c == '\r' || c.is_whitespace());
+                if let Ok(value) = serde_json::from_str::<Value>(line) {
+                    if tx.send(value).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Vm {
+            child,
+            qmp,
+            lines,
+            accel,
+            boot_time: Duration::ZERO,
+            console_log,
+            seen: Vec::new(),
+            backlog: Vec::new(),
+        })
+    }
+
+    /// Waits for the next guest line matching `pred` (10 s under KVM, 60 s under TCG).
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        let timeout = Duration::from_secs(if self.accel == Accel::Kvm { 10 } else { 60 });
+        self.expect_within(what, timeout, pred)
+    }
+
+    fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return Ok(self.backlog.remove(i));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(value) => {
+                    self.seen.push(value.clone());
+                    if pred(&value) {
+                        return Ok(value);
+                    }
+                    self.backlog.push(value);
+                }
+                Err(_) => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+    }
+
+    /// Everything the guest says within `period`.
+    pub fn collect_for(&mut self, period: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + period;
+        let got: Vec<Value> =
+            std::iter::from_fn(|| self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
+                .collect();
+        self.seen.extend(got.iter().cloned());
+        self.backlog.extend(got.iter().cloned());
+        got
+    }
+
+    /// Hot-plugs an e1000e (the VF stand-in) into root port `rp<port>`.
+    pub fn plug_vf(&mut self, id: &str, port: u32, mac: &str) -> anyhow::Result<()> {
+        let props = [("mac".to_owned(), qapi::Any::from(mac))];
+        let add = qmp::device_add::new("e1000e", Some(id.to_owned()), Some(format!("rp{port}")), props);
+        self.qmp.execute(&add).with_context(|| format!("device_add {id}"))?;
+        Ok(())
+    }
+
+    /// Hot-unplugs device `id` and waits until QEMU reports it gone (the guest released it).
+    pub fn unplug(&mut self, id: &str) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        self.qmp.execute(&qmp::device_del { id: id.to_owned() }).with_context(|| format!("device_del {id}"))?;
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            for event in self.qmp.events() {
+                if let qmp::Event::DEVICE_DELETED { ref data, .. } = event {
+                    if data.device.as_deref() == Some(id) {
+                        return Ok(started.elapsed());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{id} was not released by the guest within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            self.qmp.nop().context("polling QMP events")?;
+        }
+    }
+
+    /// The end of the guest console, for failure reports.
+    pub fn console_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.console_log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,261 @@
+//! The hot-plug scenarios, played from the host over QMP and judged on the JSON lines the agent
+//! (launcher mode) and failsafe-sim (reading its pipes as fail-safe does) print in the guest.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use serde_json::Value;
+
+use super::qemu::{BootConfig, Nic, Vm};
+
+const MAC_A: &str = "52:54:00:aa:00:01";
+const MAC_B: &str = "52:54:00:bb:00:02";
+/// failsafe-sim's read period in the guest (fail-safe's hotplug_poll).
+const READ_POLL_MS: u64 = 20;
+
+pub struct Setup {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub passed: u32,
+    pub failed: u32,
+}
+
+impl Outcome {
+    pub fn add(&mut self, other: Outcome) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// PCI address the guest gives a device in root port `rp<port>` (the firmware numbers the
+/// ports' buses in order).
+fn pci_of(port: u32) -> String {
+    format!("0000:{port:02x}:00.0")
+}
+
+/// The guest and what the host knows about it.
+struct Guest {
+    vm: Vm,
+    /// fail-safe instance names of the NetVSC stand-ins with MAC A and MAC B.
+    ctx_a: String,
+    ctx_b: String,
+    /// The VF stand-in of each MAC currently plugged: (QMP id, port).
+    vf_a: Option<(String, u32)>,
+    vf_b: Option<(String, u32)>,
+    plugs: u32,
+}
+
+/// Boots a guest for `source` and plays every scenario; prints a line per scenario and cycle.
+pub fn run(setup: &Setup, source: &str, cycles: u32) -> Outcome {
+    let names =
+        ["cold start with the VF present", "migration cycles", "two NetVSC, interleaved VFs", "the VF never returns"];
+    let mut outcome = Outcome::default();
+    let mut guest = match boot(setup, source) {
+        Ok(guest) => guest,
+        Err(err) => {
+            println!("vm[{source}]: FAIL boot: {err:#}");
+            outcome.failed = names.len() as u32;
+            return outcome;
+        }
+    };
+    println!(
+        "vm[{source}]: accelerator {}, boot {:.1} s (QEMU start to the guest's first line)",
+        guest.vm.accel.name(),
+        guest.vm.boot_time.as_secs_f64()
+    );
+    let results = [
+        cold_start(&mut guest),
+        migration_cycles(&mut guest, cycles),
+        interleaved(&mut guest),
+        never_returns(&mut guest),
+    ];
+    let mut broken = false;
+    for (name, result) in names.iter().zip(results) {
+        match result {
+            Ok(()) if !broken => {
+                outcome.passed += 1;
+                println!("vm[{source}]: PASS {name}");
+            }
+            Ok(()) => outcome.failed += 1,
+            Err(err) => {
+                broken = true;
+                outcome.failed += 1;
+                println!("vm[{source}]: FAIL {name}: {err:#}");
+                println!("--- guest console (tail) ---\n{}\n---", guest.vm.console_tail(30));
+            }
+        }
+    }
+    outcome
+}
+
+fn boot(setup: &Setup, source: &str) -> anyhow::Result<Guest> {
+    let command = format!(
+        "netvsc-watch exec --json --source {source} --mac {MAC_A} --mac {MAC_B} --force -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}"
+    );
+    let config = BootConfig {
+        kernel: setup.kernel.clone(),
+        initramfs: setup.initramfs.clone(),
+        command: command.split(' ').map(str::to_owned).collect(),
+        nics: vec![
+            Nic::Virtio { mac: MAC_A.into() },
+            Nic::Virtio { mac: MAC_B.into() },
+            Nic::Vf { id: "a0".into(), port: 1, mac: MAC_A.into() },
+        ],
+        root_ports: 4,
+        work_dir: setup.work_dir.clone(),
+    };
+    let mut vm = Vm::boot(&config)?;
+    let ready = vm.expect("the agent to be ready", |v| v["event"] == "ready")?;
+    let context = |mac: &str| -> anyhow::Result<String> {
+        let interfaces = ready["interfaces"].as_array().context("ready lists interfaces")?;
+        let found =
+            interfaces.iter().find(|i| i["mac"] == mac).with_context(|| format!("no context for {mac}: {ready}"))?;
+        Ok(found["failsafe"].as_str().unwrap_or_default().to_owned())
+    };
+    let (ctx_a, ctx_b) = (context(MAC_A)?, context(MAC_B)?);
+    Ok(Guest { vm, ctx_a, ctx_b, vf_a: Some(("a0".into(), 1)), vf_b: None, plugs: 0 })
+}
+
+fn cold_start(guest: &mut Guest) -> anyhow::Result<()> {
+    let ctx = guest.ctx_a.clone();
+    let written =
+        guest.vm.expect("the start-up association", |v| v["event"] == "associated" && v["failsafe"] == ctx)?;
+    ensure!(written["vf"]["pci"] == pci_of(1), "expected {}, got {written}", pci_of(1));
+    guest.vm.expect("the reader to read it", |v| v["failsafe"] == ctx && v["read"] == pci_of(1))?;
+    Ok(())
+}
+
+fn migration_cycles(guest: &mut Guest, cycles: u32) -> anyhow::Result<()> {
+    for cycle in 1..=cycles {
+        let (id, port) = guest.vf_a.clone().context("VF A present")?;
+        let (released, emptied) = unplug(guest, &id, Side::A)?;
+        // Return at the same address on odd cycles, at another on even ones.
+        let new_port = if cycle % 2 == 1 { port } else { 3 - port };
+        let plugged = plug(guest, Side::A, new_port)?;
+        println!(
+            "  cycle {cycle}: unplug {}: released by the guest in {:.2} s, pipe emptied {:.1} µs after the source saw it; \
+             plug at {}: address in the pipe {:.1} µs after the source saw it, {:.2} s after device_add",
+            pci_of(port),
+            released.as_secs_f64(),
+            emptied,
+            pci_of(new_port),
+            plugged.reaction_us,
+            plugged.host_elapsed.as_secs_f64(),
+        );
+    }
+    Ok(())
+}
+
+fn interleaved(guest: &mut Guest) -> anyhow::Result<()> {
+    plug(guest, Side::B, 3)?;
+    let (id, _) = guest.vf_a.clone().context("VF A present")?;
+    unplug(guest, &id, Side::A)?;
+    plug(guest, Side::A, 4)?;
+    let (id, _) = guest.vf_b.clone().context("VF B present")?;
+    unplug(guest, &id, Side::B)?;
+    plug(guest, Side::B, 3)?;
+    // No context was ever given the other one's VF.
+    let crossed: Vec<&Value> = guest
+        .vm
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "associated")
+        .filter(|v| (v["failsafe"] == guest.ctx_a.as_str()) == (v["vf"]["pci"] == pci_of(3)))
+        .collect();
+    ensure!(crossed.is_empty(), "VFs given to the wrong NetVSC: {crossed:?}");
+    Ok(())
+}
+
+fn never_returns(guest: &mut Guest) -> anyhow::Result<()> {
+    let (id, _) = guest.vf_a.clone().context("VF A present")?;
+    let (_, _) = unplug(guest, &id, Side::A)?;
+    let quiet = guest.vm.collect_for(Duration::from_secs(3));
+    let ctx = guest.ctx_a.clone();
+    let wrong: Vec<&Value> = quiet
+        .iter()
+        .filter(|v| {
+            v["guest"] == "exited"
+                || (v["failsafe"] == ctx.as_str() && (v["event"] == "associated" || v.get("read").is_some()))
+        })
+        .collect();
+    ensure!(wrong.is_empty(), "with no VF, nothing may be written, read, or exit: {wrong:?}");
+    // Still alive and serving the other interface.
+    let (id, _) = guest.vf_b.clone().context("VF B present")?;
+    unplug(guest, &id, Side::B)?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+struct Plugged {
+    reaction_us: f64,
+    host_elapsed: Duration,
+}
+
+/// Hot-plugs the VF of `side` into `port`; waits until its address is written and read.
+fn plug(guest: &mut Guest, side: Side, port: u32) -> anyhow::Result<Plugged> {
+    guest.plugs += 1;
+    let (ctx, mac, tag) = match side {
+        Side::A => (guest.ctx_a.clone(), MAC_A, "a"),
+        Side::B => (guest.ctx_b.clone(), MAC_B, "b"),
+    };
+    let id = format!("{tag}{}", guest.plugs);
+    let pci = pci_of(port);
+    let started = Instant::now();
+    guest.vm.plug_vf(&id, port, mac)?;
+    let written = guest
+        .vm
+        .expect(&format!("{pci} in {ctx}'s pipe"), |v| v["event"] == "associated" && v["failsafe"] == ctx.as_str())?;
+    let host_elapsed = started.elapsed();
+    ensure!(written["vf"]["pci"] == pci.as_str(), "{ctx} got {} instead of {pci}", written["vf"]["pci"]);
+    guest
+        .vm
+        .expect(&format!("the reader to read {pci}"), |v| v["failsafe"] == ctx.as_str() && v["read"] == pci.as_str())?;
+    match side {
+        Side::A => guest.vf_a = Some((id, port)),
+        Side::B => guest.vf_b = Some((id, port)),
+    }
+    Ok(Plugged { reaction_us: written["reaction_us"].as_f64().unwrap_or(f64::NAN), host_elapsed })
+}
+
+/// Hot-unplugs `id`; waits until the pipe is emptied, then checks that the reader never reads the
+/// old address again. Returns (time to release, guest reaction in µs).
+fn unplug(guest: &mut Guest, id: &str, side: Side) -> anyhow::Result<(Duration, f64)> {
+    let ctx = match side {
+        Side::A => guest.ctx_a.clone(),
+        Side::B => guest.ctx_b.clone(),
+    };
+    let old = match side {
+        Side::A => guest.vf_a.take(),
+        Side::B => guest.vf_b.take(),
+    };
+    let old_pci = pci_of(old.map(|(_, port)| port).unwrap_or(0));
+    let released = guest.vm.unplug(id)?;
+    let emptied = guest.vm.expect(&format!("{ctx}'s pipe to be emptied"), |v| {
+        v["event"] == "dissociated" && v["failsafe"] == ctx.as_str()
+    })?;
+    if emptied["vf"]["pci"] != old_pci.as_str() {
+        bail!("{ctx} dissociated {} instead of {old_pci}", emptied["vf"]["pci"]);
+    }
+    let emptied_at = emptied["at_ns"].as_u64().unwrap_or(u64::MAX);
+    guest.vm.collect_for(Duration::from_millis(READ_POLL_MS * 10));
+    let stale: Vec<&Value> = guest
+        .vm
+        .seen
+        .iter()
+        .filter(|v| v["failsafe"] == ctx.as_str() && v["read"] == old_pci.as_str())
+        .filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied_at))
+        .collect();
+    ensure!(stale.is_empty(), "the reader read {old_pci} after the pipe was emptied: {stale:?}");
+    Ok((released, emptied["reaction_us"].as_f64().unwrap_or(f64::NAN)))
+}
