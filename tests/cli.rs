@@ -28,6 +28,13 @@ fn netvsc_watch(args: &[&str]) -> std::process::Output {
     Command::new(NETVSC_WATCH).args(args).output().expect("running netvsc-watch")
 }
 
+/// `watch` on the fake tree with a fast poll source, JSON on.
+fn sidecar(sys: &FakeSysfs, fifo_dir: &std::path::Path) -> JsonProcess {
+    let root = root_arg(sys);
+    let args = ["watch", "--sysfs-root", &root, "--fifo-dir", fifo_dir.to_str().unwrap(), "--source", "poll"];
+    JsonProcess::agent(None, &[&args[..], &["--poll-interval", "20", "--json"]].concat())
+}
+
 fn root_arg(sys: &FakeSysfs) -> String {
     sys.root().to_str().unwrap().to_owned()
 }
@@ -210,21 +217,7 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
     let (dir, sys) = fake();
     let fifo_dir = dir.path().join("run");
     std::fs::create_dir(&fifo_dir).unwrap();
-    let mut agent = JsonProcess::agent(
-        None,
-        &[
-            "watch",
-            "--sysfs-root",
-            &root_arg(&sys),
-            "--fifo-dir",
-            fifo_dir.to_str().unwrap(),
-            "--source",
-            "poll",
-            "--poll-interval",
-            "20",
-            "--json",
-        ],
-    );
+    let mut agent = sidecar(&sys, &fifo_dir);
     let ready = agent.wait_for("ready", |v| event(v) == "ready");
     assert_eq!(ready["interfaces"].as_array().unwrap().len(), 2);
     let state = fifo_dir.join("eth1.addr");
@@ -258,21 +251,7 @@ fn watch_keeps_serving_when_one_late_interface_cannot_get_its_files() {
     let precious = dir.path().join("precious");
     std::fs::write(&precious, "keep me").unwrap();
     std::os::unix::fs::symlink(&precious, fifo_dir.join("eth3.pipe")).unwrap();
-    let mut agent = JsonProcess::agent(
-        None,
-        &[
-            "watch",
-            "--sysfs-root",
-            &root_arg(&sys),
-            "--fifo-dir",
-            fifo_dir.to_str().unwrap(),
-            "--source",
-            "poll",
-            "--poll-interval",
-            "20",
-            "--json",
-        ],
-    );
+    let mut agent = sidecar(&sys, &fifo_dir);
     agent.wait_for("ready", |v| event(v) == "ready");
     sys.add_netvsc("eth3", 90_020, "00:15:5d:00:00:03").unwrap();
     agent.wait_for("the late interface", |v| event(v) == "managed" && v["netvsc"] == "eth3");
