@@ -1,0 +1,92 @@
+//! What crosses between the kernel program and the agent: the event written to the ring buffer
+//! and the kernel struct offsets the agent resolves from BTF at load time. Plain `#[repr(C)]`.
+#![no_std]
+
+/// Kinds of [`KernelEvent`].
+pub mod kind {
+    pub const REGISTERED: u32 = 1;
+    pub const UNREGISTERED: u32 = 2;
+    pub const RENAMED: u32 = 3;
+    pub const MAC_CHANGED: u32 = 4;
+    pub const PCI_ADDED: u32 = 5;
+    pub const PCI_REMOVED: u32 = 6;
+}
+
+/// Bus of a netdevice's parent device, as far as the kernel program tells them apart.
+pub mod bus {
+    pub const NONE: u8 = 0;
+    pub const PCI: u8 = 1;
+    pub const VMBUS: u8 = 2;
+    pub const OTHER: u8 = 3;
+}
+
+pub const NAME_LEN: usize = 16;
+/// A PCI device name (`0002:00:02.0`, or with a 32-bit Hyper-V domain) and its NUL.
+pub const PCI_NAME_LEN: usize = 32;
+/// `ARPHRD_ETHER`.
+pub const ARPHRD_ETHER: u16 = 1;
+
+/// One kernel event. Netdevice events fill the netdevice fields; PCI events fill `pci`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelEvent {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, comparable with the agent's clock.
+    pub timestamp_ns: u64,
+    pub kind: u32,
+    pub ifindex: u32,
+    /// Inode number of the device's network namespace.
+    pub netns: u32,
+    /// `ARPHRD_*` link type.
+    pub dev_type: u16,
+    /// One of [`bus`].
+    pub parent_bus: u8,
+    pub _pad: u8,
+    pub name: [u8; NAME_LEN],
+    pub mac: [u8; 6],
+    pub _pad2: [u8; 2],
+    pub pci: [u8; PCI_NAME_LEN],
+}
+
+/// Byte offsets into kernel structs, resolved from the running kernel's BTF by the agent, plus
+/// the program's settings. One read-only global of the kernel program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    pub netdev_ifindex: u32,
+    pub netdev_name: u32,
+    /// `net_device.dev_addr`, a pointer.
+    pub netdev_dev_addr: u32,
+    pub netdev_type: u32,
+    /// `net_device.nd_net.net`, a pointer to `struct net`.
+    pub netdev_net: u32,
+    /// `net.ns.inum`.
+    pub net_inum: u32,
+    /// `net_device.dev.parent`, a pointer to `struct device`.
+    pub netdev_parent: u32,
+    /// `device.bus`, a pointer to `struct bus_type`.
+    pub device_bus: u32,
+    /// `bus_type.name`, a pointer to a string.
+    pub bus_name: u32,
+    /// `pci_dev.dev.kobj.name`, a pointer to the PCI device name.
+    pub pci_dev_name: u32,
+    /// Network namespace inode of the agent: events from others are dropped in the kernel.
+    pub agent_netns: u32,
+    /// 1: pass only NetVSC (VMBus parent), PCI-parented, or watched-MAC devices.
+    pub filter: u32,
+    /// 1: emit aya-log diagnostics.
+    pub log: u32,
+}
+
+/// Key of the watched-MAC map: the six MAC bytes and two zero bytes.
+pub type MacKey = [u8; 8];
+
+pub fn mac_key(mac: [u8; 6]) -> MacKey {
+    [mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both are plain `#[repr(C)]` integers and byte arrays, valid for any bit pattern.
+    unsafe impl aya::Pod for super::KernelEvent {}
+    unsafe impl aya::Pod for super::Config {}
+}
