@@ -27,6 +27,8 @@ pub struct Timers {
 }
 
 pub struct Agent {
+    /// MACs of the managed interfaces last handed to the source (the eBPF one filters on them).
+    watched: Vec<macaddr::MacAddr6>,
     reader: SystemReader,
     view: SystemView,
     pairing: Pairing,
@@ -47,7 +49,7 @@ impl Agent {
         let started = monotonic_ns();
         let view = reader.full_scan().await?;
         let (pairing, actions) = Pairing::start(selection, &view, admit_later)?;
-        let mut agent = Agent { reader, view, pairing, outputs, reporter };
+        let mut agent = Agent { watched: Vec::new(), reader, view, pairing, outputs, reporter };
         // At start-up any output failure is fatal: the user is there to see it.
         for action in &actions {
             agent.outputs.apply(action)?;
@@ -108,6 +110,7 @@ impl Agent {
         tokio::pin!(stop);
         info!(source = name, contexts = self.pairing.contexts().len(), "watching");
         loop {
+            self.sync_watched(source)?;
             tokio::select! {
                 result = &mut stop => return Ok(result),
                 event = source.next() => {
@@ -137,6 +140,16 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Hands the managed MACs to the source when they changed.
+    fn sync_watched(&mut self, source: &mut dyn Source) -> anyhow::Result<()> {
+        let macs: Vec<macaddr::MacAddr6> = self.pairing.contexts().iter().map(|ctx| ctx.mac).collect();
+        if macs != self.watched {
+            source.watch_macs(&macs).context("updating the watched MACs")?;
+            self.watched = macs;
+        }
+        Ok(())
     }
 
     /// Closes the pipes and removes the files this run created.

@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use macaddr::MacAddr6;
 
 use crate::selection::{parse_mac, Selection, Spec, UsageError};
+pub use crate::source::ebpf::{AttachMode, EbpfOptions};
+pub use crate::source::SourceKind;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -111,17 +113,15 @@ impl SelectionArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SourceKind {
-    /// rtnetlink link and address events; re-reads only the interface an event names
-    Netlink,
-    /// Full rescan every --poll-interval, as the original vdev_netvsc does
-    Poll,
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Where change events come from
-    #[arg(long, value_enum, default_value_t = SourceKind::Netlink)]
+    #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
     pub source: SourceKind,
     /// Rescan period of the poll source, in milliseconds (1000 is the original's)
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -135,9 +135,30 @@ pub struct RunArgs {
     /// Print one JSON line per association change on stdout (with source and reaction time)
     #[arg(long)]
     pub json: bool,
+    /// eBPF: pass only NetVSC, PCI-parented and managed-MAC devices to the agent (in the kernel)
+    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub ebpf_filter: Switch,
+    /// eBPF: kernel-side diagnostics through aya-log (shown at RUST_LOG=debug)
+    #[arg(long)]
+    pub ebpf_log: bool,
+    /// eBPF: ring buffer size in bytes, a power-of-two multiple of the page size
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024, value_parser = ring_bytes)]
+    pub ebpf_ring_bytes: u32,
+    /// eBPF: attach types allowed (auto: fentry/fexit, else kprobes)
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub ebpf_attach: AttachMode,
 }
 
 impl RunArgs {
+    pub fn ebpf_options(&self) -> EbpfOptions {
+        EbpfOptions {
+            filter: self.ebpf_filter == Switch::On,
+            log: self.ebpf_log,
+            ring_bytes: self.ebpf_ring_bytes,
+            attach: self.ebpf_attach,
+        }
+    }
+
     pub fn timers(&self) -> crate::agent::Timers {
         crate::agent::Timers {
             refill: Duration::from_millis(self.refill_interval),
@@ -182,6 +203,14 @@ pub struct ExecArgs {
 
 fn mac_arg(value: &str) -> Result<MacAddr6, String> {
     parse_mac(value).map_err(|e| e.to_string())
+}
+
+fn ring_bytes(value: &str) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| n.is_power_of_two() && *n >= 4096)
+        .ok_or_else(|| format!("{value:?} is not a power of two of at least 4096"))
 }
 
 fn octal_mode(value: &str) -> Result<u32, String> {

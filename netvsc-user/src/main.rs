@@ -8,15 +8,13 @@ use anyhow::Context as _;
 use clap::Parser;
 use netvsc_user::addresses::KernelAddresses;
 use netvsc_user::agent::Agent;
-use netvsc_user::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs, SourceKind, WatchArgs};
+use netvsc_user::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs, WatchArgs};
 use netvsc_user::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, Forwarder};
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::pairing::Pairing;
 use netvsc_user::report::{interface_line, interface_reports, vdev_arg, Reporter};
 use netvsc_user::selection::UsageError;
-use netvsc_user::source::netlink::NetlinkSource;
-use netvsc_user::source::poll::PollSource;
-use netvsc_user::source::Source;
+use netvsc_user::source::Opened;
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 use tokio::signal::unix::{signal, SignalKind};
@@ -77,19 +75,19 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         return Err(UsageError::BadPath(format!("--fifo-dir {}: not a directory", args.fifo_dir.display())).into());
     }
     let reader = system_reader(&args.selection)?;
-    let mut source = event_source(&args.run)?;
+    let mut opened = event_source(&args.run)?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode });
     let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
-    announce_ready(&args.run, source.name(), &agent);
+    announce_ready(&args.run, &opened, &agent);
     let stop = async {
         tokio::select! {
             _ = interrupt.recv() => "SIGINT",
             _ = terminate.recv() => "SIGTERM",
         }
     };
-    let result = agent.run(source.as_mut(), args.run.timers(), stop).await;
+    let result = agent.run(opened.source.as_mut(), args.run.timers(), stop).await;
     agent.shutdown();
     let signal = result?;
     info!(signal, "stopped; removed the files this run created");
@@ -102,7 +100,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         return Err(exec_unchanged(&args.command));
     }
     let reader = system_reader(&args.selection)?;
-    let mut source = event_source(&args.run)?;
+    let mut opened = event_source(&args.run)?;
     let forwarder = Forwarder::install()?;
     let mut agent =
         Agent::start(reader, selection, false, Outputs::new(OutputMode::Pipes), Reporter::new(args.run.json)).await?;
@@ -119,8 +117,8 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let argv = dpdk_argv(&args.command, &vdevs);
     info!(argv = ?argv, "starting the application");
     let child = spawn(&argv, inherit)?;
-    announce_ready(&args.run, source.name(), &agent);
-    let result = agent.run(source.as_mut(), args.run.timers(), forwarder.wait(child)).await;
+    announce_ready(&args.run, &opened, &agent);
+    let result = agent.run(opened.source.as_mut(), args.run.timers(), forwarder.wait(child)).await;
     agent.shutdown();
     let status = result??;
     info!(%status, "application exited");
@@ -132,17 +130,26 @@ fn system_reader(args: &SelectionArgs) -> anyhow::Result<SystemReader> {
     Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::connect()?)))
 }
 
-/// Subscribed before the start-up scan so that nothing between the two is missed.
-fn event_source(args: &RunArgs) -> anyhow::Result<Box<dyn Source>> {
-    Ok(match args.source {
-        SourceKind::Netlink => Box::new(NetlinkSource::subscribe()?),
-        SourceKind::Poll => Box::new(PollSource::new(std::time::Duration::from_millis(args.poll_interval))),
-    })
+/// Opened before the start-up scan so that nothing between the two is missed.
+fn event_source(args: &RunArgs) -> anyhow::Result<Opened> {
+    let interval = std::time::Duration::from_millis(args.poll_interval);
+    netvsc_user::source::open(args.source, &args.ebpf_options(), interval)
 }
 
-/// Tells scripts (and tests) that start-up is done and events are being watched.
-fn announce_ready(args: &RunArgs, source: &str, agent: &Agent) {
+/// Tells scripts (and tests) that start-up is done and events are being watched, by which
+/// source, and why sources tried before it were passed over.
+fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent) {
     let contexts: Vec<_> =
         interface_reports(agent.pairing(), agent.view()).into_iter().filter(|r| r.failsafe.is_some()).collect();
-    Reporter::new(args.json).line(&serde_json::json!({ "event": "ready", "source": source, "interfaces": contexts }));
+    let passed_over: Vec<_> = opened
+        .passed_over
+        .iter()
+        .map(|(source, reason)| serde_json::json!({ "source": source, "reason": reason }))
+        .collect();
+    Reporter::new(args.json).line(&serde_json::json!({
+        "event": "ready",
+        "source": opened.source.name(),
+        "passed_over": passed_over,
+        "interfaces": contexts,
+    }));
 }

@@ -47,6 +47,7 @@ impl SystemReader {
                 }
                 _ => Ok(Touched::Nothing),
             },
+            LinkEvent::PciDevice { .. } => Ok(Touched::Nothing),
             LinkEvent::Resync { .. } => {
                 *view = self.full_scan().await?;
                 Ok(Touched::All)

@@ -4,8 +4,12 @@
 use futures::future::BoxFuture;
 use macaddr::MacAddr6;
 
+pub mod ebpf;
 pub mod netlink;
+mod open;
 pub mod poll;
+
+pub use open::{open, Opened, SourceKind};
 
 /// What happened, as precisely as the source knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +23,9 @@ pub enum LinkEvent {
     AddressChanged { ifindex: u32 },
     /// Events may have been lost, or the source only polls: rescan everything.
     Resync { reason: &'static str },
+    /// A PCI function appeared or is going away (eBPF source). Pairing waits for its netdevice;
+    /// this is for timelines and logs.
+    PciDevice { address: String, added: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,4 +48,10 @@ pub trait Source: Send {
 
     /// Waits for the next event. An error ends the agent: a silent source would leave pipes stale.
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>>;
+
+    /// The MACs of the managed interfaces, for sources that filter on them (eBPF does, in the
+    /// kernel). Called whenever the set changes.
+    fn watch_macs(&mut self, _macs: &[MacAddr6]) -> anyhow::Result<()> {
+        Ok(())
+    }
 }

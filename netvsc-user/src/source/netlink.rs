@@ -23,12 +23,20 @@ pub struct NetlinkSource {
 }
 
 impl NetlinkSource {
-    /// Subscribes before the agent's start-up scan, so nothing between the two is missed.
-    /// Must be called inside a tokio runtime.
+    /// Link and address events. Subscribed before the agent's start-up scan, so nothing between
+    /// the two is missed. Must be called inside a tokio runtime.
     pub fn subscribe() -> anyhow::Result<Self> {
-        let groups = [MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
+        Self::subscribe_to(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr])
+    }
+
+    /// Address events only (the eBPF source sees links itself).
+    pub fn subscribe_addresses() -> anyhow::Result<Self> {
+        Self::subscribe_to(&[MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr])
+    }
+
+    fn subscribe_to(groups: &[MulticastGroup]) -> anyhow::Result<Self> {
         let (mut connection, _handle, messages) =
-            rtnetlink::new_multicast_connection(&groups).context("subscribing to rtnetlink link events")?;
+            rtnetlink::new_multicast_connection(groups).context("subscribing to rtnetlink link events")?;
         if let Err(err) = connection.socket_mut().socket_mut().set_rx_buf_sz(RECEIVE_BUFFER_BYTES) {
             tracing::debug!(%err, "could not enlarge the rtnetlink receive buffer");
         }

@@ -1,0 +1,198 @@
+//! The eBPF event source: the kernel program reports netdevice register/unregister/rename/MAC
+//! changes and PCI add/remove into a ring buffer, already filtered; address changes come from
+//! rtnetlink. Event times are the kernel's (`bpf_ktime_get_ns`), so reaction times are measured
+//! from the kernel event itself.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::os::unix::fs::MetadataExt as _;
+
+use anyhow::Context as _;
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::{Ebpf, EbpfLoader};
+use futures::future::BoxFuture;
+use macaddr::MacAddr6;
+use netvsc_common::{kind, mac_key, KernelEvent, MacKey};
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, info, warn};
+
+use super::netlink::NetlinkSource;
+use super::{LinkEvent, Source, SourceEvent};
+
+mod attach;
+pub mod kernel_btf;
+
+pub use attach::AttachMode;
+
+/// The kernel program, built by `cargo xtask build` (empty in builds without it).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netvsc"));
+
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// How to run the kernel side.
+#[derive(Clone, Debug)]
+pub struct EbpfOptions {
+    /// Only NetVSC, PCI-parented and watched-MAC devices reach userspace.
+    pub filter: bool,
+    /// Kernel-side diagnostics through aya-log.
+    pub log: bool,
+    /// Ring buffer size in bytes (a power-of-two multiple of the page size).
+    pub ring_bytes: u32,
+    pub attach: AttachMode,
+}
+
+/// Why the eBPF source cannot run here, in words for the log and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+pub struct EbpfSource {
+    /// Owns the programs and links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    drops: PerCpuArray<MapData, u64>,
+    dropped_so_far: u64,
+    watched: HashMap<MapData, MacKey, u8>,
+    watched_now: BTreeSet<MacKey>,
+    addresses: NetlinkSource,
+    pending: VecDeque<SourceEvent>,
+}
+
+impl EbpfSource {
+    /// Loads and attaches the kernel program. Must be called inside a tokio runtime.
+    pub fn load(options: &EbpfOptions) -> Result<Self, Unavailable> {
+        Self::try_load(options).map_err(|err| Unavailable(format!("{err:#}")))
+    }
+
+    fn try_load(options: &EbpfOptions) -> anyhow::Result<Self> {
+        if OBJECT.is_empty() {
+            anyhow::bail!("this build has no eBPF object (build with `cargo xtask build`)");
+        }
+        let kernel = kernel_btf::KernelBtf::load(BTF_PATH)?;
+        let mut config = kernel.config().context("resolving kernel struct offsets from BTF")?;
+        config.agent_netns = std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino() as u32;
+        config.filter = u32::from(options.filter);
+        config.log = u32::from(options.log);
+        let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
+        bump_memlock_rlimit();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .set_global("CONFIG", &config, true)
+            .set_max_entries("EVENTS", options.ring_bytes)
+            .load(OBJECT)
+            .context("loading the eBPF object")?;
+        if options.log {
+            if let Err(err) = aya_log::EbpfLogger::init(&mut ebpf) {
+                warn!(%err, "eBPF logging requested but unavailable");
+            }
+        }
+        attach::attach_all(&mut ebpf, &kernel, &btf, options.attach)?;
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
+        let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").context("map DROPS")?)?;
+        let watched = HashMap::try_from(ebpf.take_map("WATCHED_MACS").context("map WATCHED_MACS")?)?;
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd
+        // (which owns the RingBuf) is dropped.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|err| anyhow::anyhow!("registering the ring buffer with tokio: {err}"))?;
+        Ok(Self {
+            _ebpf: ebpf,
+            ring,
+            drops,
+            dropped_so_far: 0,
+            watched,
+            watched_now: BTreeSet::new(),
+            addresses: NetlinkSource::subscribe_addresses()?,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Moves everything the ring buffer holds into `pending`; a grown drop counter adds a resync.
+    fn drain(&mut self) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<KernelEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole KernelEvent; it is plain data, read unaligned.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<KernelEvent>()) };
+            if let Some(link_event) = translate(&event) {
+                debug!(?link_event, "kernel event");
+                self.pending.push_back(SourceEvent { event: link_event, seen_at_ns: event.timestamp_ns });
+            }
+        }
+        let dropped = self.drops.get(&0, 0).map(|per_cpu| per_cpu.iter().sum::<u64>()).unwrap_or(0);
+        if dropped > self.dropped_so_far {
+            warn!(dropped = dropped - self.dropped_so_far, "eBPF ring buffer overflowed; doing a full resync");
+            self.dropped_so_far = dropped;
+            self.pending.push_back(SourceEvent::now(LinkEvent::Resync { reason: "eBPF ring buffer dropped events" }));
+        }
+    }
+}
+
+impl Source for EbpfSource {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>> {
+        Box::pin(async move {
+            loop {
+                if let Some(event) = self.pending.pop_front() {
+                    return Ok(event);
+                }
+                tokio::select! {
+                    guard = self.ring.readable_mut() => {
+                        let mut guard = guard.context("waiting on the eBPF ring buffer")?;
+                        guard.clear_ready();
+                        drop(guard);
+                        self.drain();
+                    }
+                    event = self.addresses.next() => return event,
+                }
+            }
+        })
+    }
+
+    fn watch_macs(&mut self, macs: &[MacAddr6]) -> anyhow::Result<()> {
+        let wanted: BTreeSet<MacKey> = macs.iter().map(|mac| mac_key(mac.into_array())).collect();
+        for gone in self.watched_now.difference(&wanted) {
+            self.watched.remove(gone).context("removing a watched MAC")?;
+        }
+        for new in wanted.difference(&self.watched_now) {
+            self.watched.insert(new, 1, 0).context("adding a watched MAC")?;
+        }
+        self.watched_now = wanted;
+        Ok(())
+    }
+}
+
+/// Maps a kernel event to what the agent re-reads; names that are not UTF-8 are left to sysfs.
+pub fn translate(event: &KernelEvent) -> Option<LinkEvent> {
+    let text = |bytes: &[u8]| {
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        std::str::from_utf8(&bytes[..end]).ok().filter(|s| !s.is_empty()).map(str::to_owned)
+    };
+    Some(match event.kind {
+        kind::REGISTERED | kind::RENAMED | kind::MAC_CHANGED => {
+            LinkEvent::Changed { ifindex: event.ifindex, name: text(&event.name), mac: Some(MacAddr6::from(event.mac)) }
+        }
+        kind::UNREGISTERED => LinkEvent::Removed { ifindex: event.ifindex },
+        kind::PCI_ADDED | kind::PCI_REMOVED => {
+            LinkEvent::PciDevice { address: text(&event.pci)?, added: event.kind == kind::PCI_ADDED }
+        }
+        _ => return None,
+    })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn bump_memlock_rlimit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        debug!("could not raise RLIMIT_MEMLOCK; fine on kernels that account BPF memory by cgroup");
+    }
+}
+
+/// One line per hook for the log.
+pub(crate) fn log_attached(hook: &str, function: &str, via: &str) {
+    info!(hook, function, via, "eBPF hook attached");
+}
