@@ -34,8 +34,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the demo needs root: it creates a network namespace and veth devices (try: sudo -E cargo xtask demo)");
     }
-    crate::cargo(&["build", "--release", "--package", "netvsc-user", "--bins"])?;
-    let bin = crate::workspace_root().join("target/release");
+    let bin = crate::build_agent()?;
     let stage = Stage::new()?;
     println!("netns {}: {NETVSC} (ifindex {NETVSC_IFINDEX}, {MAC}) plays the NetVSC interface", stage.netns);
     stage.add_veth(NETVSC, NETVSC_IFINDEX, "p10")?;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod test;
+mod toolchain;
 mod vm;
 
 #[derive(Parser)]
@@ -20,6 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Build the agent with its eBPF object (installs nightly rust-src and bpf-linker if missing)
+    Build,
+    /// Build, then run the agent with these arguments (as root), e.g. `cargo xtask run -- watch --fifo-dir /run/netvsc`
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run every test (unit, fake-sysfs, CLI; network-namespace tests when root) and check that
     /// the benchmarks still run
     Test,
@@ -35,10 +43,33 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
+        Task::Build => build_agent().map(|dir| println!("built {}", dir.join("netvsc-watch").display())),
+        Task::Run { args } => run_agent(&args),
         Task::Test => test::run(),
         Task::Demo(args) => demo::run(args),
         Task::Vm(args) => vm::run(args),
     }
+}
+
+/// Release build of the agent and failsafe-sim with the kernel program embedded; returns the
+/// directory holding them.
+pub fn build_agent() -> anyhow::Result<PathBuf> {
+    toolchain::ensure()?;
+    cargo_with_env(&["build", "--release", "--package", "netvsc-user", "--bins"], &[("NETVSC_BUILD_EBPF", "1")])?;
+    Ok(workspace_root().join("target/release"))
+}
+
+fn run_agent(args: &[String]) -> anyhow::Result<()> {
+    let binary = build_agent()?.join("netvsc-watch");
+    let mut command = if nix::unistd::geteuid().is_root() {
+        Command::new(&binary)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E").arg(&binary);
+        sudo
+    };
+    let status = command.args(args).status().with_context(|| format!("running {}", binary.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// The workspace root (this crate lives in `<root>/xtask`).
@@ -47,9 +78,14 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with_env(args, &[])
+}
+
+pub fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()
         .with_context(|| format!("running {cargo} {}", args.join(" ")))?;

@@ -19,15 +19,17 @@ pub struct Assets {
     pub busybox: PathBuf,
 }
 
-/// `$NETVSC_VM_CACHE`, else `$XDG_CACHE_HOME/netvsc-watch/vm`, else `~/.cache/netvsc-watch/vm`.
+/// `$NETVSC_VM_CACHE`, else `<cache root>/vm`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("NETVSC_VM_CACHE") {
-        return dir.into();
-    }
+    std::env::var_os("NETVSC_VM_CACHE").map(PathBuf::from).unwrap_or_else(|| cache_root().join("vm"))
+}
+
+/// `$XDG_CACHE_HOME/netvsc-watch`, else `~/.cache/netvsc-watch`: outside the source tree.
+pub fn cache_root() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"));
-    base.join("netvsc-watch/vm")
+    base.join("netvsc-watch")
 }
 
 /// Reuses what the cache holds; fetches what it lacks.

@@ -10,6 +10,7 @@ mod initramfs;
 mod qemu;
 mod scenarios;
 
+pub use assets::cache_root;
 pub use scenarios::Outcome;
 
 #[derive(clap::Args)]
@@ -30,7 +31,7 @@ enum VmCommand {
 #[derive(clap::Args, Clone)]
 pub struct TestArgs {
     /// Event sources to test, comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "netlink,poll")]
+    #[arg(long, value_delimiter = ',', default_value = "ebpf,netlink,poll")]
     pub sources: Vec<String>,
     /// Migration cycles (VF removed, returns) in the cycles scenario
     #[arg(long, default_value_t = 3)]
@@ -75,8 +76,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 /// Builds the agent, prepares the guest and runs every scenario for every source.
 pub fn test(args: &TestArgs) -> anyhow::Result<Outcome> {
     let assets = assets::ensure()?;
-    crate::cargo(&["build", "--release", "--package", "netvsc-user", "--bins"])?;
-    let release = crate::workspace_root().join("target/release");
+    let release = crate::build_agent()?;
     let work = tempfile::Builder::new().prefix("netvsc-vm.").tempdir().context("creating a work directory")?;
     let initramfs = work.path().join("initramfs.cpio");
     initramfs::build(&assets, &[release.join("netvsc-watch"), release.join("failsafe-sim")], &initramfs)?;

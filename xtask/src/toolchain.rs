@@ -1,0 +1,81 @@
+//! What building the kernel program needs, installed on demand: nightly with `rust-src` (for
+//! `-Z build-std=core`), and `bpf-linker` built against the LLVM that nightly itself ships
+//! (no system LLVM of the right version exists here). Version strings come from the toolchain.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+
+/// Ensures nightly, its rust-src and a working bpf-linker; cheap when all are there.
+pub fn ensure() -> anyhow::Result<()> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    if !installed.lines().any(|line| line.starts_with("rust-src")) {
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    if succeeds(Command::new("bpf-linker").arg("--version")) {
+        return Ok(());
+    }
+    install_bpf_linker()
+}
+
+/// `cargo install bpf-linker` with `LLVM_PREFIX` pointing at a directory that presents
+/// nightly's own libLLVM under the names the build looks for. The directory must outlive the
+/// binary (its rpath points there), so it lives in the cache, named after the LLVM it serves.
+fn install_bpf_linker() -> anyhow::Result<()> {
+    let verbose = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    let llvm_version = verbose
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .context("rustc -vV does not say its LLVM version")?;
+    let major = llvm_version.split('.').next().unwrap_or_default();
+    let sysroot =
+        PathBuf::from(output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?.trim());
+    let library = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| {
+            path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("libLLVM.so.{major}")))
+        })
+        .with_context(|| format!("no libLLVM.so.{major}* in {}", sysroot.join("lib").display()))?;
+    let prefix = crate::vm::cache_root().join(format!("llvm-prefix-{llvm_version}"));
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    for name in [std::ffi::OsStr::new("libLLVM.so"), library.file_name().expect("a file")] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&library, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    println!("xtask: building bpf-linker against nightly's LLVM {llvm_version} (about a minute, once)");
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", "^0.13", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix))?;
+    if !succeeds(Command::new("bpf-linker").arg("--version")) {
+        bail!("bpf-linker installed but does not run (is ~/.cargo/bin on PATH?)");
+    }
+    Ok(())
+}
+
+fn succeeds(command: &mut Command) -> bool {
+    command.output().is_ok_and(|out| out.status.success())
+}
+
+fn output(command: &mut Command) -> anyhow::Result<String> {
+    let out = command.output().with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
