@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
@@ -16,6 +17,17 @@ use crate::source::{LinkEvent, Source, SourceEvent};
 use crate::system::SystemReader;
 use crate::view::SystemView;
 
+/// How often the loop woke up, and why: what "idle cost" and "churn" are measured in.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    /// Events the source delivered.
+    pub events: u64,
+    /// Of those, events that changed what the agent knows.
+    pub relevant: u64,
+    pub refill_ticks: u64,
+    pub resyncs: u64,
+}
+
 /// Timers of the loop.
 #[derive(Clone, Copy, Debug)]
 pub struct Timers {
@@ -24,11 +36,14 @@ pub struct Timers {
     pub refill: Duration,
     /// Safety full rescan for event sources, so a lost event cannot leave a stale pairing.
     pub resync: Option<Duration>,
+    /// Print every source event as a JSON line (diagnostics, and tests of event fields).
+    pub trace_events: bool,
 }
 
 pub struct Agent {
     /// MACs of the managed interfaces last handed to the source (the eBPF one filters on them).
     watched: Vec<macaddr::MacAddr6>,
+    stats: Stats,
     reader: SystemReader,
     view: SystemView,
     pairing: Pairing,
@@ -49,7 +64,7 @@ impl Agent {
         let started = monotonic_ns();
         let view = reader.full_scan().await?;
         let (pairing, actions) = Pairing::start(selection, &view, admit_later)?;
-        let mut agent = Agent { watched: Vec::new(), reader, view, pairing, outputs, reporter };
+        let mut agent = Agent { watched: Vec::new(), stats: Stats::default(), reader, view, pairing, outputs, reporter };
         // At start-up any output failure is fatal: the user is there to see it.
         for action in &actions {
             agent.outputs.apply(action)?;
@@ -68,6 +83,10 @@ impl Agent {
 
     pub fn outputs(&self) -> &Outputs {
         &self.outputs
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Handles one event; returns the actions decided (empty when it concerned nothing managed).
@@ -108,6 +127,7 @@ impl Agent {
         let mut resync = interval_at(Instant::now() + resync_period, resync_period);
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tokio::pin!(stop);
+        let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
         info!(source = name, contexts = self.pairing.contexts().len(), "watching");
         loop {
             self.sync_watched(source)?;
@@ -115,14 +135,29 @@ impl Agent {
                 result = &mut stop => return Ok(result),
                 event = source.next() => {
                     let event = event.with_context(|| format!("{name} event source failed"))?;
+                    self.stats.events += 1;
+                    if timers.trace_events {
+                        self.reporter.source_event(&event, name);
+                    }
                     if let LinkEvent::Resync { reason } = event.event {
                         debug!(source = name, reason, "full rescan");
+                        self.stats.resyncs += 1;
+                        if name != "poll" {
+                            self.reporter.line(&serde_json::json!({ "event": "resync", "source": name, "reason": reason }));
+                        }
                     }
-                    if let Err(err) = self.handle(&event, name).await {
-                        warn!(source = name, error = %format!("{err:#}"), "could not handle an event; the next resync retries");
+                    match self.handle(&event, name).await {
+                        Ok(actions) if !actions.is_empty() => self.stats.relevant += 1,
+                        Ok(_) => {}
+                        Err(err) => warn!(source = name, error = %format!("{err:#}"), "could not handle an event; the next resync retries"),
                     }
                 }
+                _ = usr1.recv() => {
+                    info!(stats = ?self.stats, "statistics");
+                    self.reporter.line(&serde_json::json!({ "event": "stats", "source": name, "stats": self.stats }));
+                }
                 _ = refill.tick() => {
+                    self.stats.refill_ticks += 1;
                     let restored = self.refill();
                     if restored > 0 {
                         debug!(restored, "restored consumed pipe lines");

@@ -135,6 +135,9 @@ pub struct RunArgs {
     /// Print one JSON line per association change on stdout (with source and reaction time)
     #[arg(long)]
     pub json: bool,
+    /// Also print every event the source delivers as a JSON line (with --json)
+    #[arg(long)]
+    pub trace_events: bool,
     /// eBPF: pass only NetVSC, PCI-parented and managed-MAC devices to the agent (in the kernel)
     #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
     pub ebpf_filter: Switch,
@@ -163,6 +166,7 @@ impl RunArgs {
         crate::agent::Timers {
             refill: Duration::from_millis(self.refill_interval),
             resync: (self.resync_interval > 0).then(|| Duration::from_millis(self.resync_interval)),
+            trace_events: self.trace_events,
         }
     }
 }

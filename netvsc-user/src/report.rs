@@ -151,6 +151,21 @@ impl Reporter {
         self.line(&record);
     }
 
+    /// A source event as a JSON line (`--trace-events`).
+    pub fn source_event(&self, event: &crate::source::SourceEvent, source: &str) {
+        use crate::source::LinkEvent;
+        let detail = match &event.event {
+            LinkEvent::Changed { ifindex, name, mac } => serde_json::json!({
+                "kind": "changed", "ifindex": ifindex, "name": name, "mac": mac.as_ref().map(mac_string),
+            }),
+            LinkEvent::Removed { ifindex } => serde_json::json!({ "kind": "removed", "ifindex": ifindex }),
+            LinkEvent::AddressChanged { ifindex } => serde_json::json!({ "kind": "address", "ifindex": ifindex }),
+            LinkEvent::Resync { reason } => serde_json::json!({ "kind": "resync", "reason": reason }),
+            LinkEvent::PciDevice { address, added } => serde_json::json!({ "kind": "pci", "pci": address, "added": added }),
+        };
+        self.line(&serde_json::json!({ "event": "source", "source": source, "seen_at_ns": event.seen_at_ns, "detail": detail }));
+    }
+
     /// Prints any serialisable record as one JSON line (when `--json`).
     pub fn line(&self, record: &impl Serialize) {
         if self.json {
