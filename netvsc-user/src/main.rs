@@ -149,6 +149,7 @@ fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent) {
     Reporter::new(args.json).line(&serde_json::json!({
         "event": "ready",
         "source": opened.source.name(),
+        "details": opened.source.details(),
         "passed_over": passed_over,
         "interfaces": contexts,
     }));

@@ -33,11 +33,13 @@ pub struct SourceEvent {
     pub event: LinkEvent,
     /// When the source saw it (CLOCK_MONOTONIC ns): reaction times are measured from here.
     pub seen_at_ns: u64,
+    /// The kernel's own record, when the eBPF source saw it (for traces and timelines).
+    pub kernel: Option<netvsc_common::KernelEvent>,
 }
 
 impl SourceEvent {
     pub fn now(event: LinkEvent) -> Self {
-        Self { event, seen_at_ns: crate::clock::monotonic_ns() }
+        Self { event, seen_at_ns: crate::clock::monotonic_ns(), kernel: None }
     }
 }
 
@@ -51,6 +53,11 @@ pub trait Source: Send {
 
     /// The MACs of the managed interfaces, for sources that filter on them (eBPF does, in the
     /// kernel). Called whenever the set changes.
+    /// What the source is running with, for the `ready` line (eBPF: the hooks attached).
+    fn details(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     fn watch_macs(&mut self, _macs: &[MacAddr6]) -> anyhow::Result<()> {
         Ok(())
     }

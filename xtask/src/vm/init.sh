@@ -26,6 +26,18 @@ echo "{\"guest\":\"booted\",\"kernel\":\"$(uname -r)\",\"uptime_s\":$(cut -d' ' 
 
 args=$(arg args | tr ',' ' ')
 # shellcheck disable=SC2086
-/bin/$args >&3 2>/dev/console
+/bin/$args >&3 2>/dev/console &
+agent=$!
+
+# Commands from the host, one per line: "<id> <shell command>"; each is answered on the results
+# port with {"guest":"done","id":<id>,"status":<exit status>}. $AGENT is the agent's pid.
+export AGENT=$agent
+while read -r id command; do
+    sh -c "$command" >/dev/console 2>&1
+    status=$?
+    echo "{\"guest\":\"done\",\"id\":$id,\"status\":$status}" >&3
+done </dev/ttyS1 &
+
+wait $agent
 echo "{\"guest\":\"exited\",\"status\":$?}" >&3
 poweroff -f

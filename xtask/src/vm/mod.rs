@@ -8,10 +8,11 @@ use anyhow::{bail, Context as _};
 mod assets;
 mod initramfs;
 mod qemu;
+mod ebpf_checks;
 mod scenarios;
 
 pub use assets::cache_root;
-pub use scenarios::Outcome;
+pub use scenarios::{count as scenario_count, Outcome};
 
 #[derive(clap::Args)]
 pub struct VmArgs {

@@ -1,7 +1,7 @@
 //! One QEMU guest: q35 with PCIe root ports for hot-plug, a QMP socket to plug and unplug VF
 //! stand-ins, and a second serial port carrying the guest's JSON lines back to the host.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,6 +47,9 @@ impl Accel {
 
 pub struct Vm {
     child: Child,
+    /// Host-to-guest command lines, on the results port.
+    commands: UnixStream,
+    next_command: u32,
     qmp: qapi::Qmp<qapi::Stream<BufReader<UnixStream>, UnixStream>>,
     lines: Receiver<Value>,
     pub accel: Accel,
@@ -173,6 +176,7 @@ impl Vm {
         let reader = BufReader::new(qmp_stream.try_clone().context("cloning the QMP socket")?);
         let mut qmp = qapi::Qmp::new(qapi::Stream::new(reader, qmp_stream));
         qmp.handshake().context("QMP handshake")?;
+        let commands = results.try_clone().context("cloning the results socket")?;
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(results).lines().map_while(Result::ok) {
@@ -186,6 +190,8 @@ impl Vm {
         });
         Ok(Vm {
             child,
+            commands,
+            next_command: 0,
             qmp,
             lines,
             accel,
@@ -230,6 +236,18 @@ impl Vm {
         self.seen.extend(got.iter().cloned());
         self.backlog.extend(got.iter().cloned());
         got
+    }
+
+    /// Runs a shell command in the guest (`$AGENT` is the agent's pid) and waits for it.
+    pub fn guest_run(&mut self, command: &str) -> anyhow::Result<()> {
+        self.next_command += 1;
+        let id = self.next_command;
+        writeln!(self.commands, "{id} {command}").context("sending a command to the guest")?;
+        let done = self.expect(&format!("the guest to run `{command}`"), |v| v["guest"] == "done" && v["id"] == id)?;
+        if done["status"] != 0 {
+            bail!("`{command}` failed in the guest (status {})", done["status"]);
+        }
+        Ok(())
     }
 
     /// Hot-plugs an e1000e (the VF stand-in) into root port `rp<port>`.

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
 
+use super::ebpf_checks;
 use super::qemu::{BootConfig, Nic, Vm};
 
-const MAC_A: &str = "52:54:00:aa:00:01";
-const MAC_B: &str = "52:54:00:bb:00:02";
+pub(super) const MAC_A: &str = "52:54:00:aa:00:01";
+pub(super) const MAC_B: &str = "52:54:00:bb:00:02";
 /// failsafe-sim's read period in the guest (fail-safe's hotplug_poll).
-const READ_POLL_MS: u64 = 20;
+pub(super) const READ_POLL_MS: u64 = 20;
 
 pub struct Setup {
     pub kernel: PathBuf,
@@ -35,58 +36,96 @@ impl Outcome {
 
 /// PCI address the guest gives a device in root port `rp<port>` (the firmware numbers the
 /// ports' buses in order).
-fn pci_of(port: u32) -> String {
+pub(super) fn pci_of(port: u32) -> String {
     format!("0000:{port:02x}:00.0")
 }
 
 /// The guest and what the host knows about it.
-struct Guest {
-    vm: Vm,
+pub(super) struct Guest {
+    pub vm: Vm,
+    /// The agent's `ready` line (source, hooks, interfaces).
+    pub ready: Value,
     /// fail-safe instance names of the NetVSC stand-ins with MAC A and MAC B.
-    ctx_a: String,
-    ctx_b: String,
+    pub ctx_a: String,
+    pub ctx_b: String,
     /// The VF stand-in of each MAC currently plugged: (QMP id, port).
-    vf_a: Option<(String, u32)>,
-    vf_b: Option<(String, u32)>,
+    pub vf_a: Option<(String, u32)>,
+    pub vf_b: Option<(String, u32)>,
     plugs: u32,
 }
 
-/// Boots a guest for `source` and plays every scenario; prints a line per scenario and cycle.
+type Check = Box<dyn Fn(&mut Guest) -> anyhow::Result<()>>;
+
+/// One guest boot: extra agent arguments and the checks played on it, in order.
+struct Run {
+    label: String,
+    agent_args: &'static [&'static str],
+    checks: Vec<(&'static str, Check)>,
+}
+
+fn plan(source: &str, cycles: u32) -> Vec<Run> {
+    let mut checks: Vec<(&'static str, Check)> = vec![
+        ("cold start with the VF present", Box::new(cold_start)),
+        ("migration cycles", Box::new(move |g: &mut Guest| migration_cycles(g, cycles))),
+        ("two NetVSC, interleaved VFs", Box::new(interleaved)),
+        ("the VF never returns", Box::new(never_returns)),
+    ];
+    if source != "ebpf" {
+        return vec![Run { label: source.to_owned(), agent_args: &[], checks }];
+    }
+    checks.extend(ebpf_checks::filtered_guest());
+    vec![
+        Run { label: "ebpf".into(), agent_args: &["--trace-events"], checks },
+        Run { label: "ebpf/kprobe".into(), agent_args: ebpf_checks::UNFILTERED_ARGS, checks: ebpf_checks::unfiltered_guest() },
+    ]
+}
+
+/// How many checks `run` plays for `source` (what is skipped when the VM cannot run).
+pub fn count(source: &str) -> u32 {
+    plan(source, 1).iter().map(|run| run.checks.len() as u32).sum()
+}
+
+/// Boots a guest per run of `source` and plays its checks; prints a line per check and cycle.
 pub fn run(setup: &Setup, source: &str, cycles: u32) -> Outcome {
-    let names =
-        ["cold start with the VF present", "migration cycles", "two NetVSC, interleaved VFs", "the VF never returns"];
     let mut outcome = Outcome::default();
-    let mut guest = match boot(setup, source) {
+    for run in plan(source, cycles) {
+        outcome.add(play(setup, source, run));
+    }
+    outcome
+}
+
+fn play(setup: &Setup, source: &str, run: Run) -> Outcome {
+    let label = &run.label;
+    let mut outcome = Outcome::default();
+    let mut guest = match boot(setup, source, run.agent_args) {
         Ok(guest) => guest,
         Err(err) => {
-            println!("vm[{source}]: FAIL boot: {err:#}");
-            outcome.failed = names.len() as u32;
+            println!("vm[{label}]: FAIL boot: {err:#}");
+            outcome.failed = run.checks.len() as u32;
             return outcome;
         }
     };
     println!(
-        "vm[{source}]: accelerator {}, boot {:.1} s (QEMU start to the guest's first line)",
+        "vm[{label}]: accelerator {}, boot {:.1} s (QEMU start to the guest's first line)",
         guest.vm.accel.name(),
         guest.vm.boot_time.as_secs_f64()
     );
-    let results = [
-        cold_start(&mut guest),
-        migration_cycles(&mut guest, cycles),
-        interleaved(&mut guest),
-        never_returns(&mut guest),
-    ];
+    // Checks build on each other's state: after one fails, the rest count as failed unplayed.
     let mut broken = false;
-    for (name, result) in names.iter().zip(results) {
-        match result {
-            Ok(()) if !broken => {
+    for (name, check) in &run.checks {
+        if broken {
+            outcome.failed += 1;
+            continue;
+        }
+        match check(&mut guest) {
+            Ok(()) => {
                 outcome.passed += 1;
-                println!("vm[{source}]: PASS {name}");
+                println!("vm[{label}]: PASS {name}");
             }
-            Ok(()) => outcome.failed += 1,
             Err(err) => {
                 broken = true;
                 outcome.failed += 1;
-                println!("vm[{source}]: FAIL {name}: {err:#}");
+                println!("vm[{label}]: FAIL {name}: {err:#}");
                 println!("--- guest console (tail) ---\n{}\n---", guest.vm.console_tail(30));
             }
         }
@@ -94,14 +133,15 @@ pub fn run(setup: &Setup, source: &str, cycles: u32) -> Outcome {
     outcome
 }
 
-fn boot(setup: &Setup, source: &str) -> anyhow::Result<Guest> {
+fn boot(setup: &Setup, source: &str, agent_args: &[&str]) -> anyhow::Result<Guest> {
     let command = format!(
-        "netvsc-watch exec --json --source {source} --mac {MAC_A} --mac {MAC_B} --force -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}"
+        "netvsc-watch exec --json --source {source} {} --mac {MAC_A} --mac {MAC_B} --force -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}",
+        agent_args.join(" ")
     );
     let config = BootConfig {
         kernel: setup.kernel.clone(),
         initramfs: setup.initramfs.clone(),
-        command: command.split(' ').map(str::to_owned).collect(),
+        command: command.split_whitespace().map(str::to_owned).collect(),
         nics: vec![
             Nic::Virtio { mac: MAC_A.into() },
             Nic::Virtio { mac: MAC_B.into() },
@@ -112,6 +152,7 @@ fn boot(setup: &Setup, source: &str) -> anyhow::Result<Guest> {
     };
     let mut vm = Vm::boot(&config)?;
     let ready = vm.expect("the agent to be ready", |v| v["event"] == "ready")?;
+    ensure!(ready["source"] == source, "asked for the {source} source, the agent runs {}", ready["source"]);
     let context = |mac: &str| -> anyhow::Result<String> {
         let interfaces = ready["interfaces"].as_array().context("ready lists interfaces")?;
         let found =
@@ -119,10 +160,10 @@ fn boot(setup: &Setup, source: &str) -> anyhow::Result<Guest> {
         Ok(found["failsafe"].as_str().unwrap_or_default().to_owned())
     };
     let (ctx_a, ctx_b) = (context(MAC_A)?, context(MAC_B)?);
-    Ok(Guest { vm, ctx_a, ctx_b, vf_a: Some(("a0".into(), 1)), vf_b: None, plugs: 0 })
+    Ok(Guest { vm, ready, ctx_a, ctx_b, vf_a: Some(("a0".into(), 1)), vf_b: None, plugs: 0 })
 }
 
-fn cold_start(guest: &mut Guest) -> anyhow::Result<()> {
+pub(super) fn cold_start(guest: &mut Guest) -> anyhow::Result<()> {
     let ctx = guest.ctx_a.clone();
     let written =
         guest.vm.expect("the start-up association", |v| v["event"] == "associated" && v["failsafe"] == ctx)?;
@@ -131,7 +172,7 @@ fn cold_start(guest: &mut Guest) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn migration_cycles(guest: &mut Guest, cycles: u32) -> anyhow::Result<()> {
+pub(super) fn migration_cycles(guest: &mut Guest, cycles: u32) -> anyhow::Result<()> {
     for cycle in 1..=cycles {
         let (id, port) = guest.vf_a.clone().context("VF A present")?;
         let (released, emptied) = unplug(guest, &id, Side::A)?;
@@ -192,18 +233,18 @@ fn never_returns(guest: &mut Guest) -> anyhow::Result<()> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     A,
     B,
 }
 
-struct Plugged {
-    reaction_us: f64,
-    host_elapsed: Duration,
+pub(super) struct Plugged {
+    pub reaction_us: f64,
+    pub host_elapsed: Duration,
 }
 
 /// Hot-plugs the VF of `side` into `port`; waits until its address is written and read.
-fn plug(guest: &mut Guest, side: Side, port: u32) -> anyhow::Result<Plugged> {
+pub(super) fn plug(guest: &mut Guest, side: Side, port: u32) -> anyhow::Result<Plugged> {
     guest.plugs += 1;
     let (ctx, mac, tag) = match side {
         Side::A => (guest.ctx_a.clone(), MAC_A, "a"),
@@ -230,7 +271,7 @@ fn plug(guest: &mut Guest, side: Side, port: u32) -> anyhow::Result<Plugged> {
 
 /// Hot-unplugs `id`; waits until the pipe is emptied, then checks that the reader never reads the
 /// old address again. Returns (time to release, guest reaction in µs).
-fn unplug(guest: &mut Guest, id: &str, side: Side) -> anyhow::Result<(Duration, f64)> {
+pub(super) fn unplug(guest: &mut Guest, id: &str, side: Side) -> anyhow::Result<(Duration, f64)> {
     let ctx = match side {
         Side::A => guest.ctx_a.clone(),
         Side::B => guest.ctx_b.clone(),

@@ -5,10 +5,9 @@
 use anyhow::bail;
 use aya::programs::{FEntry, FExit, KProbe};
 use aya::{Btf, Ebpf};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::kernel_btf::KernelBtf;
-use super::log_attached;
 
 /// Which attach types may be used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -92,7 +91,26 @@ const HOOKS: &[Hook] = &[
     },
 ];
 
-pub fn attach_all(ebpf: &mut Ebpf, kernel: &KernelBtf, btf: &Btf, mode: AttachMode) -> anyhow::Result<()> {
+/// One hook that attached: which program, on which kernel function, by which attach type.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttachedHook {
+    pub hook: &'static str,
+    pub function: &'static str,
+    pub via: &'static str,
+}
+
+/// Attaches every hook the kernel allows; returns those attached (each also logged).
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    kernel: &KernelBtf,
+    btf: &Btf,
+    mode: AttachMode,
+) -> anyhow::Result<Vec<AttachedHook>> {
+    let mut attached = Vec::new();
+    let mut record = |hook: &'static str, function: &'static str, via: &'static str| {
+        info!(hook, function, via, "eBPF hook attached");
+        attached.push(AttachedHook { hook, function, via });
+    };
     for hook in HOOKS {
         let Some(function) = kernel.function(hook.functions, hook.params) else {
             let reason = format!("the kernel has none of {:?} (with {} arguments)", hook.functions, hook.params);
@@ -106,7 +124,7 @@ pub fn attach_all(ebpf: &mut Ebpf, kernel: &KernelBtf, btf: &Btf, mode: AttachMo
         if mode != AttachMode::Kprobe {
             match attach_tracing(ebpf, hook, function, btf) {
                 Ok(()) => {
-                    log_attached(hook.tracing, function, if hook.is_exit { "fexit" } else { "fentry" });
+                    record(hook.tracing, function, if hook.is_exit { "fexit" } else { "fentry" });
                     continue;
                 }
                 Err(err) => reasons.push(format!("fentry/fexit: {}", explain(&err))),
@@ -115,11 +133,7 @@ pub fn attach_all(ebpf: &mut Ebpf, kernel: &KernelBtf, btf: &Btf, mode: AttachMo
         if mode != AttachMode::Fentry {
             match attach_kprobes(ebpf, hook, function) {
                 Ok(()) => {
-                    log_attached(
-                        hook.tracing,
-                        function,
-                        if hook.kretprobe.is_some() { "kprobe+kretprobe" } else { "kprobe" },
-                    );
+                    record(hook.tracing, function, if hook.kretprobe.is_some() { "kprobe+kretprobe" } else { "kprobe" });
                     continue;
                 }
                 Err(err) => reasons.push(format!("kprobe: {}", explain(&err))),
@@ -131,7 +145,7 @@ pub fn attach_all(ebpf: &mut Ebpf, kernel: &KernelBtf, btf: &Btf, mode: AttachMo
         }
         warn!(hook = hook.tracing, function, %reason, "optional eBPF hook not attached");
     }
-    Ok(())
+    Ok(attached)
 }
 
 fn attach_tracing(ebpf: &mut Ebpf, hook: &Hook, function: &str, btf: &Btf) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use macaddr::MacAddr6;
 use netvsc_common::{kind, mac_key, KernelEvent, MacKey};
 use tokio::io::unix::AsyncFd;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::netlink::NetlinkSource;
 use super::{LinkEvent, Source, SourceEvent};
@@ -21,7 +21,7 @@ use super::{LinkEvent, Source, SourceEvent};
 mod attach;
 pub mod kernel_btf;
 
-pub use attach::AttachMode;
+pub use attach::{AttachMode, AttachedHook};
 
 /// The kernel program, built by `cargo xtask build` (empty in builds without it).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netvsc"));
@@ -48,6 +48,8 @@ pub struct Unavailable(pub String);
 pub struct EbpfSource {
     /// Owns the programs and links: dropping it detaches everything.
     _ebpf: Ebpf,
+    hooks: Vec<AttachedHook>,
+    options: EbpfOptions,
     ring: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
     dropped_so_far: u64,
@@ -85,7 +87,7 @@ impl EbpfSource {
                 warn!(%err, "eBPF logging requested but unavailable");
             }
         }
-        attach::attach_all(&mut ebpf, &kernel, &btf, options.attach)?;
+        let hooks = attach::attach_all(&mut ebpf, &kernel, &btf, options.attach)?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").context("map DROPS")?)?;
         let watched = HashMap::try_from(ebpf.take_map("WATCHED_MACS").context("map WATCHED_MACS")?)?;
@@ -95,6 +97,8 @@ impl EbpfSource {
             .map_err(|err| anyhow::anyhow!("registering the ring buffer with tokio: {err}"))?;
         Ok(Self {
             _ebpf: ebpf,
+            hooks,
+            options: options.clone(),
             ring,
             drops,
             dropped_so_far: 0,
@@ -116,7 +120,11 @@ impl EbpfSource {
             let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<KernelEvent>()) };
             if let Some(link_event) = translate(&event) {
                 debug!(?link_event, "kernel event");
-                self.pending.push_back(SourceEvent { event: link_event, seen_at_ns: event.timestamp_ns });
+                self.pending.push_back(SourceEvent {
+                    event: link_event,
+                    seen_at_ns: event.timestamp_ns,
+                    kernel: Some(event),
+                });
             }
         }
         let dropped = self.drops.get(&0, 0).map(|per_cpu| per_cpu.iter().sum::<u64>()).unwrap_or(0);
@@ -149,6 +157,14 @@ impl Source for EbpfSource {
                     event = self.addresses.next() => return event,
                 }
             }
+        })
+    }
+
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({
+            "hooks": self.hooks,
+            "filter": self.options.filter,
+            "ring_bytes": self.options.ring_bytes,
         })
     }
 
@@ -190,9 +206,4 @@ fn bump_memlock_rlimit() {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         debug!("could not raise RLIMIT_MEMLOCK; fine on kernels that account BPF memory by cgroup");
     }
-}
-
-/// One line per hook for the log.
-pub(crate) fn log_attached(hook: &str, function: &str, via: &str) {
-    info!(hook, function, via, "eBPF hook attached");
 }

@@ -1,0 +1,174 @@
+//! Checks only the eBPF source can pass, on real guest kernels: which hooks attached and how, the
+//! fields of the kernel's own event records, the in-kernel filter under veth churn, and (in a
+//! guest with kprobes, no filter and a one-page ring buffer) lost events turning into a resync.
+
+use anyhow::{ensure, Context as _};
+use serde_json::Value;
+
+use super::scenarios::{cold_start, migration_cycles, pci_of, plug, unplug, Guest, Side, MAC_A};
+
+/// The second eBPF guest: kprobes only, every Ethernet device passed to userspace, and a ring
+/// buffer of one page (room for ~45 events) so that a stopped agent loses some.
+pub const UNFILTERED_ARGS: &[&str] =
+    &["--trace-events", "--ebpf-attach", "kprobe", "--ebpf-filter", "off", "--ebpf-ring-bytes", "4096"];
+
+/// veth pairs created and deleted while the agent watches with the filter on.
+const CHURN_PAIRS: u32 = 100;
+/// veth pairs created while the agent is stopped: 2 registrations each, well over one page.
+const OVERFLOW_PAIRS: u32 = 60;
+
+type Checks = Vec<(&'static str, Box<dyn Fn(&mut Guest) -> anyhow::Result<()>>)>;
+
+/// Played after the common scenarios in the filtered fentry/fexit guest (no VF plugged by then).
+pub fn filtered_guest() -> Checks {
+    vec![
+        ("eBPF hooks attached by fentry/fexit", Box::new(|g: &mut Guest| hooks_attached(g, &["fentry", "fexit"]))),
+        ("kernel event fields of a VF's arrival and departure", Box::new(event_fields)),
+        ("veth churn does not wake the agent (in-kernel filter)", Box::new(churn_is_filtered)),
+    ]
+}
+
+pub fn unfiltered_guest() -> Checks {
+    vec![
+        (
+            "eBPF hooks attached by kprobes",
+            Box::new(|g: &mut Guest| hooks_attached(g, &["kprobe", "kprobe+kretprobe"])),
+        ),
+        ("cold start with the VF present", Box::new(cold_start)),
+        ("a migration cycle", Box::new(|g: &mut Guest| migration_cycles(g, 1))),
+        ("with the filter off, veth churn reaches the agent", Box::new(churn_is_seen)),
+        ("ring buffer overflow: full resync, then events again", Box::new(overflow_resyncs)),
+    ]
+}
+
+/// Every hook the agent needs attached, each by one of `via`; prints which function each took.
+fn hooks_attached(guest: &mut Guest, via: &[&str]) -> anyhow::Result<()> {
+    let hooks = guest.ready["details"]["hooks"].as_array().context("the ready line lists the eBPF hooks")?;
+    let mut attached = Vec::new();
+    for wanted in
+        ["netdev_registered", "netdev_unregistering", "netdev_renamed", "netdev_mac_changed", "pci_added", "pci_removing"]
+    {
+        let hook = hooks.iter().find(|h| h["hook"] == wanted).with_context(|| format!("{wanted} not attached"))?;
+        let how = hook["via"].as_str().unwrap_or_default();
+        ensure!(via.contains(&how), "{wanted} attached by {how}, expected one of {via:?}");
+        attached.push(format!("{wanted}={}({how})", hook["function"].as_str().unwrap_or("?")));
+    }
+    println!("  hooks: {}", attached.join(" "));
+    Ok(())
+}
+
+/// The kernel record (from `--trace-events`) of kind `kind` among `lines` that satisfies `pred`.
+fn kernel_record(lines: &[Value], kind: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    lines
+        .iter()
+        .filter(|v| v["event"] == "source" && v["kernel"]["kind"] == kind)
+        .map(|v| v["kernel"].clone())
+        .find(|k| pred(k))
+        .with_context(|| format!("no {kind} record from the kernel program"))
+}
+
+fn ns(value: &Value) -> u64 {
+    value.as_u64().unwrap_or(u64::MAX)
+}
+
+fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
+    let port = 2;
+    let pci = pci_of(port);
+    let from = guest.vm.seen.len();
+    let plugged = plug(guest, Side::A, port)?;
+    let ctx = guest.ctx_a.clone();
+    let lines = &guest.vm.seen[from..];
+    let associated = lines
+        .iter()
+        .find(|v| v["event"] == "associated" && v["failsafe"] == ctx.as_str())
+        .context("the association line")?;
+    let iface = associated["vf"]["iface"].as_str().context("the VF's name")?.to_owned();
+    let added = kernel_record(lines, "pci_added", |k| k["pci"] == pci.as_str())?;
+    let registered = kernel_record(lines, "registered", |k| k["name"] == iface.as_str())?;
+    ensure!(registered["mac"] == MAC_A, "registered record has MAC {}, expected {MAC_A}", registered["mac"]);
+    ensure!(registered["parent_bus"] == "pci", "the VF's parent bus is {}, expected pci", registered["parent_bus"]);
+    ensure!(registered["dev_type"] == 1, "dev_type {} is not ARPHRD_ETHER", registered["dev_type"]);
+    ensure!(registered["ifindex"].as_u64().is_some_and(|i| i > 0), "no ifindex: {registered}");
+    ensure!(registered["netns"].as_u64().is_some_and(|n| n > 0), "no netns inode: {registered}");
+    ensure!(
+        ns(&added["timestamp_ns"]) <= ns(&registered["timestamp_ns"])
+            && ns(&registered["timestamp_ns"]) <= ns(&associated["at_ns"]),
+        "out of order: PCI added {}, registered {}, written {}",
+        added["timestamp_ns"],
+        registered["timestamp_ns"],
+        associated["at_ns"]
+    );
+    let pci_to_netdev_us = (ns(&registered["timestamp_ns"]) - ns(&added["timestamp_ns"])) as f64 / 1e3;
+
+    let from = guest.vm.seen.len();
+    let (id, _) = guest.vf_a.clone().context("VF A present")?;
+    unplug(guest, &id, Side::A)?;
+    let lines = &guest.vm.seen[from..];
+    let removed = kernel_record(lines, "pci_removed", |k| k["pci"] == pci.as_str())?;
+    let unregistered = kernel_record(lines, "unregistered", |k| k["ifindex"] == registered["ifindex"])?;
+    ensure!(unregistered["name"] == iface.as_str(), "unregistered record names {}", unregistered["name"]);
+    ensure!(unregistered["netns"] == registered["netns"], "netns changed: {unregistered}");
+    ensure!(ns(&removed["timestamp_ns"]) <= ns(&unregistered["timestamp_ns"]), "unregistered before PCI removal");
+    println!(
+        "  {iface} (ifindex {}, {MAC_A}, pci parent, netns {}): PCI add to netdevice {pci_to_netdev_us:.0} µs, \
+         kernel event to pipe {:.1} µs",
+        registered["ifindex"], registered["netns"], plugged.reaction_us
+    );
+    Ok(())
+}
+
+/// Source events the agent has handled so far, from its SIGUSR1 statistics line.
+fn events_so_far(guest: &mut Guest) -> anyhow::Result<u64> {
+    // Let anything in flight be handled first, so it is counted in this line and not the next.
+    guest.vm.collect_for(std::time::Duration::from_millis(500));
+    guest.vm.guest_run("kill -USR1 $AGENT")?;
+    let stats = guest.vm.expect("the agent's statistics", |v| v["event"] == "stats")?;
+    stats["stats"]["events"].as_u64().context("stats carry an event count")
+}
+
+/// A guest shell loop running `ip link <verb> vc$i ...` for `pairs` veth pairs.
+fn veths(verb: &str, pairs: u32) -> String {
+    let rest = if verb == "add" { " type veth peer name vd$i" } else { "" };
+    format!("i=0; while [ $i -lt {pairs} ]; do ip link {verb} vc$i{rest} || exit 1; i=$((i+1)); done")
+}
+
+/// Events the agent received while `pairs` veth pairs were created and deleted.
+fn churn(guest: &mut Guest, pairs: u32) -> anyhow::Result<u64> {
+    let before = events_so_far(guest)?;
+    guest.vm.guest_run(&veths("add", pairs))?;
+    guest.vm.guest_run(&veths("del", pairs))?;
+    Ok(events_so_far(guest)? - before)
+}
+
+fn churn_is_filtered(guest: &mut Guest) -> anyhow::Result<()> {
+    let woken = churn(guest, CHURN_PAIRS)?;
+    println!("  {CHURN_PAIRS} veth pairs created and deleted: {woken} events reached the agent");
+    ensure!(woken == 0, "{woken} events from unrelated veths reached the agent");
+    Ok(())
+}
+
+fn churn_is_seen(guest: &mut Guest) -> anyhow::Result<()> {
+    let pairs = 10;
+    let woken = churn(guest, pairs)?;
+    println!("  {pairs} veth pairs created and deleted, filter off: {woken} events reached the agent");
+    // At least one registration per device; the filtered guest's zero is the filter's doing.
+    ensure!(woken >= u64::from(2 * pairs), "only {woken} events for {pairs} veth pairs");
+    Ok(())
+}
+
+fn overflow_resyncs(guest: &mut Guest) -> anyhow::Result<()> {
+    guest.vm.guest_run("kill -STOP $AGENT")?;
+    let made = guest.vm.guest_run(&veths("add", OVERFLOW_PAIRS));
+    guest.vm.guest_run("kill -CONT $AGENT")?;
+    made?;
+    let resync = guest.vm.expect("a resync after the overflow", |v| {
+        v["event"] == "resync" && v["source"] == "ebpf" && v["reason"].as_str().is_some_and(|r| r.contains("dropped"))
+    })?;
+    println!("  {OVERFLOW_PAIRS} veth pairs while the agent was stopped: {}", resync["reason"]);
+    guest.vm.guest_run(&veths("del", OVERFLOW_PAIRS))?;
+    // Events flow again: the VF leaves and comes back at another address.
+    let (id, port) = guest.vf_a.clone().context("VF A present")?;
+    unplug(guest, &id, Side::A)?;
+    plug(guest, Side::A, 3 - port)?;
+    Ok(())
+}
