@@ -59,7 +59,8 @@ impl Stage {
     fn watch(&self, extra: &[&str]) -> JsonProcess {
         let fifo_dir = self.fifo_dir();
         let mut args =
-            vec!["watch", "--sysfs-root", self.root(), "--fifo-dir", &fifo_dir, "--json", "--resync-interval", "0"];
+            vec!["watch", "--source", "netlink", "--sysfs-root", self.root(), "--fifo-dir", &fifo_dir, "--json"];
+        args.extend_from_slice(&["--resync-interval", "0"]);
         args.extend_from_slice(extra);
         let mut agent = JsonProcess::agent(Some(&self.ns.name), &args);
         agent.wait_for("ready", |v| event(v) == "ready");

@@ -39,11 +39,14 @@ pub fn run() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("note: not root; network-namespace tests will be skipped (each says so)");
     }
+    // The agent under test embeds the kernel program, as `cargo xtask build` makes it.
+    crate::toolchain::ensure().context("setting up nightly rust-src and bpf-linker for the eBPF object")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // --all-targets also runs each benchmark once in test mode: they must keep working; their
     // figures come from `cargo bench`.
     let mut child = Command::new(&cargo)
         .args(["test", "--workspace", "--all-targets"])
+        .env("NETVSC_BUILD_EBPF", "1")
         .current_dir(crate::workspace_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

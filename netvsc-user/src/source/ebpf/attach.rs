@@ -91,6 +91,11 @@ const HOOKS: &[Hook] = &[
     },
 ];
 
+/// Names of the kprobe and kretprobe programs in the object (the fallback attach path).
+pub fn kprobe_programs() -> impl Iterator<Item = &'static str> {
+    HOOKS.iter().flat_map(|hook| std::iter::once(hook.kprobe).chain(hook.kretprobe))
+}
+
 /// One hook that attached: which program, on which kernel function, by which attach type.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AttachedHook {

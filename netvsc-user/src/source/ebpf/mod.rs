@@ -21,7 +21,7 @@ use super::{LinkEvent, Source, SourceEvent};
 mod attach;
 pub mod kernel_btf;
 
-pub use attach::{AttachMode, AttachedHook};
+pub use attach::{kprobe_programs, AttachMode, AttachedHook};
 
 /// The kernel program, built by `cargo xtask build` (empty in builds without it).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netvsc"));
@@ -66,22 +66,7 @@ impl EbpfSource {
     }
 
     fn try_load(options: &EbpfOptions) -> anyhow::Result<Self> {
-        if OBJECT.is_empty() {
-            anyhow::bail!("this build has no eBPF object (build with `cargo xtask build`)");
-        }
-        let kernel = kernel_btf::KernelBtf::load(BTF_PATH)?;
-        let mut config = kernel.config().context("resolving kernel struct offsets from BTF")?;
-        config.agent_netns = std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino() as u32;
-        config.filter = u32::from(options.filter);
-        config.log = u32::from(options.log);
-        let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
-        bump_memlock_rlimit();
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .set_global("CONFIG", &config, true)
-            .set_max_entries("EVENTS", options.ring_bytes)
-            .load(OBJECT)
-            .context("loading the eBPF object")?;
+        let Loaded { mut ebpf, kernel, btf } = load_object(options)?;
         if options.log {
             if let Err(err) = aya_log::EbpfLogger::init(&mut ebpf) {
                 warn!(%err, "eBPF logging requested but unavailable");
@@ -179,6 +164,40 @@ impl Source for EbpfSource {
         self.watched_now = wanted;
         Ok(())
     }
+}
+
+/// Whether this build embeds the kernel program (`cargo xtask build`, or NETVSC_BUILD_EBPF=1).
+pub fn has_object() -> bool {
+    !OBJECT.is_empty()
+}
+
+/// The kernel program with its settings and offsets in place and its maps created, programs
+/// not yet loaded, and the BTF that attaching needs.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub kernel: kernel_btf::KernelBtf,
+    pub btf: aya::Btf,
+}
+
+/// Resolves the running kernel's offsets from BTF and loads the object with them.
+pub fn load_object(options: &EbpfOptions) -> anyhow::Result<Loaded> {
+    if !has_object() {
+        anyhow::bail!("this build has no eBPF object (build with `cargo xtask build`)");
+    }
+    let kernel = kernel_btf::KernelBtf::load(BTF_PATH)?;
+    let mut config = kernel.config().context("resolving kernel struct offsets from BTF")?;
+    config.agent_netns = std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino() as u32;
+    config.filter = u32::from(options.filter);
+    config.log = u32::from(options.log);
+    let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
+    bump_memlock_rlimit();
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .set_global("CONFIG", &config, true)
+        .set_max_entries("EVENTS", options.ring_bytes)
+        .load(OBJECT)
+        .context("loading the eBPF object")?;
+    Ok(Loaded { ebpf, kernel, btf })
 }
 
 /// Maps a kernel event to what the agent re-reads; names that are not UTF-8 are left to sysfs.
