@@ -173,3 +173,52 @@ fn exec_follows_netlink_events_and_nothing_stale_is_read() {
     agent.signal(Signal::SIGINT);
     assert_eq!(agent.wait().code(), Some(128 + 2), "SIGINT forwarded; the application's death reported");
 }
+
+#[test]
+fn measure_records_each_failover_and_its_read() {
+    if skip_unless_root("measure_records_each_failover_and_its_read") {
+        return;
+    }
+    let stage = Stage::new("measure");
+    stage.netvsc("eth1", 10, MAC);
+    stage.plug_vf("enP0", 20, MAC, "0002:00:02.0");
+    let report_path = stage.dir.path().join("failovers.json");
+    let mut agent = stage.watch(&["--measure", report_path.to_str().unwrap()]);
+    let fifo =
+        std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"));
+
+    let pcis = ["0003:00:02.0", "0002:00:02.0"];
+    for (cycle, pci) in pcis.iter().enumerate() {
+        let old = if cycle == 0 { "enP0".to_owned() } else { format!("enP{cycle}") };
+        stage.unplug(&old);
+        agent.wait_for("dissociation", |v| event(v) == "dissociated");
+        let name = format!("enP{}", cycle + 1);
+        stage.plug_vf(&name, 21 + cycle as u32, MAC, pci);
+        let line = agent.wait_for("failover", |v| event(v) == "failover");
+        assert_eq!(line["failover"]["new_pci"], *pci, "{line}");
+        assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some(*pci));
+        let read = agent.wait_for("read", |v| event(v) == "read");
+        assert!(read["after_write_us"].as_f64().is_some_and(|us| us >= 0.0), "{read}");
+    }
+    agent.signal(Signal::SIGUSR1);
+    let live = agent.wait_for("measurement on SIGUSR1", |v| event(v) == "measurement");
+    assert_eq!(live["report"]["summary"]["event_to_pipe_us"]["count"], 2, "{live}");
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let failovers = report["failovers"].as_array().unwrap();
+    assert_eq!(failovers.len(), 2, "{report:#}");
+    for (f, (old, new)) in failovers.iter().zip([("0002:00:02.0", pcis[0]), (pcis[0], pcis[1])]) {
+        assert_eq!((f["old_pci"].as_str(), f["new_pci"].as_str()), (Some(old), Some(new)), "{f}");
+        assert_eq!(f["clock"], "netlink");
+        let at = |key: &str| f[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {f}"));
+        assert!(at("netdev_gone_ns") <= at("pipe_emptied_ns"), "{f}");
+        assert!(at("pipe_emptied_ns") < at("netdev_registered_ns"), "{f}");
+        assert!(at("netdev_registered_ns") <= at("written_ns") && at("written_ns") <= at("read_ns"), "{f}");
+        // Netlink cannot see PCI devices.
+        assert!(f["pci_added_ns"].is_null() && f["pci_removed_ns"].is_null(), "{f}");
+    }
+    assert_eq!(report["summary"]["absent_s"]["count"], 2);
+}

@@ -8,13 +8,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
-use crate::clock::{micros_since, monotonic_ns};
+use crate::clock::monotonic_ns;
 use crate::failsafe::Outputs;
 use crate::pairing::{Action, Pairing};
 use crate::report::Reporter;
 use crate::selection::Selection;
 use crate::source::{LinkEvent, Source, SourceEvent};
 use crate::system::SystemReader;
+use crate::timeline::{Recorder, Report};
 use crate::view::SystemView;
 
 /// How often the loop woke up, and why: what "idle cost" and "churn" are measured in.
@@ -41,6 +42,8 @@ pub struct Timers {
 }
 
 pub struct Agent {
+    /// Failover timelines, when `--measure` asked for them.
+    timeline: Option<Recorder>,
     /// MACs of the managed interfaces last handed to the source (the eBPF one filters on them).
     watched: Vec<macaddr::MacAddr6>,
     stats: Stats,
@@ -64,11 +67,11 @@ impl Agent {
         let started = monotonic_ns();
         let view = reader.full_scan().await?;
         let (pairing, actions) = Pairing::start(selection, &view, admit_later)?;
-        let mut agent = Agent { watched: Vec::new(), stats: Stats::default(), reader, view, pairing, outputs, reporter };
+        let mut agent = Agent { timeline: None, watched: Vec::new(), stats: Stats::default(), reader, view, pairing, outputs, reporter };
         // At start-up any output failure is fatal: the user is there to see it.
         for action in &actions {
             agent.outputs.apply(action)?;
-            agent.reporter.action(action, "startup", micros_since(started));
+            agent.reporter.action(action, "startup", started, monotonic_ns());
         }
         Ok(agent)
     }
@@ -89,10 +92,41 @@ impl Agent {
         self.stats
     }
 
+    /// Starts recording failover timelines; `source` names the clock of events without kernel times.
+    pub fn measure(&mut self, source: &'static str) {
+        self.timeline = Some(Recorder::new(source));
+    }
+
+    /// The failovers recorded so far (`None` unless [`Agent::measure`] was called).
+    pub fn timeline(&self) -> Option<Report> {
+        self.timeline.as_ref().map(Recorder::report)
+    }
+
+    /// With `--measure`: notes which awaited addresses the consumer has read (its pipe is empty).
+    fn check_reads(&mut self) {
+        let Some(timeline) = &mut self.timeline else { return };
+        let now = monotonic_ns();
+        let read: Vec<u32> = timeline
+            .awaiting_read()
+            .filter(|id| self.outputs.channel(*id).is_some_and(|c| c.pending_bytes().is_ok_and(|n| n == 0)))
+            .collect();
+        for id in read {
+            if let Some(failover) = timeline.read(id, now) {
+                self.reporter.line(&serde_json::json!({
+                    "event": "read", "failsafe": failover.failsafe, "at_ns": now,
+                    "after_write_us": failover.write_to_read_us(),
+                }));
+            }
+        }
+    }
+
     /// Handles one event; returns the actions decided (empty when it concerned nothing managed).
     /// An error here means the system could not be read; an output that cannot be written is
     /// logged and skipped so that the other interfaces keep being served.
     pub async fn handle(&mut self, event: &SourceEvent, source: &str) -> anyhow::Result<Vec<Action>> {
+        if let Some(timeline) = &mut self.timeline {
+            timeline.source_event(event);
+        }
         let touched = self.reader.apply(&mut self.view, &event.event).await?;
         if touched.is_nothing() {
             return Ok(Vec::new());
@@ -102,7 +136,11 @@ impl Agent {
             if let Err(err) = self.outputs.apply(action) {
                 error!(error = %format!("{err:#}"), "could not carry out {action:?}");
             }
-            self.reporter.action(action, source, micros_since(event.seen_at_ns));
+            let done_ns = monotonic_ns();
+            self.reporter.action(action, source, event.seen_at_ns, done_ns);
+            if let Some(failover) = self.timeline.as_mut().and_then(|t| t.action(action, event, done_ns)) {
+                self.reporter.line(&serde_json::json!({ "event": "failover", "failover": failover }));
+            }
         }
         Ok(actions)
     }
@@ -128,6 +166,8 @@ impl Agent {
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tokio::pin!(stop);
         let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+        // With --measure, how often an unread address is checked for having been read.
+        let mut read_check = tokio::time::interval(Duration::from_millis(1));
         info!(source = name, contexts = self.pairing.contexts().len(), "watching");
         loop {
             self.sync_watched(source)?;
@@ -155,6 +195,12 @@ impl Agent {
                 _ = usr1.recv() => {
                     info!(stats = ?self.stats, "statistics");
                     self.reporter.line(&serde_json::json!({ "event": "stats", "source": name, "stats": self.stats }));
+                    if let Some(report) = self.timeline() {
+                        self.reporter.measurement(&report);
+                    }
+                }
+                _ = read_check.tick(), if self.timeline.as_ref().is_some_and(|t| t.awaiting_read().next().is_some()) => {
+                    self.check_reads();
                 }
                 _ = refill.tick() => {
                     self.stats.refill_ticks += 1;

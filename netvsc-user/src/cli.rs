@@ -138,6 +138,11 @@ pub struct RunArgs {
     /// Also print every event the source delivers as a JSON line (with --json)
     #[arg(long)]
     pub trace_events: bool,
+    /// Record a timeline of every VF failover (PCI device and netdevice gone, pipe emptied; back,
+    /// address written, read by the consumer); print a table with p50/p99/max on SIGUSR1 and at
+    /// exit, and write it as JSON to FILE. Example: --measure /tmp/failovers.json
+    #[arg(long, value_name = "FILE")]
+    pub measure: Option<std::path::PathBuf>,
     /// eBPF: pass only NetVSC, PCI-parented and managed-MAC devices to the agent (in the kernel)
     #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
     pub ebpf_filter: Switch,

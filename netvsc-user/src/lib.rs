@@ -19,3 +19,4 @@ pub mod source;
 pub mod sysfs;
 pub mod system;
 pub mod view;
+pub mod timeline;

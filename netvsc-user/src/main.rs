@@ -80,6 +80,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode });
     let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
+    start_measuring(&args.run, &opened, &mut agent)?;
     announce_ready(&args.run, &opened, &agent);
     let stop = async {
         tokio::select! {
@@ -88,6 +89,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         }
     };
     let result = agent.run(opened.source.as_mut(), args.run.timers(), stop).await;
+    finish_measuring(&args.run, &agent)?;
     agent.shutdown();
     let signal = result?;
     info!(signal, "stopped; removed the files this run created");
@@ -116,13 +118,35 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     }
     let argv = dpdk_argv(&args.command, &vdevs);
     info!(argv = ?argv, "starting the application");
+    start_measuring(&args.run, &opened, &mut agent)?;
     let child = spawn(&argv, inherit)?;
     announce_ready(&args.run, &opened, &agent);
     let result = agent.run(opened.source.as_mut(), args.run.timers(), forwarder.wait(child)).await;
+    finish_measuring(&args.run, &agent)?;
     agent.shutdown();
     let status = result??;
     info!(%status, "application exited");
     Ok(exit_code(status))
+}
+
+/// With `--measure FILE`: checks that FILE can be written before anything runs, then records.
+fn start_measuring(args: &RunArgs, opened: &Opened, agent: &mut Agent) -> anyhow::Result<()> {
+    if let Some(path) = &args.measure {
+        std::fs::write(path, b"")
+            .map_err(|err| UsageError::BadPath(format!("--measure {}: {err}", path.display())))?;
+        agent.measure(opened.source.name());
+    }
+    Ok(())
+}
+
+/// Prints the failover table and writes the JSON report.
+fn finish_measuring(args: &RunArgs, agent: &Agent) -> anyhow::Result<()> {
+    let (Some(path), Some(report)) = (&args.measure, agent.timeline()) else { return Ok(()) };
+    Reporter::new(args.json).measurement(&report);
+    let json = serde_json::to_vec_pretty(&report).context("encoding the failover report")?;
+    std::fs::write(path, json).with_context(|| format!("writing the failover report to {}", path.display()))?;
+    info!(path = %path.display(), failovers = report.failovers.len(), "failover report written");
+    Ok(())
 }
 
 fn system_reader(args: &SelectionArgs) -> anyhow::Result<SystemReader> {

@@ -130,7 +130,9 @@ impl Reporter {
         Self { json }
     }
 
-    pub fn action(&self, action: &Action, source: &str, reaction_us: f64) {
+    /// An action carried out at `done_ns` for an event seen at `seen_ns` (CLOCK_MONOTONIC).
+    pub fn action(&self, action: &Action, source: &str, seen_ns: u64, done_ns: u64) {
+        let reaction_us = done_ns.saturating_sub(seen_ns) as f64 / 1e3;
         log_action(action, source, reaction_us);
         if !self.json {
             return;
@@ -147,7 +149,7 @@ impl Reporter {
             }
             Action::Ambiguous { .. } | Action::Attached { .. } => return,
         };
-        let record = ChangeRecord { source, reaction_us, at_ns: crate::clock::monotonic_ns(), ..record };
+        let record = ChangeRecord { source, reaction_us, at_ns: done_ns, ..record };
         self.line(&record);
     }
 
@@ -167,6 +169,17 @@ impl Reporter {
         self.line(&serde_json::json!({
             "event": "source", "source": source, "seen_at_ns": event.seen_at_ns, "detail": detail, "kernel": kernel,
         }));
+    }
+
+    /// The failover table (stdout, or stderr when stdout carries JSON) and, with `--json`, the
+    /// whole report as one line.
+    pub fn measurement(&self, report: &crate::timeline::Report) {
+        if self.json {
+            eprint!("{}", report.table());
+            self.line(&serde_json::json!({ "event": "measurement", "report": report }));
+        } else {
+            print!("{}", report.table());
+        }
     }
 
     /// Prints any serialisable record as one JSON line (when `--json`).
