@@ -183,11 +183,14 @@ impl Reporter {
     }
 
     /// Prints any serialisable record as one JSON line (when `--json`).
+    /// The line goes out in one write, so that lines of other writers sharing the stream (a
+    /// serial port, a pipe) never land inside it.
     pub fn line(&self, record: &impl Serialize) {
         if self.json {
+            let Ok(mut bytes) = serde_json::to_vec(record) else { return };
+            bytes.push(b'\n');
             let mut out = std::io::stdout().lock();
-            let _ = serde_json::to_writer(&mut out, record);
-            let _ = writeln!(out);
+            let _ = out.write_all(&bytes);
             let _ = out.flush();
         }
     }

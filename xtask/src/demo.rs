@@ -1,15 +1,12 @@
 //! `cargo xtask demo`: VF stand-ins come and go in a private network namespace while the agent
 //! feeds a fail-safe-style reader; prints what the pipe received and how fast.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use netvsc_user::clock::monotonic_ns;
-use netvsc_user::fake_sysfs::FakeSysfs;
-use serde_json::Value;
+
+use crate::stage::{Agent, Stage};
 
 const NETVSC: &str = "eth1";
 const NETVSC_IFINDEX: u32 = 10;
@@ -35,12 +32,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!("the demo needs root: it creates a network namespace and veth devices (try: sudo -E cargo xtask demo)");
     }
     let bin = crate::build_agent()?;
-    let stage = Stage::new()?;
+    let stage = Stage::new("demo")?;
     println!("netns {}: {NETVSC} (ifindex {NETVSC_IFINDEX}, {MAC}) plays the NetVSC interface", stage.netns);
-    stage.add_veth(NETVSC, NETVSC_IFINDEX, "p10")?;
+    stage.add_veth(NETVSC, NETVSC_IFINDEX, MAC, "p10")?;
     stage.sys.add_netvsc(NETVSC, NETVSC_IFINDEX, MAC)?;
 
-    let mut agent = Agent::start(&stage, &bin, &args)?;
+    let options = ["--source", &args.source, "--poll-interval", "1000"];
+    let mut agent = Agent::start(&stage, &bin, &options, args.hotplug_poll)?;
     agent.expect("the agent to start", |v| v["event"] == "ready")?;
     println!("agent running (source {}), reader polling every {} ms\n", args.source, args.hotplug_poll);
 
@@ -53,7 +51,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let ifindex = 20 + cycle;
         stage.sys.add_vf(VF, ifindex, MAC, pci)?;
         let plugged_at = monotonic_ns();
-        stage.add_veth(VF, ifindex, "vfpeer")?;
+        stage.add_veth(VF, ifindex, MAC, "vfpeer")?;
         let written = agent.expect("the VF address in the pipe", |v| v["event"] == "associated")?;
         let read = agent.expect("the reader to read it", |v| v["read"] == pci)?;
         let reaction = written["reaction_us"].as_f64().unwrap_or(f64::NAN);
@@ -110,108 +108,4 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NAN, f64::max)
-}
-
-/// The network namespace and fake sysfs tree; both removed on drop.
-struct Stage {
-    netns: String,
-    sys: FakeSysfs,
-    dir: tempfile::TempDir,
-}
-
-impl Stage {
-    fn new() -> anyhow::Result<Self> {
-        let netns = format!("nvw-demo-{}", std::process::id());
-        run_command("ip", &["netns", "add", &netns])?;
-        let dir = tempfile::tempdir()?;
-        let sys = FakeSysfs::create(&dir.path().join("sys"))?;
-        Ok(Self { netns, sys, dir })
-    }
-
-    /// A veth `name` with the demo MAC and a fixed ifindex (so the fake sysfs can match it).
-    fn add_veth(&self, name: &str, ifindex: u32, peer: &str) -> anyhow::Result<()> {
-        let index = ifindex.to_string();
-        self.ip(&["link", "add", name, "index", &index, "address", MAC, "type", "veth", "peer", "name", peer])
-    }
-
-    fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
-        let mut full = vec!["-n", self.netns.as_str()];
-        full.extend_from_slice(args);
-        run_command("ip", &full)
-    }
-}
-
-impl Drop for Stage {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
-    }
-}
-
-/// The agent in launcher mode with failsafe-sim as the DPDK application; their JSON lines.
-struct Agent {
-    child: Child,
-    lines: Receiver<Value>,
-}
-
-impl Agent {
-    fn start(stage: &Stage, bin: &std::path::Path, args: &DemoArgs) -> anyhow::Result<Self> {
-        let fifo_root = stage.dir.path().join("sys");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &stage.netns])
-            .arg(bin.join("netvsc-watch"))
-            .args(["exec", "--json", "--source", &args.source, "--poll-interval", "1000", "--sysfs-root"])
-            .arg(&fifo_root)
-            .arg("--")
-            .arg(bin.join("failsafe-sim"))
-            .args(["--poll-ms", &args.hotplug_poll.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting netvsc-watch")?;
-        let stdout = child.stdout.take().context("agent stdout")?;
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
-        Ok(Self { child, lines })
-    }
-
-    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(value) if pred(&value) => return Ok(value),
-                Ok(_) => {}
-                Err(_) => bail!("gave up waiting for {what}"),
-            }
-        }
-    }
-
-    fn collect_for(&mut self, period: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + period;
-        std::iter::from_fn(|| self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
-            .collect()
-    }
-}
-
-impl Drop for Agent {
-    /// SIGTERM, which the agent forwards to the reader, so neither is left behind.
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn run_command(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
 }

@@ -7,6 +7,9 @@ use serde_json::Value;
 
 use super::scenarios::{cold_start, migration_cycles, pci_of, plug, unplug, Guest, Side, MAC_A};
 
+/// The first eBPF guest: defaults, plus event traces and failover timelines.
+pub const FILTERED_ARGS: &[&str] = &["--trace-events", "--measure", "/tmp/failovers.json"];
+
 /// The second eBPF guest: kprobes only, every Ethernet device passed to userspace, and a ring
 /// buffer of one page (room for ~45 events) so that a stopped agent loses some.
 pub const UNFILTERED_ARGS: &[&str] =
@@ -24,6 +27,7 @@ pub fn filtered_guest() -> Checks {
     vec![
         ("eBPF hooks attached by fentry/fexit", Box::new(|g: &mut Guest| hooks_attached(g, &["fentry", "fexit"]))),
         ("kernel event fields of a VF's arrival and departure", Box::new(event_fields)),
+        ("failover timelines in kernel time, read by the consumer", Box::new(failover_timelines)),
         ("veth churn does not wake the agent (in-kernel filter)", Box::new(churn_is_filtered)),
     ]
 }
@@ -113,6 +117,35 @@ fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
         "  {iface} (ifindex {}, {MAC_A}, pci parent, netns {}): PCI add to netdevice {pci_to_netdev_us:.0} µs, \
          kernel event to pipe {:.1} µs",
         registered["ifindex"], registered["netns"], plugged.reaction_us
+    );
+    Ok(())
+}
+
+/// Every failover so far (the migration cycles and the VF's return in `event_fields`) was timed
+/// from the kernel's records, in order, through to failsafe-sim reading the address.
+fn failover_timelines(guest: &mut Guest) -> anyhow::Result<()> {
+    let failovers: Vec<Value> =
+        guest.vm.seen.iter().filter(|v| v["event"] == "failover").map(|v| v["failover"].clone()).collect();
+    ensure!(failovers.len() >= 3, "only {} failovers recorded", failovers.len());
+    for f in &failovers {
+        ensure!(f["clock"] == "kernel", "not in kernel time: {f}");
+        let order = ["pci_removed_ns", "netdev_gone_ns", "pipe_emptied_ns", "pci_added_ns", "netdev_registered_ns"];
+        let times: Vec<u64> = order.iter().map(|key| ns(&f[key])).chain([ns(&f["written_ns"])]).collect();
+        ensure!(times.iter().all(|t| *t != u64::MAX), "a moment is missing: {f}");
+        ensure!(times.windows(2).all(|w| w[0] <= w[1]), "out of order ({order:?}, written): {f}");
+    }
+    guest.vm.guest_run("kill -USR1 $AGENT")?;
+    let report = guest.vm.expect("the failover report", |v| v["event"] == "measurement")?;
+    let summary = &report["report"]["summary"];
+    ensure!(summary["event_to_pipe_us"]["count"] == failovers.len(), "summary does not count them all: {summary}");
+    ensure!(summary["write_to_read_us"]["count"].as_u64() > Some(0), "no read was seen: {summary}");
+    println!(
+        "  {} failovers: VF absent p50 {:.2} s; registered → pipe p50 {:.1} µs, max {:.1} µs; written → read p50 {:.0} µs",
+        failovers.len(),
+        summary["absent_s"]["p50"].as_f64().unwrap_or(f64::NAN),
+        summary["event_to_pipe_us"]["p50"].as_f64().unwrap_or(f64::NAN),
+        summary["event_to_pipe_us"]["max"].as_f64().unwrap_or(f64::NAN),
+        summary["write_to_read_us"]["p50"].as_f64().unwrap_or(f64::NAN),
     );
     Ok(())
 }
