@@ -7,7 +7,9 @@ use std::process::Command;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
+mod stage;
 mod test;
 mod toolchain;
 mod vm;
@@ -37,6 +39,9 @@ enum Task {
     /// plays the VF, a fake sysfs tree says which is which; prints what the fail-safe pipe
     /// received and how fast.
     Demo(demo::DemoArgs),
+    /// Compare the event sources: reaction latency, idle cost, churn and resync time, on the host
+    /// (network namespace) and in the QEMU guest (real PCI hot-plug); writes docs/benchmarks.md
+    Bench(bench::BenchArgs),
     /// QEMU guest with real PCI hot-plug (fetch the guest, run the VF scenarios)
     Vm(vm::VmArgs),
 }
@@ -48,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test::run(),
         Task::Demo(args) => demo::run(args),
         Task::Vm(args) => vm::run(args),
+        Task::Bench(args) => bench::run(args),
     }
 }
 

@@ -166,7 +166,7 @@ fn veths(verb: &str, pairs: u32) -> String {
 }
 
 /// Events the agent received while `pairs` veth pairs were created and deleted.
-fn churn(guest: &mut Guest, pairs: u32) -> anyhow::Result<u64> {
+pub(super) fn churn(guest: &mut Guest, pairs: u32) -> anyhow::Result<u64> {
     let before = events_so_far(guest)?;
     guest.vm.guest_run(&veths("add", pairs))?;
     guest.vm.guest_run(&veths("del", pairs))?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 
 mod assets;
+mod bench;
 mod initramfs;
 mod qemu;
 mod ebpf_checks;
@@ -74,8 +75,8 @@ fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(tool)).find(|p| p.exists())
 }
 
-/// Builds the agent, prepares the guest and runs every scenario for every source.
-pub fn test(args: &TestArgs) -> anyhow::Result<Outcome> {
+/// Builds the agent and the guest's initramfs in a fresh work directory.
+fn prepare() -> anyhow::Result<(scenarios::Setup, tempfile::TempDir)> {
     let assets = assets::ensure()?;
     let release = crate::build_agent()?;
     let work = tempfile::Builder::new().prefix("netvsc-vm.").tempdir().context("creating a work directory")?;
@@ -86,13 +87,21 @@ pub fn test(args: &TestArgs) -> anyhow::Result<Outcome> {
         assets.kernel_version,
         std::fs::metadata(&initramfs)?.len() as f64 / (1 << 20) as f64
     );
+    let setup = scenarios::Setup { kernel: assets.kernel, initramfs, work_dir: work.path().to_owned() };
+    Ok((setup, work))
+}
+
+/// The VM workload of `cargo xtask bench`.
+pub fn bench(cycles: u32, churn_pairs: u32, results: &mut crate::bench::Results) -> anyhow::Result<()> {
+    let (setup, _work) = prepare()?;
+    bench::run(&setup, cycles, churn_pairs, results)
+}
+
+/// Builds the agent, prepares the guest and runs every scenario for every source.
+pub fn test(args: &TestArgs) -> anyhow::Result<Outcome> {
+    let (setup, work) = prepare()?;
     let mut outcome = Outcome::default();
     for source in &args.sources {
-        let setup = scenarios::Setup {
-            kernel: assets.kernel.clone(),
-            initramfs: initramfs.clone(),
-            work_dir: work.path().to_owned(),
-        };
         outcome.add(scenarios::run(&setup, source, args.cycles));
     }
     println!("vm: {} passed, {} failed", outcome.passed, outcome.failed);

@@ -133,7 +133,7 @@ fn play(setup: &Setup, source: &str, run: Run) -> Outcome {
     outcome
 }
 
-fn boot(setup: &Setup, source: &str, agent_args: &[&str]) -> anyhow::Result<Guest> {
+pub(super) fn boot(setup: &Setup, source: &str, agent_args: &[&str]) -> anyhow::Result<Guest> {
     let command = format!(
         "netvsc-watch exec --json --source {source} {} --mac {MAC_A} --mac {MAC_B} --force -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}",
         agent_args.join(" ")

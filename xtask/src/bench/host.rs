@@ -1,0 +1,148 @@
+//! The host workload: in a network namespace, veth devices stand in for the NetVSC interface and
+//! its VF, a fake sysfs tree says which is which, and the agent runs against both.
+
+use std::path::Path;
+use std::time::Duration;
+
+use netvsc_user::addresses::StaticAddresses;
+use netvsc_user::clock::monotonic_ns;
+use netvsc_user::fake_sysfs::FakeSysfs;
+use netvsc_user::sysfs::Sysfs;
+use netvsc_user::system::SystemReader;
+
+use super::usage::Usage;
+use super::{BenchArgs, Cost, Latencies, Results};
+use crate::stage::{Agent, Stage};
+
+const MAC: &str = "00:15:5d:be:00:01";
+const NETVSC_IFINDEX: u32 = 10;
+const PCI: [&str; 2] = ["0002:00:02.0", "0003:00:02.0"];
+/// failsafe-sim's read period.
+const HOTPLUG_POLL_MS: u64 = 20;
+
+/// (label, agent options) of every source this kernel runs.
+pub const SOURCES: [(&str, &[&str]); 3] = [
+    ("netlink", &["--source", "netlink"]),
+    ("poll 100 ms", &["--source", "poll", "--poll-interval", "100"]),
+    ("poll 1000 ms", &["--source", "poll", "--poll-interval", "1000"]),
+];
+
+pub fn run(bin: &Path, args: &BenchArgs, results: &mut Results) -> anyhow::Result<()> {
+    for (label, options) in SOURCES {
+        println!("bench[host/{label}]: {} hot-plug cycles", args.cycles);
+        results.host_latency.push(Latencies { source: label.into(), samples_us: latency(bin, options, args.cycles)? });
+        for interfaces in [10, 1000] {
+            println!("bench[host/{label}]: idle for {} s with {interfaces} interfaces", args.idle_secs);
+            results.host_costs.push(idle(bin, label, options, interfaces, args.idle_secs)?);
+        }
+        println!("bench[host/{label}]: {} unrelated veth pairs created and deleted", args.churn_pairs);
+        results.host_costs.push(churn(bin, label, options, args.churn_pairs)?);
+    }
+    for interfaces in [10, 100, 1000] {
+        results.scale.push((interfaces, full_scan_ms(interfaces)?));
+    }
+    Ok(())
+}
+
+/// A stage with the NetVSC stand-in and `extra` virtual interfaces in the fake tree.
+fn stage(extra: u32) -> anyhow::Result<Stage> {
+    let stage = Stage::new("bench")?;
+    stage.add_veth("eth1", NETVSC_IFINDEX, MAC, "p10")?;
+    stage.sys.add_netvsc("eth1", NETVSC_IFINDEX, MAC)?;
+    for i in 0..extra {
+        stage.sys.add_virtual(&format!("veth{i}"), 1000 + i, &format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff))?;
+    }
+    Ok(stage)
+}
+
+fn start(stage: &Stage, bin: &Path, options: &[&str]) -> anyhow::Result<Agent> {
+    let mut agent = Agent::start(stage, bin, options, HOTPLUG_POLL_MS)?;
+    agent.expect("the agent to start", |v| v["event"] == "ready")?;
+    Ok(agent)
+}
+
+/// From just before the VF appears (fake sysfs entry, then the veth) to the address in the pipe.
+fn latency(bin: &Path, options: &[&str], cycles: u32) -> anyhow::Result<Vec<f64>> {
+    let stage = stage(0)?;
+    let mut agent = start(&stage, bin, options)?;
+    let mut batch = stage.batch()?;
+    let mut samples = Vec::new();
+    for cycle in 0..cycles {
+        let (name, ifindex, pci) = (format!("vf{cycle}"), 100 + cycle, PCI[cycle as usize % 2]);
+        let appeared = monotonic_ns();
+        stage.sys.add_vf(&name, ifindex, MAC, pci)?;
+        batch.send(&format!("link add {name} index {ifindex} address {MAC} type veth peer name q{cycle}"))?;
+        let written = agent.expect("the address in the pipe", |v| v["event"] == "associated" && v["vf"]["pci"] == pci)?;
+        samples.push(written["at_ns"].as_u64().unwrap_or(0).saturating_sub(appeared) as f64 / 1e3);
+        batch.send(&format!("link del {name}"))?;
+        stage.sys.remove(&name)?;
+        agent.expect("the pipe emptied", |v| v["event"] == "dissociated")?;
+    }
+    batch.finish()?;
+    Ok(samples)
+}
+
+fn idle(bin: &Path, label: &str, options: &[&str], interfaces: u32, secs: u64) -> anyhow::Result<Cost> {
+    let stage = stage(interfaces.saturating_sub(1))?;
+    let mut agent = start(&stage, bin, options)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (before, events_before) = (Usage::of(agent.pid())?, agent.events()?);
+    std::thread::sleep(Duration::from_secs(secs));
+    let (used, events) = (Usage::of(agent.pid())?.since(before), agent.events()? - events_before);
+    let scale = 60.0 / secs as f64;
+    Ok(Cost {
+        source: label.into(),
+        workload: format!("idle, {interfaces} interfaces"),
+        cpu_ms: used.cpu_ms * scale,
+        wakeups: (used.switches as f64 * scale) as u64,
+        events: Some((events as f64 * scale) as u64),
+        per_minute: true,
+    })
+}
+
+fn churn(bin: &Path, label: &str, options: &[&str], pairs: u32) -> anyhow::Result<Cost> {
+    let stage = stage(0)?;
+    let mut agent = start(&stage, bin, options)?;
+    let (before, events_before) = (Usage::of(agent.pid())?, agent.events()?);
+    let mut batch = stage.batch()?;
+    for i in 0..pairs {
+        batch.send(&format!("link add c{i} type veth peer name d{i}"))?;
+    }
+    for i in 0..pairs {
+        batch.send(&format!("link del c{i}"))?;
+    }
+    batch.finish()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (used, events) = (Usage::of(agent.pid())?.since(before), agent.events()? - events_before);
+    Ok(Cost {
+        source: label.into(),
+        workload: format!("{pairs} veth pairs created and deleted"),
+        cpu_ms: used.cpu_ms,
+        wakeups: used.switches,
+        events: Some(events),
+        per_minute: false,
+    })
+}
+
+/// Median time of the agent's full scan (what poll pays every period and a resync pays) over a
+/// fake tree of `interfaces` devices.
+fn full_scan_ms(interfaces: u32) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let sys = FakeSysfs::create(&dir.path().join("sys"))?;
+    sys.add_netvsc("eth1", 2, MAC)?;
+    sys.add_vf("vf1", 3, MAC, PCI[0])?;
+    for i in 2..interfaces {
+        sys.add_virtual(&format!("veth{i}"), 1000 + i, &format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff))?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let mut reader = SystemReader::new(Sysfs::open(sys.root())?, Box::new(StaticAddresses::new([])));
+    let mut times: Vec<f64> = (0..21)
+        .map(|_| {
+            let started = monotonic_ns();
+            runtime.block_on(reader.full_scan()).map(|_| (monotonic_ns() - started) as f64 / 1e6)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    println!("bench[host]: full scan of {interfaces} interfaces: {:.2} ms", times[times.len() / 2]);
+    Ok(times[times.len() / 2])
+}

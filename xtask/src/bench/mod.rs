@@ -1,0 +1,106 @@
+//! `cargo xtask bench`: the same hot-plug workload against every event source, side by side:
+//! reaction latency (VF registered → address in the pipe), idle cost, cost under unrelated veth
+//! churn, and full-resync time. Host workload: a network namespace with veth stand-ins and a fake
+//! sysfs tree (no eBPF on this kernel). VM workload: the QEMU rig with real PCI hot-plug and all
+//! sources. Prints one report, writes it into docs/benchmarks.md with an SVG plot of the latency
+//! distributions.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use netvsc_user::timeline::Spread;
+
+mod host;
+mod plot;
+mod report;
+mod usage;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Hot-plug cycles per source
+    #[arg(long, default_value_t = 20)]
+    cycles: u32,
+    /// Seconds of idleness measured per source and interface count
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Unrelated veth pairs created and deleted in the churn workload
+    #[arg(long, default_value_t = 1000)]
+    churn_pairs: u32,
+    /// Skip the host (network namespace) workload
+    #[arg(long)]
+    no_host: bool,
+    /// Skip the VM (real PCI hot-plug) workload
+    #[arg(long)]
+    no_vm: bool,
+    /// Where the report and the plot go (the report replaces the results section there)
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    docs: PathBuf,
+}
+
+/// Reaction latencies of one source in one workload, in µs.
+#[derive(Clone, Debug)]
+pub struct Latencies {
+    pub source: String,
+    pub samples_us: Vec<f64>,
+}
+
+impl Latencies {
+    pub fn spread(&self) -> Spread {
+        Spread::of(self.samples_us.iter().copied())
+    }
+}
+
+/// CPU time and wakeups of the agent over some period.
+#[derive(Clone, Debug)]
+pub struct Cost {
+    pub source: String,
+    /// What was going on: "idle, 10 interfaces", "1000 veth pairs".
+    pub workload: String,
+    pub cpu_ms: f64,
+    pub wakeups: u64,
+    /// Events the source delivered to the agent (its own count).
+    pub events: Option<u64>,
+    /// Per minute when the period is a stretch of idleness, else the whole workload.
+    pub per_minute: bool,
+}
+
+#[derive(Default)]
+pub struct Results {
+    pub host_latency: Vec<Latencies>,
+    pub host_costs: Vec<Cost>,
+    /// (interfaces, full scan in ms)
+    pub scale: Vec<(u32, f64)>,
+    pub vm_latency: Vec<Latencies>,
+    pub vm_costs: Vec<Cost>,
+    /// Machine, kernel, accelerator.
+    pub environment: Vec<String>,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let bin = crate::build_agent()?;
+    let mut results = Results::default();
+    results.environment.push(report::machine());
+    if args.no_host {
+        println!("bench: host workload skipped (--no-host)");
+    } else if !nix::unistd::geteuid().is_root() {
+        println!("bench: host workload skipped: needs root for a network namespace");
+    } else {
+        host::run(&bin, &args, &mut results)?;
+    }
+    if args.no_vm {
+        println!("bench: VM workload skipped (--no-vm)");
+    } else if let Some(reason) = crate::vm::unavailable() {
+        println!("bench: VM workload skipped: {reason}");
+    } else {
+        crate::vm::bench(args.cycles, args.churn_pairs, &mut results)?;
+    }
+    let docs = crate::workspace_root().join(&args.docs);
+    let plot_name = "benchmarks-latency.svg";
+    let plot_path = docs.with_file_name(plot_name);
+    plot::latency_cdf(&plot_path, &[("host", &results.host_latency), ("VM", &results.vm_latency)])?;
+    let markdown = report::markdown(&results, plot_name);
+    println!("\n{markdown}");
+    report::write_into(&docs, &markdown).with_context(|| format!("updating {}", docs.display()))?;
+    println!("bench: results written to {} and {}", docs.display(), plot_path.display());
+    Ok(())
+}

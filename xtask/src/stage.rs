@@ -1,0 +1,178 @@
+//! A private network namespace with a fake sysfs tree beside it, and the agent running in both:
+//! the stand-in for a VM that `cargo xtask demo` and `cargo xtask bench` play VF hot-plug on.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use netvsc_user::fake_sysfs::FakeSysfs;
+use serde_json::Value;
+
+/// The network namespace and fake sysfs tree; both removed on drop.
+pub struct Stage {
+    pub netns: String,
+    pub sys: FakeSysfs,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stage {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let netns = format!("nvw-{tag}-{}", std::process::id());
+        run_command("ip", &["netns", "add", &netns])?;
+        let dir = tempfile::tempdir()?;
+        let sys = FakeSysfs::create(&dir.path().join("sys"))?;
+        Ok(Self { netns, sys, dir })
+    }
+
+    /// A veth `name` with `mac` and a fixed ifindex (so the fake sysfs can match it).
+    pub fn add_veth(&self, name: &str, ifindex: u32, mac: &str, peer: &str) -> anyhow::Result<()> {
+        let index = ifindex.to_string();
+        self.ip(&["link", "add", name, "index", &index, "address", mac, "type", "veth", "peer", "name", peer])
+    }
+
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut full = vec!["-n", self.netns.as_str()];
+        full.extend_from_slice(args);
+        run_command("ip", &full)
+    }
+}
+
+/// One `ip -batch -` in the namespace: commands run as soon as their line arrives, without the
+/// millisecond of starting `ip` each time (so a timestamp taken before a line is close to the
+/// kernel's work).
+pub struct Batch {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Stage {
+    pub fn batch(&self) -> anyhow::Result<Batch> {
+        let mut child = Command::new("ip")
+            .args(["-n", &self.netns, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("starting ip -batch")?;
+        let stdin = child.stdin.take();
+        Ok(Batch { child, stdin })
+    }
+}
+
+impl Batch {
+    pub fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().context("ip -batch input closed")?;
+        stdin.write_all(format!("{line}\n").as_bytes()).context("writing to ip -batch")?;
+        stdin.flush().context("writing to ip -batch")
+    }
+
+    /// Waits until every command sent has run.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.wait().context("waiting for ip -batch")?;
+        if !status.success() {
+            bail!("ip -batch failed ({status})");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+    }
+}
+
+/// The agent in launcher mode with failsafe-sim as the DPDK application; their JSON lines.
+pub struct Agent {
+    child: Child,
+    lines: Receiver<Value>,
+}
+
+impl Agent {
+    /// `netvsc-watch exec --json OPTIONS` in the stage's namespace and sysfs tree, with
+    /// failsafe-sim reading every `hotplug_poll` ms as the application.
+    pub fn start(stage: &Stage, bin: &std::path::Path, options: &[&str], hotplug_poll: u64) -> anyhow::Result<Self> {
+        let sysfs_root = stage.dir.path().join("sys");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &stage.netns])
+            .arg(bin.join("netvsc-watch"))
+            .args(["exec", "--json"])
+            .args(options)
+            .arg("--sysfs-root")
+            .arg(&sysfs_root)
+            .arg("--")
+            .arg(bin.join("failsafe-sim"))
+            .args(["--poll-ms", &hotplug_poll.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting netvsc-watch")?;
+        let stdout = child.stdout.take().context("agent stdout")?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(value);
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// The agent's process (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Events the agent's source has delivered so far (its SIGUSR1 statistics).
+    pub fn events(&mut self) -> anyhow::Result<u64> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).context("signalling the agent")?;
+        let stats = self.expect("the agent's statistics", |v| v["event"] == "stats")?;
+        stats["stats"]["events"].as_u64().context("statistics without an event count")
+    }
+
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(value) if pred(&value) => return Ok(value),
+                Ok(_) => {}
+                Err(_) => bail!("gave up waiting for {what}"),
+            }
+        }
+    }
+
+    pub fn collect_for(&mut self, period: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + period;
+        std::iter::from_fn(|| self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
+            .collect()
+    }
+}
+
+impl Drop for Agent {
+    /// SIGTERM, which the agent forwards to the reader, so neither is left behind.
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run_command(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
