@@ -67,7 +67,16 @@ impl Agent {
         let started = monotonic_ns();
         let view = reader.full_scan().await?;
         let (pairing, actions) = Pairing::start(selection, &view, admit_later)?;
-        let mut agent = Agent { timeline: None, watched: Vec::new(), stats: Stats::default(), reader, view, pairing, outputs, reporter };
+        let mut agent = Agent {
+            timeline: None,
+            watched: Vec::new(),
+            stats: Stats::default(),
+            reader,
+            view,
+            pairing,
+            outputs,
+            reporter,
+        };
         // At start-up any output failure is fatal: the user is there to see it.
         for action in &actions {
             agent.outputs.apply(action)?;

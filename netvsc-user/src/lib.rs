@@ -18,5 +18,5 @@ pub mod selection;
 pub mod source;
 pub mod sysfs;
 pub mod system;
-pub mod view;
 pub mod timeline;
+pub mod view;

@@ -132,8 +132,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
 /// With `--measure FILE`: checks that FILE can be written before anything runs, then records.
 fn start_measuring(args: &RunArgs, opened: &Opened, agent: &mut Agent) -> anyhow::Result<()> {
     if let Some(path) = &args.measure {
-        std::fs::write(path, b"")
-            .map_err(|err| UsageError::BadPath(format!("--measure {}: {err}", path.display())))?;
+        std::fs::write(path, b"").map_err(|err| UsageError::BadPath(format!("--measure {}: {err}", path.display())))?;
         agent.measure(opened.source.name());
     }
     Ok(())

@@ -163,7 +163,9 @@ impl Reporter {
             LinkEvent::Removed { ifindex } => serde_json::json!({ "kind": "removed", "ifindex": ifindex }),
             LinkEvent::AddressChanged { ifindex } => serde_json::json!({ "kind": "address", "ifindex": ifindex }),
             LinkEvent::Resync { reason } => serde_json::json!({ "kind": "resync", "reason": reason }),
-            LinkEvent::PciDevice { address, added } => serde_json::json!({ "kind": "pci", "pci": address, "added": added }),
+            LinkEvent::PciDevice { address, added } => {
+                serde_json::json!({ "kind": "pci", "pci": address, "added": added })
+            }
         };
         let kernel = event.kernel.as_ref().map(kernel_event_json);
         self.line(&serde_json::json!({

@@ -8,7 +8,7 @@ fn vf(ifindex: u32, pci: &str) -> Vf {
 }
 
 fn event(event: LinkEvent, at: u64, kernel: bool) -> SourceEvent {
-    let kernel = kernel.then(|| netvsc_common::KernelEvent {
+    let kernel = kernel.then_some(netvsc_common::KernelEvent {
         timestamp_ns: at,
         kind: 0,
         ifindex: 0,

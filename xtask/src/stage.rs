@@ -137,12 +137,17 @@ impl Agent {
     pub fn events(&mut self) -> anyhow::Result<u64> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).context("signalling the agent")?;
-        let stats = self.expect("the agent's statistics", |v| v["event"] == "stats")?;
+        // After heavy churn the agent may still be working through the events it was sent.
+        let stats = self.expect_within("the agent's statistics", Duration::from_secs(60), |v| v["event"] == "stats")?;
         stats["stats"]["events"].as_u64().context("statistics without an event count")
     }
 
     pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.expect_within(what, Duration::from_secs(10), pred)
+    }
+
+    fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {

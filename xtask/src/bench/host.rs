@@ -50,7 +50,11 @@ fn stage(extra: u32) -> anyhow::Result<Stage> {
     stage.add_veth("eth1", NETVSC_IFINDEX, MAC, "p10")?;
     stage.sys.add_netvsc("eth1", NETVSC_IFINDEX, MAC)?;
     for i in 0..extra {
-        stage.sys.add_virtual(&format!("veth{i}"), 1000 + i, &format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff))?;
+        stage.sys.add_virtual(
+            &format!("veth{i}"),
+            1000 + i,
+            &format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff),
+        )?;
     }
     Ok(stage)
 }
@@ -72,7 +76,8 @@ fn latency(bin: &Path, options: &[&str], cycles: u32) -> anyhow::Result<Vec<f64>
         let appeared = monotonic_ns();
         stage.sys.add_vf(&name, ifindex, MAC, pci)?;
         batch.send(&format!("link add {name} index {ifindex} address {MAC} type veth peer name q{cycle}"))?;
-        let written = agent.expect("the address in the pipe", |v| v["event"] == "associated" && v["vf"]["pci"] == pci)?;
+        let written =
+            agent.expect("the address in the pipe", |v| v["event"] == "associated" && v["vf"]["pci"] == pci)?;
         samples.push(written["at_ns"].as_u64().unwrap_or(0).saturating_sub(appeared) as f64 / 1e3);
         batch.send(&format!("link del {name}"))?;
         stage.sys.remove(&name)?;

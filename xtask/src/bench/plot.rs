@@ -8,7 +8,8 @@ use plotters::prelude::*;
 
 use super::Latencies;
 
-const COLOURS: [RGBColor; 4] = [RGBColor(0, 114, 178), RGBColor(0, 158, 115), RGBColor(230, 159, 0), RGBColor(204, 121, 167)];
+const COLOURS: [RGBColor; 4] =
+    [RGBColor(0, 114, 178), RGBColor(0, 158, 115), RGBColor(230, 159, 0), RGBColor(204, 121, 167)];
 
 /// Writes `path`: one panel per workload, one curve per source.
 pub fn latency_cdf(path: &Path, workloads: &[(&str, &[Latencies])]) -> anyhow::Result<()> {

@@ -16,7 +16,8 @@ const ORIGINAL: &str = "poll 1000 ms";
 /// CPU, core count and kernel of this machine.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     format!("host: {} × {cores}, Linux {kernel}", model.unwrap_or("unknown CPU"))
@@ -71,14 +72,21 @@ fn duration(us: f64) -> String {
 pub fn markdown(results: &Results, plot: &str) -> String {
     let mut out = format!("{BEGIN}\n\nMeasured on: {}.\n", results.environment.join("; "));
     latency_table(&mut out, "Host, network namespace: VF appears (fake sysfs entry, then `ip link add` via `ip -batch`) → address in the pipe", &results.host_latency);
-    latency_table(&mut out, "VM, real PCI hot-plug: kernel registers the VF (eBPF timestamp) → address in the pipe", &results.vm_latency);
+    latency_table(
+        &mut out,
+        "VM, real PCI hot-plug: kernel registers the VF (eBPF timestamp) → address in the pipe",
+        &results.vm_latency,
+    );
     if !results.host_latency.is_empty() || !results.vm_latency.is_empty() {
         let _ = writeln!(out, "\n![latency distributions per source]({plot})");
     }
     cost_table(&mut out, "Host: idle cost and churn (wakeups = the agent's context switches)", &results.host_costs);
     cost_table(&mut out, "VM: unrelated veth churn (wakeups = events that reached the agent)", &results.vm_costs);
     if !results.scale.is_empty() {
-        let _ = writeln!(out, "\n**Full resync (what poll pays every period)**\n\n| interfaces | full scan | per interface |");
+        let _ = writeln!(
+            out,
+            "\n**Full resync (what poll pays every period)**\n\n| interfaces | full scan | per interface |"
+        );
         let _ = writeln!(out, "| ---: | ---: | ---: |");
         for (n, ms) in &results.scale {
             let _ = writeln!(out, "| {n} | {ms:.2} ms | {:.1} µs |", ms * 1e3 / f64::from(*n));

@@ -19,7 +19,8 @@ impl Usage {
         let mut switches = 0;
         for task in process.tasks().with_context(|| format!("listing /proc/{pid}/task"))?.flatten() {
             if let Ok(status) = task.status() {
-                switches += status.voluntary_ctxt_switches.unwrap_or(0) + status.nonvoluntary_ctxt_switches.unwrap_or(0);
+                switches +=
+                    status.voluntary_ctxt_switches.unwrap_or(0) + status.nonvoluntary_ctxt_switches.unwrap_or(0);
             }
         }
         Ok(Usage { cpu_ms: (stat.utime + stat.stime) as f64 * 1e3 / ticks, switches })

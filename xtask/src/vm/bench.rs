@@ -25,7 +25,9 @@ pub fn run(setup: &Setup, cycles: u32, churn_pairs: u32, results: &mut Results) 
     for (label, source, options) in SOURCES {
         let mut guest = boot(setup, source, options).with_context(|| format!("booting the guest for {label}"))?;
         if results.environment.len() < 2 {
-            results.environment.push(format!("VM: QEMU q35, {}, Debian kernel 6.1, 1 vCPU, 512 MiB", guest.vm.accel.name()));
+            results
+                .environment
+                .push(format!("VM: QEMU q35, {}, Debian kernel 6.1, 1 vCPU, 512 MiB", guest.vm.accel.name()));
         }
         if source != "ebpf" {
             guest.vm.guest_run(OBSERVER)?;

@@ -7,9 +7,9 @@ use anyhow::{bail, Context as _};
 
 mod assets;
 mod bench;
+mod ebpf_checks;
 mod initramfs;
 mod qemu;
-mod ebpf_checks;
 mod scenarios;
 
 pub use assets::cache_root;

@@ -76,7 +76,11 @@ fn plan(source: &str, cycles: u32) -> Vec<Run> {
     checks.extend(ebpf_checks::filtered_guest());
     vec![
         Run { label: "ebpf".into(), agent_args: ebpf_checks::FILTERED_ARGS, checks },
-        Run { label: "ebpf/kprobe".into(), agent_args: ebpf_checks::UNFILTERED_ARGS, checks: ebpf_checks::unfiltered_guest() },
+        Run {
+            label: "ebpf/kprobe".into(),
+            agent_args: ebpf_checks::UNFILTERED_ARGS,
+            checks: ebpf_checks::unfiltered_guest(),
+        },
     ]
 }
 

@@ -138,7 +138,11 @@ pub fn attach_all(
         if mode != AttachMode::Fentry {
             match attach_kprobes(ebpf, hook, function) {
                 Ok(()) => {
-                    record(hook.tracing, function, if hook.kretprobe.is_some() { "kprobe+kretprobe" } else { "kprobe" });
+                    record(
+                        hook.tracing,
+                        function,
+                        if hook.kretprobe.is_some() { "kprobe+kretprobe" } else { "kprobe" },
+                    );
                     continue;
                 }
                 Err(err) => reasons.push(format!("kprobe: {}", explain(&err))),
