@@ -10,6 +10,19 @@ pub mod kind {
     pub const MAC_CHANGED: u32 = 4;
     pub const PCI_ADDED: u32 = 5;
     pub const PCI_REMOVED: u32 = 6;
+
+    /// The kind's name in traces and reports.
+    pub fn name(kind: u32) -> &'static str {
+        match kind {
+            REGISTERED => "registered",
+            UNREGISTERED => "unregistered",
+            RENAMED => "renamed",
+            MAC_CHANGED => "mac_changed",
+            PCI_ADDED => "pci_added",
+            PCI_REMOVED => "pci_removed",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Bus of a netdevice's parent device, as far as the kernel program tells them apart.
@@ -18,6 +31,15 @@ pub mod bus {
     pub const PCI: u8 = 1;
     pub const VMBUS: u8 = 2;
     pub const OTHER: u8 = 3;
+
+    pub fn name(bus: u8) -> &'static str {
+        match bus {
+            NONE => "none",
+            PCI => "pci",
+            VMBUS => "vmbus",
+            _ => "other",
+        }
+    }
 }
 
 pub const NAME_LEN: usize = 16;
@@ -45,6 +67,23 @@ pub struct KernelEvent {
     pub mac: [u8; 6],
     pub _pad2: [u8; 2],
     pub pci: [u8; PCI_NAME_LEN],
+}
+
+impl KernelEvent {
+    /// The netdevice name, without the NUL padding.
+    pub fn name_bytes(&self) -> &[u8] {
+        until_nul(&self.name)
+    }
+
+    /// The PCI device name, without the NUL padding.
+    pub fn pci_bytes(&self) -> &[u8] {
+        until_nul(&self.pci)
+    }
+}
+
+fn until_nul(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
 }
 
 /// Byte offsets into kernel structs, resolved from the running kernel's BTF by the agent, plus

@@ -147,14 +147,23 @@ fn pci_event(pdev: *const u8, event_kind: u32) -> Result<(), i64> {
 
 // --- fentry/fexit: the preferred attachment; the agent picks the function names from BTF. ---
 
-#[fexit]
-pub fn netdev_registered(ctx: FExitContext) -> i32 {
-    // SAFETY: register_netdevice(struct net_device *dev) returns int (argument 1 at exit).
-    let (dev, ret): (*const u8, i32) = unsafe { (ctx.arg(0), ctx.arg(1)) };
+/// At the exit of a function whose first argument is the netdevice and whose int return value
+/// follows its `params` arguments: reports the device if the function succeeded. Always
+/// inlined, so that `params` is a constant: the verifier refuses variable context offsets.
+#[inline(always)]
+fn netdev_exit(ctx: &FExitContext, params: usize, event_kind: u32) -> i32 {
+    // SAFETY: the callers name functions of that shape; the agent checks the arity in BTF.
+    let (dev, ret): (*const u8, i32) = unsafe { (ctx.arg(0), ctx.arg(params)) };
     if ret == 0 {
-        let _ = netdev_event(&ctx, dev, kind::REGISTERED);
+        let _ = netdev_event(ctx, dev, event_kind);
     }
     0
+}
+
+/// register_netdevice(struct net_device *dev) -> int.
+#[fexit]
+pub fn netdev_registered(ctx: FExitContext) -> i32 {
+    netdev_exit(&ctx, 1, kind::REGISTERED)
 }
 
 #[fentry]
@@ -165,24 +174,16 @@ pub fn netdev_unregistering(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// dev_change_name / netif_change_name(struct net_device *, const char *) -> int.
 #[fexit]
 pub fn netdev_renamed(ctx: FExitContext) -> i32 {
-    // SAFETY: dev_change_name / netif_change_name(struct net_device *, const char *) -> int.
-    let (dev, ret): (*const u8, i32) = unsafe { (ctx.arg(0), ctx.arg(2)) };
-    if ret == 0 {
-        let _ = netdev_event(&ctx, dev, kind::RENAMED);
-    }
-    0
+    netdev_exit(&ctx, 2, kind::RENAMED)
 }
 
+/// dev_set_mac_address / netif_set_mac_address(dev, sockaddr, extack) -> int.
 #[fexit]
 pub fn netdev_mac_changed(ctx: FExitContext) -> i32 {
-    // SAFETY: dev_set_mac_address / netif_set_mac_address(dev, sockaddr, extack) -> int.
-    let (dev, ret): (*const u8, i32) = unsafe { (ctx.arg(0), ctx.arg(3)) };
-    if ret == 0 {
-        let _ = netdev_event(&ctx, dev, kind::MAC_CHANGED);
-    }
-    0
+    netdev_exit(&ctx, 3, kind::MAC_CHANGED)
 }
 
 #[fexit]

@@ -97,10 +97,6 @@ impl Agent {
         &self.outputs
     }
 
-    pub fn stats(&self) -> Stats {
-        self.stats
-    }
-
     /// Starts recording failover timelines; `source` names the clock of events without kernel times.
     pub fn measure(&mut self, source: &'static str) {
         self.timeline = Some(Recorder::new(source));

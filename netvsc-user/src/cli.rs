@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use macaddr::MacAddr6;
 
 use crate::selection::{parse_mac, Selection, Spec, UsageError};
@@ -112,12 +112,6 @@ impl SelectionArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
-    On,
-    Off,
-}
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Where change events come from
@@ -144,8 +138,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub measure: Option<std::path::PathBuf>,
     /// eBPF: pass only NetVSC, PCI-parented and managed-MAC devices to the agent (in the kernel)
-    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
-    pub ebpf_filter: Switch,
+    #[arg(long, default_value = "on", value_name = "on|off", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub ebpf_filter: bool,
     /// eBPF: kernel-side diagnostics through aya-log (shown at RUST_LOG=debug)
     #[arg(long)]
     pub ebpf_log: bool,
@@ -160,7 +155,7 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn ebpf_options(&self) -> EbpfOptions {
         EbpfOptions {
-            filter: self.ebpf_filter == Switch::On,
+            filter: self.ebpf_filter,
             log: self.ebpf_log,
             ring_bytes: self.ebpf_ring_bytes,
             attach: self.ebpf_attach,

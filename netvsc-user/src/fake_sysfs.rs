@@ -56,6 +56,16 @@ impl FakeSysfs {
         self.add_netdev(name, ifindex, mac, 1, None)
     }
 
+    /// `count` unrelated virtual devices (`veth<ifindex>`, ifindexes from `first_ifindex`, each
+    /// its own MAC): the interfaces a busy host carries and pairing must pass over.
+    pub fn add_unrelated(&self, count: u32, first_ifindex: u32) -> io::Result<()> {
+        for ifindex in first_ifindex..first_ifindex + count {
+            let [_, a, b, c] = ifindex.to_be_bytes();
+            self.add_virtual(&format!("veth{ifindex}"), ifindex, &format!("02:00:00:{a:02x}:{b:02x}:{c:02x}"))?;
+        }
+        Ok(())
+    }
+
     /// A netdevice of another link type (`type` is an ARPHRD value, e.g. 772 for loopback).
     pub fn add_non_ethernet(&self, name: &str, ifindex: u32, link_type: u32) -> io::Result<()> {
         self.add_netdev(name, ifindex, "00:00:00:00:00:00", link_type, None)

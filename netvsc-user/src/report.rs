@@ -241,34 +241,15 @@ fn log_action(action: &Action, source: &str, reaction_us: f64) {
 /// The eBPF program's record as the kernel wrote it, decoded for traces.
 fn kernel_event_json(event: &netvsc_common::KernelEvent) -> serde_json::Value {
     use netvsc_common::{bus, kind};
-    let text = |bytes: &[u8]| {
-        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-        String::from_utf8_lossy(&bytes[..end]).into_owned()
-    };
-    let kind = match event.kind {
-        kind::REGISTERED => "registered",
-        kind::UNREGISTERED => "unregistered",
-        kind::RENAMED => "renamed",
-        kind::MAC_CHANGED => "mac_changed",
-        kind::PCI_ADDED => "pci_added",
-        kind::PCI_REMOVED => "pci_removed",
-        _ => "unknown",
-    };
-    let parent_bus = match event.parent_bus {
-        bus::NONE => "none",
-        bus::PCI => "pci",
-        bus::VMBUS => "vmbus",
-        _ => "other",
-    };
     serde_json::json!({
-        "kind": kind,
+        "kind": kind::name(event.kind),
         "timestamp_ns": event.timestamp_ns,
         "ifindex": event.ifindex,
-        "name": text(&event.name),
+        "name": String::from_utf8_lossy(event.name_bytes()),
         "mac": mac_string(&macaddr::MacAddr6::from(event.mac)),
         "netns": event.netns,
         "dev_type": event.dev_type,
-        "parent_bus": parent_bus,
-        "pci": text(&event.pci),
+        "parent_bus": bus::name(event.parent_bus),
+        "pci": String::from_utf8_lossy(event.pci_bytes()),
     })
 }

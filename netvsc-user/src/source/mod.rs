@@ -51,13 +51,13 @@ pub trait Source: Send {
     /// Waits for the next event. An error ends the agent: a silent source would leave pipes stale.
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>>;
 
-    /// The MACs of the managed interfaces, for sources that filter on them (eBPF does, in the
-    /// kernel). Called whenever the set changes.
     /// What the source is running with, for the `ready` line (eBPF: the hooks attached).
     fn details(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
 
+    /// The MACs of the managed interfaces, for sources that filter on them (eBPF does, in the
+    /// kernel). Called whenever the set changes.
     fn watch_macs(&mut self, _macs: &[MacAddr6]) -> anyhow::Result<()> {
         Ok(())
     }

@@ -4,11 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use netvsc_user::addresses::StaticAddresses;
 use netvsc_user::clock::monotonic_ns;
-use netvsc_user::fake_sysfs::FakeSysfs;
-use netvsc_user::sysfs::Sysfs;
-use netvsc_user::system::SystemReader;
 
 use super::usage::Usage;
 use super::{BenchArgs, Cost, Latencies, Results};
@@ -37,9 +33,6 @@ pub fn run(bin: &Path, args: &BenchArgs, results: &mut Results) -> anyhow::Resul
         }
         println!("bench[host/{label}]: {} unrelated veth pairs created and deleted", args.churn_pairs);
         results.host_costs.push(churn(bin, label, options, args.churn_pairs)?);
-    }
-    for interfaces in [10, 100, 1000] {
-        results.scale.push((interfaces, full_scan_ms(interfaces)?));
     }
     Ok(())
 }
@@ -127,27 +120,4 @@ fn churn(bin: &Path, label: &str, options: &[&str], pairs: u32) -> anyhow::Resul
         events: Some(events),
         per_minute: false,
     })
-}
-
-/// Median time of the agent's full scan (what poll pays every period and a resync pays) over a
-/// fake tree of `interfaces` devices.
-fn full_scan_ms(interfaces: u32) -> anyhow::Result<f64> {
-    let dir = tempfile::tempdir()?;
-    let sys = FakeSysfs::create(&dir.path().join("sys"))?;
-    sys.add_netvsc("eth1", 2, MAC)?;
-    sys.add_vf("vf1", 3, MAC, PCI[0])?;
-    for i in 2..interfaces {
-        sys.add_virtual(&format!("veth{i}"), 1000 + i, &format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff))?;
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    let mut reader = SystemReader::new(Sysfs::open(sys.root())?, Box::new(StaticAddresses::new([])));
-    let mut times: Vec<f64> = (0..21)
-        .map(|_| {
-            let started = monotonic_ns();
-            runtime.block_on(reader.full_scan()).map(|_| (monotonic_ns() - started) as f64 / 1e6)
-        })
-        .collect::<anyhow::Result<_>>()?;
-    times.sort_by(f64::total_cmp);
-    println!("bench[host]: full scan of {interfaces} interfaces: {:.2} ms", times[times.len() / 2]);
-    Ok(times[times.len() / 2])
 }

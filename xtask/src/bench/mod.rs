@@ -87,6 +87,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         host::run(&bin, &args, &mut results)?;
     }
+    results.scale = full_scan_times()?;
     if args.no_vm {
         println!("bench: VM workload skipped (--no-vm)");
     } else if let Some(reason) = crate::vm::unavailable() {
@@ -103,4 +104,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     report::write_into(&docs, &markdown).with_context(|| format!("updating {}", docs.display()))?;
     println!("bench: results written to {} and {}", docs.display(), plot_path.display());
     Ok(())
+}
+
+/// Full-scan time for 10, 100 and 1000 interfaces, in ms: the `full_scan` group of the agent's
+/// criterion benchmark (`cargo bench -p netvsc-user --bench scan`), run and read back.
+fn full_scan_times() -> anyhow::Result<Vec<(u32, f64)>> {
+    println!("bench: full scans of 10, 100 and 1000 interfaces (cargo bench --bench scan)");
+    crate::cargo(&["bench", "--package", "netvsc-user", "--bench", "scan", "--", "full_scan"])?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| crate::workspace_root().join("target"), PathBuf::from);
+    [10, 100, 1000]
+        .into_iter()
+        .map(|interfaces| {
+            let path = target.join(format!("criterion/full_scan/{interfaces}/new/estimates.json"));
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let estimates: serde_json::Value = serde_json::from_str(&text)?;
+            let median_ns =
+                estimates["median"]["point_estimate"].as_f64().context("no median in criterion's estimates")?;
+            Ok((interfaces, median_ns / 1e6))
+        })
+        .collect()
 }

@@ -202,17 +202,16 @@ pub fn load_object(options: &EbpfOptions) -> anyhow::Result<Loaded> {
 
 /// Maps a kernel event to what the agent re-reads; names that are not UTF-8 are left to sysfs.
 pub fn translate(event: &KernelEvent) -> Option<LinkEvent> {
-    let text = |bytes: &[u8]| {
-        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-        std::str::from_utf8(&bytes[..end]).ok().filter(|s| !s.is_empty()).map(str::to_owned)
-    };
+    let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().filter(|s| !s.is_empty()).map(str::to_owned);
     Some(match event.kind {
-        kind::REGISTERED | kind::RENAMED | kind::MAC_CHANGED => {
-            LinkEvent::Changed { ifindex: event.ifindex, name: text(&event.name), mac: Some(MacAddr6::from(event.mac)) }
-        }
+        kind::REGISTERED | kind::RENAMED | kind::MAC_CHANGED => LinkEvent::Changed {
+            ifindex: event.ifindex,
+            name: text(event.name_bytes()),
+            mac: Some(MacAddr6::from(event.mac)),
+        },
         kind::UNREGISTERED => LinkEvent::Removed { ifindex: event.ifindex },
         kind::PCI_ADDED | kind::PCI_REMOVED => {
-            LinkEvent::PciDevice { address: text(&event.pci)?, added: event.kind == kind::PCI_ADDED }
+            LinkEvent::PciDevice { address: text(event.pci_bytes())?, added: event.kind == kind::PCI_ADDED }
         }
         _ => return None,
     })
