@@ -25,7 +25,7 @@ fn dissociate(outputs: &mut Outputs, pci: &str) {
 
 #[test]
 fn pipe_holds_at_most_the_current_line() {
-    let mut outputs = Outputs::new(OutputMode::Pipes);
+    let mut outputs = Outputs::new(OutputMode::Pipes).unwrap();
     manage(&mut outputs);
     let fd = outputs.child_fd(0).unwrap();
     let pipe = || read_like_failsafe(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).unwrap();
@@ -51,7 +51,7 @@ fn pipe_holds_at_most_the_current_line() {
 
 #[test]
 fn writes_never_block_even_if_the_reader_never_reads() {
-    let mut outputs = Outputs::new(OutputMode::Pipes);
+    let mut outputs = Outputs::new(OutputMode::Pipes).unwrap();
     manage(&mut outputs);
     for round in 0..10_000 {
         associate(&mut outputs, if round % 2 == 0 { "0001:00:02.0" } else { "0002:00:02.0" });
@@ -63,7 +63,7 @@ fn writes_never_block_even_if_the_reader_never_reads() {
 #[test]
 fn sidecar_fifo_and_state_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut outputs = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o640 });
+    let mut outputs = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o640 }).unwrap();
     manage(&mut outputs);
     let fifo = dir.path().join("eth1.pipe");
     let state = dir.path().join("eth1.addr");
@@ -82,8 +82,138 @@ fn sidecar_fifo_and_state_file() {
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "");
     assert_eq!(read_like_failsafe(&consumer).unwrap(), None);
 
+    associate(&mut outputs, "0002:00:02.0");
     outputs.close();
-    assert!(!fifo.exists() && !state.exists(), "files this run created are removed");
+    assert!(!state.exists(), "the state file goes at exit");
+    assert!(fifo.exists(), "the FIFO stays: DPDK holds it open across agent restarts");
+    assert_eq!(read_like_failsafe(&consumer).unwrap(), None, "and it is emptied at exit");
+}
+
+fn sidecar(dir: &std::path::Path) -> Outputs {
+    Outputs::new(OutputMode::Sidecar { dir: dir.to_owned(), file_mode: 0o600 }).unwrap()
+}
+
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_clean_restart_keeps_the_consumers_descriptor_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = sidecar(dir.path());
+    manage(&mut first);
+    let consumer = std::fs::OpenOptions::new().read(true).write(true).open(dir.path().join("eth1.pipe")).unwrap();
+    associate(&mut first, "0002:00:02.0");
+    first.close();
+    assert_eq!(read_like_failsafe(&consumer).unwrap(), None, "emptied at exit");
+
+    let mut second = sidecar(dir.path());
+    manage(&mut second);
+    associate(&mut second, "0003:00:02.0");
+    assert_eq!(read_like_failsafe(&consumer).unwrap().as_deref(), Some("0003:00:02.0"), "same FIFO, same descriptor");
+}
+
+#[test]
+fn a_stale_address_left_by_a_killed_run_never_reaches_the_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut killed = sidecar(dir.path());
+    manage(&mut killed);
+    let consumer = std::fs::OpenOptions::new().read(true).write(true).open(dir.path().join("eth1.pipe")).unwrap();
+    associate(&mut killed, "0002:00:02.0");
+    drop(killed); // as after kill -9: the lock goes, the files stay as they were
+    assert_eq!(std::fs::read_to_string(dir.path().join("eth1.addr")).unwrap(), "0002:00:02.0\n");
+
+    // The VF left while no agent ran; the next run finds nothing to write.
+    let _restarted = sidecar(dir.path());
+    assert_eq!(read_like_failsafe(&consumer).unwrap(), None, "the stale line was emptied at start-up");
+    assert!(!dir.path().join("eth1.addr").exists(), "the stale state file was removed");
+}
+
+#[test]
+fn one_agent_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = sidecar(dir.path());
+    manage(&mut first);
+    let err = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o600 }).err().unwrap();
+    let message = format!("{err:#}");
+    assert!(message.contains(&format!("another netvsc-watch (pid {})", std::process::id())), "{message}");
+    assert!(err.chain().any(|c| c.is::<netvsc_user::selection::UsageError>()), "a usage error: exit 2");
+    assert!(dir.path().join("eth1.addr").exists(), "the refused second agent touched nothing");
+}
+
+#[test]
+fn a_second_interface_under_a_taken_name_gets_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = sidecar(dir.path());
+    outputs.apply(&Action::Manage { id: 0, netvsc: "eth2".into() }).unwrap();
+    outputs.apply(&Action::Manage { id: 1, netvsc: "eth2".into() }).unwrap();
+    let (pipe0, addr0) = outputs.paths(0).unwrap();
+    let (pipe1, addr1) = outputs.paths(1).unwrap();
+    assert_eq!((pipe0, addr0), (dir.path().join("eth2.pipe").as_path(), dir.path().join("eth2.addr").as_path()));
+    assert_eq!(
+        (pipe1, addr1),
+        (dir.path().join("eth2-vsc1.pipe").as_path(), dir.path().join("eth2-vsc1.addr").as_path())
+    );
+    outputs.apply(&Action::Associate { id: 0, netvsc: "eth2".into(), vf: vf("0002:00:02.0") }).unwrap();
+    outputs.apply(&Action::Associate { id: 1, netvsc: "eth2".into(), vf: vf("0004:00:02.0") }).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.path().join("eth2.addr")).unwrap(), "0002:00:02.0\n");
+    assert_eq!(std::fs::read_to_string(dir.path().join("eth2-vsc1.addr")).unwrap(), "0004:00:02.0\n");
+}
+
+#[test]
+fn files_netvsc_watch_did_not_make_are_never_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("eth1.addr"), "mine\n").unwrap();
+    let mut outputs = sidecar(dir.path());
+    let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into() }).unwrap_err();
+    assert!(format!("{err:#}").contains("eth1.addr: exists and was not made by netvsc-watch"), "{err:#}");
+    outputs.close();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("eth1.addr")).unwrap(),
+        "mine\n",
+        "neither overwritten nor removed"
+    );
+}
+
+#[test]
+fn a_reused_fifo_gets_the_configured_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("eth1.pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut outputs = sidecar(dir.path());
+    manage(&mut outputs);
+    assert_eq!(std::fs::metadata(&fifo).unwrap().permissions().mode() & 0o7777, 0o600);
+}
+
+#[test]
+fn a_fifo_of_another_user_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP a_fifo_of_another_user_is_refused: needs root to give a FIFO to another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("eth1.pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::os::unix::fs::chown(&fifo, Some(65534), Some(65534)).unwrap();
+    let mut outputs = sidecar(dir.path());
+    let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into() }).unwrap_err();
+    assert!(format!("{err:#}").contains("owned by uid 65534"), "{err:#}");
+    assert_eq!(std::fs::metadata(&fifo).unwrap().permissions().mode() & 0o7777, 0o666, "left as it was");
+}
+
+#[test]
+fn a_failed_start_up_removes_what_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = sidecar(dir.path());
+    manage(&mut outputs);
+    associate(&mut outputs, "0002:00:02.0");
+    outputs.rollback();
+    assert_eq!(names(dir.path()), Vec::<String>::new(), "FIFO, state file and lock file all gone");
 }
 
 #[test]
@@ -92,7 +222,7 @@ fn sidecar_refuses_symlinks_and_non_fifos() {
     let target = dir.path().join("target");
     std::fs::write(&target, "precious").unwrap();
     std::os::unix::fs::symlink(&target, dir.path().join("eth1.pipe")).unwrap();
-    let mut outputs = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o600 });
+    let mut outputs = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o600 }).unwrap();
     let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into() }).unwrap_err();
     assert!(format!("{err:#}").contains("symlink"), "{err:#}");
 
@@ -111,8 +241,8 @@ fn a_fifo_left_by_an_earlier_run_is_reused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("eth1.pipe");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let mut outputs = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o600 });
+    let mut outputs = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o600 }).unwrap();
     manage(&mut outputs);
-    outputs.close();
-    assert!(fifo.exists(), "not ours to remove: the DPDK side may hold it open");
+    outputs.rollback();
+    assert!(fifo.exists(), "not made by this run: even a failed start-up keeps it");
 }

@@ -31,8 +31,8 @@ impl Rig {
     }
 
     async fn agent(&self, selection: Selection, sidecar: bool) -> anyhow::Result<Agent> {
-        let reader = SystemReader::new(Sysfs::open(self.sys.root()).unwrap(), Box::new(self.addresses.clone()));
-        Agent::start(reader, selection, sidecar, Outputs::new(OutputMode::Pipes), Reporter::new(false)).await
+        let reader = SystemReader::new(Sysfs::open(self.sys.root()).unwrap(), Box::new(self.addresses.clone()), None);
+        Agent::start(reader, selection, sidecar, Outputs::new(OutputMode::Pipes).unwrap(), Reporter::new(false)).await
     }
 
     fn route(&self, ifindex: u32, routed: bool) {
@@ -81,7 +81,7 @@ async fn vf_comes_and_goes_and_the_pipe_follows() {
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"));
 
     // The kernel announces removal before sysfs is torn down: the event alone must empty the pipe.
-    agent.handle(&SourceEvent::now(LinkEvent::Resync { reason: "test" }), "test").await.unwrap();
+    agent.handle(&SourceEvent::now(LinkEvent::Resync { reason: "test", lost: false }), "test").await.unwrap();
     assert_eq!(pending(&agent), 0, "a rescan with the VF still present writes nothing new");
     agent.refill();
     assert_eq!(pending(&agent), "0002:00:02.0\n".len());
@@ -224,7 +224,7 @@ async fn an_event_reads_only_what_it_names() {
     assert!(agent.handle(&event, "test").await.unwrap().is_empty());
     assert!(agent.view().get(10).is_some());
     // A resync does read everything.
-    agent.handle(&SourceEvent::now(LinkEvent::Resync { reason: "test" }), "test").await.unwrap();
+    agent.handle(&SourceEvent::now(LinkEvent::Resync { reason: "test", lost: false }), "test").await.unwrap();
     assert!(agent.view().get(107).is_none() && agent.view().get(10).is_none());
 }
 

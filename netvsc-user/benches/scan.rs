@@ -33,7 +33,7 @@ fn tree(n: u32) -> (tempfile::TempDir, FakeSysfs) {
 }
 
 fn reader(sys: &FakeSysfs) -> SystemReader {
-    SystemReader::new(Sysfs::open(sys.root()).unwrap(), Box::new(StaticAddresses::default()))
+    SystemReader::new(Sysfs::open(sys.root()).unwrap(), Box::new(StaticAddresses::default()), None)
 }
 
 fn full_scan(c: &mut Criterion) {
@@ -60,7 +60,7 @@ fn one_event(c: &mut Criterion) {
                 reader(&sys),
                 Selection::default(),
                 false,
-                Outputs::new(OutputMode::Pipes),
+                Outputs::new(OutputMode::Pipes).unwrap(),
                 Reporter::new(false),
             ))
             .unwrap();

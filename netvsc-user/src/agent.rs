@@ -61,13 +61,33 @@ impl Agent {
         mut reader: SystemReader,
         selection: Selection,
         admit_later: bool,
-        outputs: Outputs,
+        mut outputs: Outputs,
         reporter: Reporter,
     ) -> anyhow::Result<Self> {
         let started = monotonic_ns();
-        let view = reader.full_scan().await?;
-        let (pairing, actions) = Pairing::start(selection, &view, admit_later)?;
-        let mut agent = Agent {
+        let scanned = match reader.full_scan().await {
+            Ok(view) => {
+                Pairing::start(selection, &view, admit_later).map(|started| (view, started)).map_err(Into::into)
+            }
+            Err(err) => Err(err),
+        };
+        let (view, (pairing, actions)) = match scanned {
+            Ok(scanned) => scanned,
+            Err(err) => {
+                outputs.rollback();
+                return Err(err);
+            }
+        };
+        // At start-up any output failure is fatal (the user is there to see it), and undoes
+        // what this run made.
+        for action in &actions {
+            if let Err(err) = outputs.apply(action) {
+                outputs.rollback();
+                return Err(err);
+            }
+            reporter.action(action, "startup", started, monotonic_ns(), outputs.paths(action.id()));
+        }
+        Ok(Agent {
             timeline: None,
             watched: Vec::new(),
             stats: Stats::default(),
@@ -76,13 +96,7 @@ impl Agent {
             pairing,
             outputs,
             reporter,
-        };
-        // At start-up any output failure is fatal: the user is there to see it.
-        for action in &actions {
-            agent.outputs.apply(action)?;
-            agent.reporter.action(action, "startup", started, monotonic_ns());
-        }
-        Ok(agent)
+        })
     }
 
     pub fn pairing(&self) -> &Pairing {
@@ -142,7 +156,7 @@ impl Agent {
                 error!(error = %format!("{err:#}"), "could not carry out {action:?}");
             }
             let done_ns = monotonic_ns();
-            self.reporter.action(action, source, event.seen_at_ns, done_ns);
+            self.reporter.action(action, source, event.seen_at_ns, done_ns, self.outputs.paths(action.id()));
             if let Some(failover) = self.timeline.as_mut().and_then(|t| t.action(action, event, done_ns)) {
                 self.reporter.line(&serde_json::json!({ "event": "failover", "failover": failover }));
             }
@@ -184,7 +198,7 @@ impl Agent {
                     if timers.trace_events {
                         self.reporter.source_event(&event, name);
                     }
-                    if let LinkEvent::Resync { reason } = event.event {
+                    if let LinkEvent::Resync { reason, .. } = event.event {
                         debug!(source = name, reason, "full rescan");
                         self.stats.resyncs += 1;
                         if name != "poll" {
@@ -215,7 +229,7 @@ impl Agent {
                     }
                 }
                 _ = resync.tick(), if timers.resync.is_some() => {
-                    let event = SourceEvent::now(LinkEvent::Resync { reason: "safety resync" });
+                    let event = SourceEvent::now(LinkEvent::Resync { reason: "safety resync", lost: false });
                     match self.handle(&event, "resync").await {
                         Ok(actions) if !actions.is_empty() => {
                             info!(changes = actions.len(), "safety resync found changes the events had not shown")

@@ -89,6 +89,31 @@ pub struct SelectionArgs {
     /// Root of the sysfs tree to read interfaces from (a fake tree in tests)
     #[arg(long, value_name = "DIR", default_value = "/sys")]
     pub sysfs_root: PathBuf,
+    /// What says a link exists in a full rescan: the kernel's own link list (rtnetlink dump) or
+    /// the sysfs tree alone. auto: the kernel's with /sys, the tree's with another --sysfs-root
+    #[arg(long, value_enum, default_value_t = LinkListKind::Auto)]
+    pub link_list: LinkListKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinkListKind {
+    /// kernel with --sysfs-root /sys, sysfs otherwise
+    Auto,
+    /// an rtnetlink link dump: a link sysfs still shows after its removal stays removed
+    Kernel,
+    /// the sysfs tree alone (for a fake tree that mirrors nothing)
+    Sysfs,
+}
+
+impl SelectionArgs {
+    /// Whether full rescans consult the kernel's link list.
+    pub fn kernel_link_list(&self) -> bool {
+        match self.link_list {
+            LinkListKind::Auto => self.sysfs_root == std::path::Path::new("/sys"),
+            LinkListKind::Kernel => true,
+            LinkListKind::Sysfs => false,
+        }
+    }
 }
 
 impl SelectionArgs {
@@ -189,7 +214,7 @@ pub struct WatchArgs {
     /// Directory for `<if>.pipe` (FIFO) and `<if>.addr` (state file); must exist
     #[arg(long, value_name = "DIR")]
     pub fifo_dir: PathBuf,
-    /// Permissions of the files created there, in octal
+    /// Permissions of the files created there, in octal (0000–0777); applied to reused FIFOs too
     #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = octal_mode)]
     pub file_mode: u32,
 }
@@ -217,9 +242,28 @@ fn ring_bytes(value: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{value:?} is not a power of two of at least 4096"))
 }
 
+/// 0–0777 in octal digits only: no sign, no setuid/setgid/sticky bits on files root makes.
 fn octal_mode(value: &str) -> Result<u32, String> {
-    u32::from_str_radix(value.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|mode| *mode <= 0o7777)
-        .ok_or_else(|| format!("{value:?} is not an octal file mode such as 0600"))
+    let digits = value.strip_prefix("0o").unwrap_or(value);
+    (!digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+        .then(|| u32::from_str_radix(digits, 8).ok())
+        .flatten()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{value:?} is not a file mode from 0000 to 0777 in octal, such as 0600"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::octal_mode;
+
+    #[test]
+    fn file_modes_are_plain_permission_bits() {
+        for (text, mode) in [("0600", 0o600), ("600", 0o600), ("0o640", 0o640), ("0777", 0o777), ("0", 0)] {
+            assert_eq!(octal_mode(text), Ok(mode), "{text}");
+        }
+        for bad in ["7777", "1600", "+644", "-600", "0o", "", "999", "0x1ff", "06000", " 600"] {
+            let err = octal_mode(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
 }

@@ -9,7 +9,31 @@ use anyhow::Context as _;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, SignalKind};
+
+use crate::signals::Terminations;
+
+/// The application could not be started: exit 127 when it was not found, 126 when it was found
+/// but could not be run, as shells do.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run {program}: {source}")]
+pub struct CannotRun {
+    pub program: String,
+    pub source: std::io::Error,
+}
+
+impl CannotRun {
+    fn new(program: &OsString, source: std::io::Error) -> Self {
+        Self { program: program.to_string_lossy().into_owned(), source }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        if self.source.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        }
+    }
+}
 
 /// `app --vdev V1 --vdev V2 args...`: the vdevs go right after the program name, where EAL
 /// options are read.
@@ -42,38 +66,33 @@ pub fn spawn(argv: &[OsString], inherit: Vec<RawFd>) -> anyhow::Result<Child> {
             Ok(())
         });
     }
-    command.spawn().with_context(|| format!("starting {}", program.to_string_lossy()))
+    command.spawn().map_err(|err| CannotRun::new(program, err).into())
 }
 
 /// Replaces this process with `command` unchanged (`--ignore`: nothing for us to do).
 pub fn exec_unchanged(command: &[OsString]) -> anyhow::Error {
     let Some(program) = command.first() else { return anyhow::anyhow!("no application to run") };
     let err = std::process::Command::new(program).args(&command[1..]).exec();
-    anyhow::Error::new(err).context(format!("starting {}", program.to_string_lossy()))
+    CannotRun::new(program, err).into()
 }
 
-/// Signal handlers that forward SIGINT/SIGTERM to the child; set up before spawning it.
+/// Signal handlers that forward every terminating signal to the child; set up before spawning.
 pub struct Forwarder {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
+    signals: Terminations,
 }
 
 impl Forwarder {
     pub fn install() -> anyhow::Result<Self> {
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-        })
+        Ok(Self { signals: Terminations::install()? })
     }
 
     /// Waits for the child, forwarding signals to it meanwhile.
     pub async fn wait(mut self, mut child: Child) -> anyhow::Result<ExitStatus> {
         let pid = child.id().map(|id| Pid::from_raw(id as i32));
         loop {
-            let forward = tokio::select! {
+            let forward: Signal = tokio::select! {
                 status = child.wait() => return status.context("waiting for the application"),
-                _ = self.interrupt.recv() => Signal::SIGINT,
-                _ = self.terminate.recv() => Signal::SIGTERM,
+                sig = self.signals.recv() => sig,
             };
             if let Some(pid) = pid {
                 tracing::info!(signal = %forward, "forwarding signal to the application");

@@ -1,7 +1,7 @@
 //! netvsc-watch entry point: parse the command line, wire the modules, map errors to exit codes
 //! (2 for bad input, 1 for everything else).
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -9,15 +9,16 @@ use clap::Parser;
 use netvsc_user::addresses::KernelAddresses;
 use netvsc_user::agent::Agent;
 use netvsc_user::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs, WatchArgs};
-use netvsc_user::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, Forwarder};
+use netvsc_user::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, CannotRun, Forwarder};
 use netvsc_user::failsafe::{OutputMode, Outputs};
+use netvsc_user::link_list::{KernelLinkList, LinkList};
 use netvsc_user::pairing::Pairing;
 use netvsc_user::report::{interface_line, interface_reports, vdev_arg, Reporter};
 use netvsc_user::selection::UsageError;
+use netvsc_user::signals::Terminations;
 use netvsc_user::source::Opened;
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => {
             eprintln!("netvsc-watch: {err:#}");
+            if let Some(cannot_run) = err.chain().find_map(|cause| cause.downcast_ref::<CannotRun>()) {
+                return ExitCode::from(cannot_run.exit_code());
+            }
             let usage = err.chain().any(|cause| cause.is::<UsageError>());
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -55,11 +59,15 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let view = reader.full_scan().await?;
     let (pairing, _) = Pairing::start(selection, &view, false)?;
     let reporter = Reporter::new(args.json);
+    let mut out = std::io::stdout().lock();
     for report in interface_reports(&pairing, &view) {
-        if args.json {
-            reporter.line(&report);
-        } else {
-            println!("{}", interface_line(&report));
+        let written =
+            if args.json { reporter.line_to(&mut out, &report) } else { writeln!(out, "{}", interface_line(&report)) };
+        match written {
+            Ok(()) => {}
+            // `scan | head -1`: the reader has what it wanted.
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(err) => return Err(err).context("writing the report to stdout"),
         }
     }
     Ok(0)
@@ -74,25 +82,21 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     if !args.fifo_dir.is_dir() {
         return Err(UsageError::BadPath(format!("--fifo-dir {}: not a directory", args.fifo_dir.display())).into());
     }
+    check_measure_path(&args.run)?;
     let reader = system_reader(&args.selection)?;
     let mut opened = event_source(&args.run)?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode });
+    let mut signals = Terminations::install()?;
+    // From here on every exit path leaves the directory in order (Agent::start undoes its own).
+    let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode })?;
     let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
-    start_measuring(&args.run, &opened, &mut agent)?;
+    start_measuring(&args.run, &opened, &mut agent);
     announce_ready(&args.run, &opened, &agent);
-    let stop = async {
-        tokio::select! {
-            _ = interrupt.recv() => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
-        }
-    };
-    let result = agent.run(opened.source.as_mut(), args.run.timers(), stop).await;
-    finish_measuring(&args.run, &agent)?;
+    let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.recv()).await;
+    let measured = finish_measuring(&args.run, &agent);
     agent.shutdown();
     let signal = result?;
-    info!(signal, "stopped; removed the files this run created");
+    measured?;
+    info!(signal = signal.as_str(), "stopped; FIFOs emptied and kept, state files removed");
     Ok(0)
 }
 
@@ -101,11 +105,12 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     if selection.ignore {
         return Err(exec_unchanged(&args.command));
     }
+    check_measure_path(&args.run)?;
     let reader = system_reader(&args.selection)?;
     let mut opened = event_source(&args.run)?;
     let forwarder = Forwarder::install()?;
     let mut agent =
-        Agent::start(reader, selection, false, Outputs::new(OutputMode::Pipes), Reporter::new(args.run.json)).await?;
+        Agent::start(reader, selection, false, Outputs::new(OutputMode::Pipes)?, Reporter::new(args.run.json)).await?;
     let mut vdevs = Vec::new();
     let mut inherit = Vec::new();
     for ctx in agent.pairing().contexts() {
@@ -118,24 +123,46 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     }
     let argv = dpdk_argv(&args.command, &vdevs);
     info!(argv = ?argv, "starting the application");
-    start_measuring(&args.run, &opened, &mut agent)?;
-    let child = spawn(&argv, inherit)?;
+    start_measuring(&args.run, &opened, &mut agent);
+    let child = match spawn(&argv, inherit) {
+        Ok(child) => child,
+        Err(err) => {
+            agent.shutdown();
+            return Err(err);
+        }
+    };
     announce_ready(&args.run, &opened, &agent);
     let result = agent.run(opened.source.as_mut(), args.run.timers(), forwarder.wait(child)).await;
-    finish_measuring(&args.run, &agent)?;
+    let measured = finish_measuring(&args.run, &agent);
     agent.shutdown();
     let status = result??;
+    measured?;
     info!(%status, "application exited");
     Ok(exit_code(status))
 }
 
-/// With `--measure FILE`: checks that FILE can be written before anything runs, then records.
-fn start_measuring(args: &RunArgs, opened: &Opened, agent: &mut Agent) -> anyhow::Result<()> {
-    if let Some(path) = &args.measure {
-        std::fs::write(path, b"").map_err(|err| UsageError::BadPath(format!("--measure {}: {err}", path.display())))?;
-        agent.measure(opened.source.name());
+/// `--measure FILE` must be writable; checked before anything is created, without touching FILE.
+fn check_measure_path(args: &RunArgs) -> anyhow::Result<()> {
+    let Some(path) = &args.measure else { return Ok(()) };
+    let bad = |why: String| UsageError::BadPath(format!("--measure {}: {why}", path.display()));
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(bad("not a regular file".into()).into()),
+        Ok(_) => std::fs::OpenOptions::new().append(true).open(path).map(drop).map_err(|err| bad(err.to_string()))?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            nix::unistd::access(parent, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+                .map_err(|err| bad(format!("cannot create it in {}: {err}", parent.display())))?;
+        }
+        Err(err) => return Err(bad(err.to_string()).into()),
     }
     Ok(())
+}
+
+/// With `--measure FILE` (already checked): starts recording.
+fn start_measuring(args: &RunArgs, opened: &Opened, agent: &mut Agent) {
+    if args.measure.is_some() {
+        agent.measure(opened.source.name());
+    }
 }
 
 /// Prints the failover table and writes the JSON report.
@@ -150,7 +177,9 @@ fn finish_measuring(args: &RunArgs, agent: &Agent) -> anyhow::Result<()> {
 
 fn system_reader(args: &SelectionArgs) -> anyhow::Result<SystemReader> {
     let sysfs = Sysfs::open(&args.sysfs_root).map_err(|err| UsageError::BadPath(format!("--sysfs-root: {err}")))?;
-    Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::connect()?)))
+    let links: Option<Box<dyn LinkList>> =
+        if args.kernel_link_list() { Some(Box::new(KernelLinkList::connect()?)) } else { None };
+    Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::connect()?), links))
 }
 
 /// Opened before the start-up scan so that nothing between the two is missed.
@@ -162,8 +191,14 @@ fn event_source(args: &RunArgs) -> anyhow::Result<Opened> {
 /// Tells scripts (and tests) that start-up is done and events are being watched, by which
 /// source, and why sources tried before it were passed over.
 fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent) {
-    let contexts: Vec<_> =
+    let mut contexts: Vec<_> =
         interface_reports(agent.pairing(), agent.view()).into_iter().filter(|r| r.failsafe.is_some()).collect();
+    for report in &mut contexts {
+        if let Some((pipe, addr)) = report.id.and_then(|id| agent.outputs().paths(id)) {
+            report.pipe = Some(pipe.display().to_string());
+            report.addr = Some(addr.display().to_string());
+        }
+    }
     let passed_over: Vec<_> = opened
         .passed_over
         .iter()

@@ -80,6 +80,20 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The context the action concerns.
+    pub fn id(&self) -> u32 {
+        match self {
+            Action::Manage { id, .. }
+            | Action::Associate { id, .. }
+            | Action::Dissociate { id, .. }
+            | Action::Renamed { id, .. }
+            | Action::Ambiguous { id, .. }
+            | Action::Attached { id, .. } => *id,
+        }
+    }
+}
+
 /// Why a pipe is emptied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Release {

@@ -10,6 +10,9 @@ use crate::link::mac_string;
 use crate::pairing::{Action, Context, Pairing, Vf};
 use crate::view::SystemView;
 
+/// A context's sidecar FIFO and state file.
+pub type SidecarPaths<'a> = (&'a std::path::Path, &'a std::path::Path);
+
 /// fail-safe instance name of a context, as the original names it.
 pub fn failsafe_name(id: u32) -> String {
     format!("net_failsafe_vsc{id}")
@@ -45,6 +48,14 @@ pub struct InterfaceReport {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failsafe: Option<String>,
+    /// Sidecar mode: the FIFO and state file this interface's fail-safe reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipe: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// The context, for managed interfaces.
+    #[serde(skip)]
+    pub id: Option<u32>,
 }
 
 /// Every NetVSC interface of the view plus forced stand-ins, by ifindex.
@@ -67,6 +78,9 @@ pub fn interface_reports(pairing: &Pairing, view: &SystemView) -> Vec<InterfaceR
             state: "skipped",
             reason: Some(reason.to_owned()),
             failsafe: None,
+            pipe: None,
+            addr: None,
+            id: None,
         });
     }
     reports.sort_by_key(|r| r.ifindex);
@@ -87,6 +101,9 @@ fn context_report(ctx: &Context, view: &SystemView) -> InterfaceReport {
         },
         reason: released.then(|| "routed: has IP addresses (the VM's own interface)".to_owned()),
         failsafe: Some(failsafe_name(ctx.id)),
+        pipe: None,
+        addr: None,
+        id: Some(ctx.id),
     }
 }
 
@@ -113,6 +130,11 @@ struct ChangeRecord<'a> {
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     renamed_from: Option<&'a str>,
+    /// Sidecar mode, on `managed`: the files this interface's fail-safe reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipe: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<String>,
     source: &'a str,
     /// From the moment the source saw the event to the pipe being written.
     reaction_us: f64,
@@ -130,8 +152,9 @@ impl Reporter {
         Self { json }
     }
 
-    /// An action carried out at `done_ns` for an event seen at `seen_ns` (CLOCK_MONOTONIC).
-    pub fn action(&self, action: &Action, source: &str, seen_ns: u64, done_ns: u64) {
+    /// An action carried out at `done_ns` for an event seen at `seen_ns` (CLOCK_MONOTONIC);
+    /// `paths` are the sidecar files of the context, if any.
+    pub fn action(&self, action: &Action, source: &str, seen_ns: u64, done_ns: u64, paths: Option<SidecarPaths>) {
         let reaction_us = done_ns.saturating_sub(seen_ns) as f64 / 1e3;
         log_action(action, source, reaction_us);
         if !self.json {
@@ -149,7 +172,13 @@ impl Reporter {
             }
             Action::Ambiguous { .. } | Action::Attached { .. } => return,
         };
-        let record = ChangeRecord { source, reaction_us, at_ns: done_ns, ..record };
+        let (pipe, addr) = match (action, paths) {
+            (Action::Manage { .. }, Some((pipe, addr))) => {
+                (Some(pipe.display().to_string()), Some(addr.display().to_string()))
+            }
+            _ => (None, None),
+        };
+        let record = ChangeRecord { source, reaction_us, at_ns: done_ns, pipe, addr, ..record };
         self.line(&record);
     }
 
@@ -162,7 +191,9 @@ impl Reporter {
             }),
             LinkEvent::Removed { ifindex } => serde_json::json!({ "kind": "removed", "ifindex": ifindex }),
             LinkEvent::AddressChanged { ifindex } => serde_json::json!({ "kind": "address", "ifindex": ifindex }),
-            LinkEvent::Resync { reason } => serde_json::json!({ "kind": "resync", "reason": reason }),
+            LinkEvent::Resync { reason, lost } => {
+                serde_json::json!({ "kind": "resync", "reason": reason, "lost": lost })
+            }
             LinkEvent::PciDevice { address, added } => {
                 serde_json::json!({ "kind": "pci", "pci": address, "added": added })
             }
@@ -182,6 +213,14 @@ impl Reporter {
         } else {
             print!("{}", report.table());
         }
+    }
+
+    /// One JSON line to `out` (`scan --json`), so the caller sees a closed stdout.
+    pub fn line_to(&self, out: &mut impl Write, record: &impl Serialize) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        out.write_all(&bytes)?;
+        out.flush()
     }
 
     /// Prints any serialisable record as one JSON line (when `--json`).
@@ -207,6 +246,8 @@ impl<'a> ChangeRecord<'a> {
             vf: vf.map(VfReport::from),
             reason: None,
             renamed_from: None,
+            pipe: None,
+            addr: None,
             source: "",
             reaction_us: 0.0,
             at_ns: 0,

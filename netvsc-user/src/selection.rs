@@ -7,23 +7,33 @@ use tracing::warn;
 use crate::link::{Link, LinkKind};
 use crate::view::SystemView;
 
-/// Bad input from the user. Every variant names the offending value; the CLI exits with 2.
+/// Bad input from the user. Every variant names the offending value (clipped, so a huge
+/// argument is not echoed back whole); the CLI exits with 2.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UsageError {
-    #[error("invalid MAC address {0:?} (expected six hex bytes such as 00:15:5d:01:02:03)")]
+    #[error("invalid MAC address {} (expected six hex bytes such as 00:15:5d:01:02:03)", clip(.0))]
     BadMac(String),
-    #[error("devargs {devargs:?}: unknown key {key:?} (expected iface, mac, force or ignore)")]
+    #[error("devargs: unknown key {} (expected iface, mac, force or ignore)", clip(.key))]
     UnknownKey { devargs: String, key: String },
-    #[error("devargs {devargs:?}: {key}={value:?} is not an integer")]
+    #[error("devargs: {}={} is not an integer", clip(.key), clip(.value))]
     BadInteger { devargs: String, key: String, value: String },
-    #[error("devargs {devargs:?}: {item:?} is not key=value")]
+    #[error("devargs: {} is not key=value", clip(.item))]
     BadItem { devargs: String, item: String },
-    #[error("interface {0:?} not found")]
+    #[error("interface {} not found", clip(.0))]
     NotFound(String),
-    #[error("interface {0:?} is not a NetVSC interface (add --force to manage it anyway)")]
+    #[error("interface {} is not a NetVSC interface (add --force to manage it anyway)", clip(.0))]
     NotNetvsc(String),
     #[error("{0}")]
     BadPath(String),
+}
+
+/// A user's value for an error message: quoted, and cut after 64 characters.
+pub fn clip(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
 }
 
 /// One `iface=`/`mac=` item.
@@ -196,6 +206,15 @@ mod tests {
         for (devargs, want) in cases {
             assert_eq!(parsed(devargs).unwrap_err(), want, "{devargs:?}");
         }
+    }
+
+    #[test]
+    fn huge_values_are_named_once_and_clipped() {
+        let huge = "a".repeat(120_000);
+        let message = parsed(&huge).unwrap_err().to_string();
+        assert!(message.len() < 200, "{} bytes: {}", message.len(), &message[..200]);
+        assert!(message.contains(&format!("{:?}… (120000 bytes)", "a".repeat(64))), "{message}");
+        assert_eq!(clip("eth1"), "\"eth1\"");
     }
 
     #[test]

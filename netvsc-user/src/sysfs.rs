@@ -12,6 +12,9 @@ use crate::link::{Link, LinkKind, NETVSC_CLASS_ID};
 /// `ARPHRD_ETHER`: the only link type the original driver (and we) consider.
 const ARPHRD_ETHER: u32 = 1;
 
+/// Longest attribute read. sysfs attributes are at most a page; anything longer is not one.
+const MAX_ATTRIBUTE_BYTES: usize = 4096;
+
 /// Why one netdevice could not be read. `Vanished` is the normal race with a device going away;
 /// the others mean an odd entry that is skipped with a warning.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +124,7 @@ fn read_kind(dir: &Path, name: &str) -> Result<LinkKind, ReadError> {
         Err(_) => PathBuf::new(),
     };
     let class_id_path = device.join("class_id");
-    match std::fs::read_to_string(&class_id_path) {
+    match read_attribute(&class_id_path) {
         Ok(class_id) if class_id.trim_end() == NETVSC_CLASS_ID => return Ok(LinkKind::NetVsc),
         Ok(_) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -140,7 +143,7 @@ fn basename(path: &Path) -> Option<String> {
 }
 
 fn parse_file<T: std::str::FromStr>(path: &Path, name: &str) -> Result<T, ReadError> {
-    let content = std::fs::read_to_string(path).map_err(|source| io_error(path.to_owned(), source, name))?;
+    let content = read_attribute(path).map_err(|source| io_error(path.to_owned(), source, name))?;
     content.trim_end().parse().map_err(|_| ReadError::Malformed { path: path.to_owned(), content })
 }
 
@@ -150,4 +153,21 @@ fn io_error(path: PathBuf, source: io::Error, name: &str) -> ReadError {
         return ReadError::Vanished { name: name.to_owned() };
     }
     ReadError::Io { path, source }
+}
+
+/// Reads one attribute file the way sysfs serves them: a regular file of at most a page. A FIFO,
+/// a device node or an endless file in a hostile tree is refused without blocking or growing.
+pub fn read_attribute(path: &Path) -> io::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    let mut content = String::new();
+    file.take(MAX_ATTRIBUTE_BYTES as u64 + 1).read_to_string(&mut content)?;
+    if content.len() > MAX_ATTRIBUTE_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("longer than {MAX_ATTRIBUTE_BYTES} bytes")));
+    }
+    Ok(content)
 }

@@ -91,7 +91,7 @@ fn an_outage_in_progress_is_reported_without_a_return() {
 #[test]
 fn a_start_up_association_is_not_a_failover() {
     let mut rec = Recorder::new("netlink");
-    let resync = event(LinkEvent::Resync { reason: "start" }, MS, false);
+    let resync = event(LinkEvent::Resync { reason: "start", lost: false }, MS, false);
     assert!(rec.action(&associate(0, vf(5, "0002:00:02.0")), &resync, 2 * MS).is_none());
     assert!(rec.report().failovers.is_empty());
 }

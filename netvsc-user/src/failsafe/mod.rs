@@ -14,7 +14,7 @@ pub mod reader;
 pub mod sidecar;
 
 pub use channel::Channel;
-use sidecar::SidecarFiles;
+use sidecar::{SidecarDir, SidecarFiles};
 
 use crate::pairing::Action;
 
@@ -36,12 +36,20 @@ struct Output {
 
 pub struct Outputs {
     mode: OutputMode,
+    /// The locked sidecar directory (`Sidecar` mode).
+    dir: Option<SidecarDir>,
     by_context: BTreeMap<u32, Output>,
 }
 
 impl Outputs {
-    pub fn new(mode: OutputMode) -> Self {
-        Self { mode, by_context: BTreeMap::new() }
+    /// For `Sidecar`, locks the directory and empties what an earlier run left there; a directory
+    /// another agent serves, or a lock file that is not ours, is a usage error.
+    pub fn new(mode: OutputMode) -> anyhow::Result<Self> {
+        let dir = match &mode {
+            OutputMode::Sidecar { dir, file_mode } => Some(SidecarDir::open(dir, *file_mode)?),
+            _ => None,
+        };
+        Ok(Self { mode, dir, by_context: BTreeMap::new() })
     }
 
     /// Carries out one pairing action. Errors name the interface and file.
@@ -80,13 +88,33 @@ impl Outputs {
         self.by_context.get(&id).map(|o| &o.channel)
     }
 
-    /// Closes every channel and removes the files this run created.
-    pub fn close(self) {
-        for output in self.by_context.into_values() {
-            if let Some(files) = &output.files {
-                files.remove();
-            }
+    /// Sidecar mode: the FIFO and state file of context `id`.
+    pub fn paths(&self, id: u32) -> Option<(&std::path::Path, &std::path::Path)> {
+        let files = self.by_context.get(&id)?.files.as_ref()?;
+        Some((&files.fifo, &files.state))
+    }
+
+    /// At exit: pipes closed; sidecar FIFOs emptied and kept for the next run, state files removed.
+    pub fn close(mut self) {
+        let files = self.take_files();
+        if let Some(dir) = self.dir.take() {
+            dir.close(files);
         }
+    }
+
+    /// After a failed start-up: also the FIFOs this run made are removed.
+    pub fn rollback(mut self) {
+        let files = self.take_files();
+        if let Some(dir) = self.dir.take() {
+            dir.rollback(files);
+        }
+    }
+
+    fn take_files(&mut self) -> Vec<(SidecarFiles, Channel)> {
+        std::mem::take(&mut self.by_context)
+            .into_values()
+            .filter_map(|output| Some((output.files?, output.channel)))
+            .collect()
     }
 
     fn create(&mut self, id: u32, netvsc: &str) -> anyhow::Result<()> {
@@ -97,9 +125,10 @@ impl Outputs {
                     .with_context(|| format!("creating the control pipe for {netvsc}"))?;
                 Output { channel: Channel::new(tx, Some(rx)), files: None }
             }
-            OutputMode::Sidecar { dir, file_mode } => {
-                let (files, channel) = SidecarFiles::create(dir, netvsc, *file_mode)
-                    .with_context(|| format!("setting up sidecar files for {netvsc}"))?;
+            OutputMode::Sidecar { .. } => {
+                let dir = self.dir.as_mut().expect("sidecar mode has its directory");
+                let (files, channel) =
+                    dir.claim(id, netvsc).with_context(|| format!("setting up sidecar files for {netvsc}"))?;
                 Output { channel, files: Some(files) }
             }
         };

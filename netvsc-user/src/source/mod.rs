@@ -21,8 +21,9 @@ pub enum LinkEvent {
     Removed { ifindex: u32 },
     /// An IP address was added to or removed from `ifindex`.
     AddressChanged { ifindex: u32 },
-    /// Events may have been lost, or the source only polls: rescan everything.
-    Resync { reason: &'static str },
+    /// Events may have been lost, or the source only polls: rescan everything. `lost`: events
+    /// were lost, so removals seen before no longer prove anything (an ifindex may be reused).
+    Resync { reason: &'static str, lost: bool },
     /// A PCI function appeared or is going away (eBPF source). Pairing waits for its netdevice;
     /// this is for timelines and logs.
     PciDevice { address: String, added: bool },

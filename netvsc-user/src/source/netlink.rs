@@ -1,47 +1,84 @@
-//! rtnetlink multicast subscription: link and address events of the agent's network namespace.
+//! rtnetlink multicast subscription: link and address events of the agent's network namespace,
+//! read straight from the socket so that an overrun can be answered precisely.
+//!
+//! The kernel reports an overrun (`ENOBUFS`) before the messages still queued on the socket, and
+//! those are older than the rescan the overrun triggers: replayed on top of it, a stale removal
+//! of a since-reused ifindex would empty a pipe whose VF is present. So on `ENOBUFS` everything
+//! queued is discarded first, and the rescan alone stands for it.
+
+use std::collections::VecDeque;
+use std::io;
 
 use anyhow::Context as _;
-use futures::channel::mpsc::UnboundedReceiver;
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{AsyncSocket as _, SocketAddr};
-use rtnetlink::MulticastGroup;
+use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket as _, AsyncSocketExt as _, SocketAddr, TokioSocket};
 
 use super::{LinkEvent, Source, SourceEvent};
 
 /// Large enough that a burst of thousands of veth events does not overrun; if it does, the
 /// kernel says so and the agent resyncs.
-const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+pub const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 
-type Messages = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
+/// rtnetlink multicast groups (linux/rtnetlink.h).
+const RTNLGRP_LINK: u32 = 1;
+const RTNLGRP_IPV4_IFADDR: u32 = 5;
+const RTNLGRP_IPV6_IFADDR: u32 = 9;
 
 pub struct NetlinkSource {
-    messages: Messages,
+    socket: TokioSocket,
+    /// Events of a datagram already read, in order.
+    pending: VecDeque<SourceEvent>,
 }
 
 impl NetlinkSource {
     /// Link and address events. Subscribed before the agent's start-up scan, so nothing between
     /// the two is missed. Must be called inside a tokio runtime.
     pub fn subscribe() -> anyhow::Result<Self> {
-        Self::subscribe_to(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr])
+        Self::subscribe_to(&[RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR], RECEIVE_BUFFER_BYTES)
     }
 
     /// Address events only (the eBPF source sees links itself).
     pub fn subscribe_addresses() -> anyhow::Result<Self> {
-        Self::subscribe_to(&[MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr])
+        Self::subscribe_to(&[RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR], RECEIVE_BUFFER_BYTES)
     }
 
-    fn subscribe_to(groups: &[MulticastGroup]) -> anyhow::Result<Self> {
-        let (mut connection, _handle, messages) =
-            rtnetlink::new_multicast_connection(groups).context("subscribing to rtnetlink link events")?;
-        if let Err(err) = connection.socket_mut().socket_mut().set_rx_buf_sz(RECEIVE_BUFFER_BYTES) {
-            tracing::debug!(%err, "could not enlarge the rtnetlink receive buffer");
+    /// Link events with a receive buffer of `bytes` (tests force overruns with a small one).
+    pub fn subscribe_links_with_buffer(bytes: usize) -> anyhow::Result<Self> {
+        Self::subscribe_to(&[RTNLGRP_LINK], bytes)
+    }
+
+    fn subscribe_to(groups: &[u32], receive_buffer: usize) -> anyhow::Result<Self> {
+        let mut socket = TokioSocket::new(NETLINK_ROUTE).context("opening an rtnetlink socket")?;
+        let raw = socket.socket_mut();
+        raw.bind(&SocketAddr::new(0, 0)).context("binding the rtnetlink socket")?;
+        for group in groups {
+            raw.add_membership(*group).with_context(|| format!("joining rtnetlink group {group}"))?;
         }
-        tokio::spawn(connection);
-        Ok(Self { messages })
+        if let Err(err) = raw.set_rx_buf_sz(receive_buffer) {
+            tracing::debug!(%err, "could not size the rtnetlink receive buffer");
+        }
+        Ok(Self { socket, pending: VecDeque::new() })
+    }
+
+    /// Throws away every message queued on the socket; returns how many datagrams.
+    fn discard_queued(&mut self) -> io::Result<usize> {
+        self.pending.clear();
+        let mut discarded = 0;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            buf.clear();
+            match self.socket.socket_ref().recv(&mut buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+                Ok(_) => discarded += 1,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(discarded),
+                // A second overrun while draining: still only older messages to discard.
+                Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+        }
     }
 }
 
@@ -53,19 +90,54 @@ impl Source for NetlinkSource {
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>> {
         Box::pin(async move {
             loop {
-                let (message, _) = self.messages.next().await.context("rtnetlink connection closed")?;
-                if let Some(event) = translate(message.payload) {
-                    return Ok(SourceEvent::now(event));
+                if let Some(event) = self.pending.pop_front() {
+                    return Ok(event);
+                }
+                match self.socket.recv_from_full().await {
+                    Ok((datagram, _)) => {
+                        let seen = crate::clock::monotonic_ns();
+                        self.pending.extend(messages(&datagram).filter_map(translate).map(|event| SourceEvent {
+                            event,
+                            seen_at_ns: seen,
+                            kernel: None,
+                        }));
+                    }
+                    Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
+                        let discarded = self.discard_queued().context("discarding queued rtnetlink messages")?;
+                        tracing::warn!(discarded, "rtnetlink receive buffer overrun; rescanning");
+                        return Ok(SourceEvent::now(OVERRUN));
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Err(err).context("reading the rtnetlink socket"),
                 }
             }
         })
     }
 }
 
+/// What an overrun turns into.
+pub const OVERRUN: LinkEvent = LinkEvent::Resync { reason: "rtnetlink receive buffer overrun", lost: true };
+
+/// The payloads of the netlink messages in one datagram; a malformed one ends the datagram.
+pub fn messages(datagram: &[u8]) -> impl Iterator<Item = NetlinkPayload<RouteNetlinkMessage>> + '_ {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        let rest = datagram.get(offset..).filter(|rest| !rest.is_empty())?;
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest).ok()?;
+        let length = message.header.length as usize;
+        if length == 0 {
+            return None;
+        }
+        // Messages in a datagram are 4-byte aligned (NLMSG_ALIGN).
+        offset += (length + 3) & !3;
+        Some(message.payload)
+    })
+}
+
 /// Maps one rtnetlink message to a link event; `None` for messages that change nothing we track.
 pub fn translate(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<LinkEvent> {
     match payload {
-        NetlinkPayload::Overrun(_) => Some(LinkEvent::Resync { reason: "rtnetlink receive buffer overrun" }),
+        NetlinkPayload::Overrun(_) => Some(OVERRUN),
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(msg)) => Some(changed(&msg)),
         // A port leaving a bridge is an AF_BRIDGE DELLINK; the device itself still exists.
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) => {

@@ -29,7 +29,7 @@ impl Source for PollSource {
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>> {
         Box::pin(async move {
             self.ticks.tick().await;
-            Ok(SourceEvent::now(LinkEvent::Resync { reason: "poll interval" }))
+            Ok(SourceEvent::now(LinkEvent::Resync { reason: "poll interval", lost: false }))
         })
     }
 }

@@ -116,7 +116,10 @@ impl EbpfSource {
         if dropped > self.dropped_so_far {
             warn!(dropped = dropped - self.dropped_so_far, "eBPF ring buffer overflowed; doing a full resync");
             self.dropped_so_far = dropped;
-            self.pending.push_back(SourceEvent::now(LinkEvent::Resync { reason: "eBPF ring buffer dropped events" }));
+            self.pending.push_back(SourceEvent::now(LinkEvent::Resync {
+                reason: "eBPF ring buffer dropped events",
+                lost: true,
+            }));
         }
     }
 }
