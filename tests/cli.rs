@@ -75,6 +75,8 @@ fn bad_input_exits_2_naming_the_value() {
         (&["scan", "--sysfs-root", "/nonexistent-sysfs"], "/nonexistent-sysfs"),
         (&["watch", "--sysfs-root", &root, "--fifo-dir", "/nonexistent-dir"], "/nonexistent-dir"),
         (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--file-mode", "999"], "999"),
+        (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--file-mode", "7777"], "7777"),
+        (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--file-mode", "+644"], "+644"),
         (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--source", "carrier-pigeon"], "carrier-pigeon"),
     ];
     for (args, named) in cases {
