@@ -6,12 +6,16 @@ use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::pairing::{Action, Release, Vf};
 
+fn mac(n: u8) -> macaddr::MacAddr6 {
+    macaddr::MacAddr6::new(0x00, 0x15, 0x5d, 0, 0, n)
+}
+
 fn vf(pci: &str) -> Vf {
     Vf { ifindex: 5, name: "enP1".into(), pci: pci.into() }
 }
 
 fn manage(outputs: &mut Outputs) {
-    outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into() }).unwrap();
+    outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into(), mac: mac(0) }).unwrap();
 }
 
 fn associate(outputs: &mut Outputs, pci: &str) {
@@ -148,8 +152,8 @@ fn one_agent_per_directory() {
 fn a_second_interface_under_a_taken_name_gets_its_own_files() {
     let dir = tempfile::tempdir().unwrap();
     let mut outputs = sidecar(dir.path());
-    outputs.apply(&Action::Manage { id: 0, netvsc: "eth2".into() }).unwrap();
-    outputs.apply(&Action::Manage { id: 1, netvsc: "eth2".into() }).unwrap();
+    outputs.apply(&Action::Manage { id: 0, netvsc: "eth2".into(), mac: mac(0) }).unwrap();
+    outputs.apply(&Action::Manage { id: 1, netvsc: "eth2".into(), mac: mac(1) }).unwrap();
     let (pipe0, addr0) = outputs.paths(0).unwrap();
     let (pipe1, addr1) = outputs.paths(1).unwrap();
     assert_eq!((pipe0, addr0), (dir.path().join("eth2.pipe").as_path(), dir.path().join("eth2.addr").as_path()));
@@ -168,7 +172,7 @@ fn files_netvsc_watch_did_not_make_are_never_touched() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("eth1.addr"), "mine\n").unwrap();
     let mut outputs = sidecar(dir.path());
-    let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into() }).unwrap_err();
+    let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into(), mac: mac(0) }).unwrap_err();
     assert!(format!("{err:#}").contains("eth1.addr: exists and was not made by netvsc-watch"), "{err:#}");
     outputs.close();
     assert_eq!(
@@ -201,7 +205,7 @@ fn a_fifo_of_another_user_is_refused() {
     std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
     std::os::unix::fs::chown(&fifo, Some(65534), Some(65534)).unwrap();
     let mut outputs = sidecar(dir.path());
-    let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into() }).unwrap_err();
+    let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into(), mac: mac(0) }).unwrap_err();
     assert!(format!("{err:#}").contains("owned by uid 65534"), "{err:#}");
     assert_eq!(std::fs::metadata(&fifo).unwrap().permissions().mode() & 0o7777, 0o666, "left as it was");
 }
@@ -223,15 +227,15 @@ fn sidecar_refuses_symlinks_and_non_fifos() {
     std::fs::write(&target, "precious").unwrap();
     std::os::unix::fs::symlink(&target, dir.path().join("eth1.pipe")).unwrap();
     let mut outputs = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o600 }).unwrap();
-    let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into() }).unwrap_err();
+    let err = outputs.apply(&Action::Manage { id: 0, netvsc: "eth1".into(), mac: mac(0) }).unwrap_err();
     assert!(format!("{err:#}").contains("symlink"), "{err:#}");
 
     std::os::unix::fs::symlink(&target, dir.path().join("eth2.addr")).unwrap();
-    let err = outputs.apply(&Action::Manage { id: 1, netvsc: "eth2".into() }).unwrap_err();
+    let err = outputs.apply(&Action::Manage { id: 1, netvsc: "eth2".into(), mac: mac(1) }).unwrap_err();
     assert!(format!("{err:#}").contains("eth2.addr"), "{err:#}");
 
     std::fs::write(dir.path().join("eth3.pipe"), "").unwrap();
-    let err = outputs.apply(&Action::Manage { id: 2, netvsc: "eth3".into() }).unwrap_err();
+    let err = outputs.apply(&Action::Manage { id: 2, netvsc: "eth3".into(), mac: mac(2) }).unwrap_err();
     assert!(format!("{err:#}").contains("not a FIFO"), "{err:#}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
 }
@@ -245,4 +249,19 @@ fn a_fifo_left_by_an_earlier_run_is_reused_and_kept() {
     manage(&mut outputs);
     outputs.rollback();
     assert!(fifo.exists(), "not made by this run: even a failed start-up keeps it");
+}
+
+#[test]
+fn a_restart_finds_the_fifo_of_a_renamed_interface_by_its_mac() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = sidecar(dir.path());
+    first.apply(&Action::Manage { id: 0, netvsc: "eth1".into(), mac: mac(1) }).unwrap();
+    first.close();
+
+    // eth1 is now called eth7, and another NIC took the name eth1.
+    let mut second = sidecar(dir.path());
+    second.apply(&Action::Manage { id: 0, netvsc: "eth1".into(), mac: mac(2) }).unwrap();
+    second.apply(&Action::Manage { id: 1, netvsc: "eth7".into(), mac: mac(1) }).unwrap();
+    assert_eq!(second.paths(1).unwrap().0, dir.path().join("eth1.pipe"), "the FIFO DPDK opened for this NIC");
+    assert_eq!(second.paths(0).unwrap().0, dir.path().join("eth1-vsc0.pipe"), "not the other NIC's FIFO");
 }

@@ -41,10 +41,12 @@ pub struct Context {
 /// What the outputs and the log must do after an evaluation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// A new context: create its pipe/FIFO.
+    /// A new context: create its pipe/FIFO (sidecar files are found again by `mac` after a
+    /// restart).
     Manage {
         id: u32,
         netvsc: String,
+        mac: MacAddr6,
     },
     /// Write this VF's PCI address into the context's pipe (replacing any previous one).
     Associate {
@@ -195,7 +197,7 @@ impl Pairing {
             vf: None,
             candidates: Vec::new(),
         });
-        actions.push(Action::Manage { id, netvsc: link.name.clone() });
+        actions.push(Action::Manage { id, netvsc: link.name.clone(), mac: link.mac });
     }
 
     fn evaluate(&mut self, view: &SystemView, touched: &Touched, actions: &mut Vec<Action>) {

@@ -231,7 +231,7 @@ fn sidecar_picks_up_netvsc_interfaces_that_appear_later() {
     let mut touched = v.upsert(netvsc(3, "eth1", MAC_A));
     touched.merge(v.upsert(vf(5, "enP1", MAC_A, "0001:00:02.0")));
     let actions = sidecar.reconcile(&v, &touched);
-    assert_eq!(actions[0], Action::Manage { id: 0, netvsc: "eth1".into() });
+    assert_eq!(actions[0], Action::Manage { id: 0, netvsc: "eth1".into(), mac: mac(MAC_A) });
     assert_eq!(associated(&actions), vec![("eth1".to_string(), "0001:00:02.0".to_string())]);
     assert!(launcher.reconcile(&v, &touched).is_empty(), "the launcher's contexts are fixed at start");
 }

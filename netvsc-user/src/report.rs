@@ -166,7 +166,7 @@ impl Reporter {
                 reason: Some(reason.as_str()),
                 ..ChangeRecord::new("dissociated", *id, netvsc, Some(vf))
             },
-            Action::Manage { id, netvsc } => ChangeRecord::new("managed", *id, netvsc, None),
+            Action::Manage { id, netvsc, .. } => ChangeRecord::new("managed", *id, netvsc, None),
             Action::Renamed { id, from, to } => {
                 ChangeRecord { renamed_from: Some(from), ..ChangeRecord::new("renamed", *id, to, None) }
             }
@@ -257,7 +257,9 @@ impl<'a> ChangeRecord<'a> {
 
 fn log_action(action: &Action, source: &str, reaction_us: f64) {
     match action {
-        Action::Manage { id, netvsc } => info!(netvsc = %netvsc, failsafe = %failsafe_name(*id), "managing interface"),
+        Action::Manage { id, netvsc, .. } => {
+            info!(netvsc = %netvsc, failsafe = %failsafe_name(*id), "managing interface")
+        }
         Action::Associate { netvsc, vf, .. } => {
             info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, source, reaction_us, "VF associated")
         }

@@ -55,7 +55,7 @@ impl Outputs {
     /// Carries out one pairing action. Errors name the interface and file.
     pub fn apply(&mut self, action: &Action) -> anyhow::Result<()> {
         match action {
-            Action::Manage { id, netvsc } => self.create(*id, netvsc),
+            Action::Manage { id, netvsc, mac } => self.create(*id, netvsc, *mac),
             Action::Associate { id, netvsc, vf } => self.publish(*id, netvsc, Some(&vf.pci)),
             Action::Dissociate { id, netvsc, .. } => self.publish(*id, netvsc, None),
             Action::Renamed { .. } | Action::Ambiguous { .. } | Action::Attached { .. } => Ok(()),
@@ -117,7 +117,7 @@ impl Outputs {
             .collect()
     }
 
-    fn create(&mut self, id: u32, netvsc: &str) -> anyhow::Result<()> {
+    fn create(&mut self, id: u32, netvsc: &str, mac: macaddr::MacAddr6) -> anyhow::Result<()> {
         let output = match &self.mode {
             OutputMode::None => return Ok(()),
             OutputMode::Pipes => {
@@ -128,7 +128,7 @@ impl Outputs {
             OutputMode::Sidecar { .. } => {
                 let dir = self.dir.as_mut().expect("sidecar mode has its directory");
                 let (files, channel) =
-                    dir.claim(id, netvsc).with_context(|| format!("setting up sidecar files for {netvsc}"))?;
+                    dir.claim(id, netvsc, mac).with_context(|| format!("setting up sidecar files for {netvsc}"))?;
                 Output { channel, files: Some(files) }
             }
         };

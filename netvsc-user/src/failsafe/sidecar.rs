@@ -8,7 +8,7 @@
 //! restarted agent knows a stale `.addr` from a stranger's file). Symlinks are never followed and
 //! nothing netvsc-watch did not make is overwritten or deleted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read as _, Seek as _, Write as _};
 use std::os::fd::OwnedFd;
@@ -16,6 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use macaddr::MacAddr6;
 use nix::fcntl::{open, Flock, FlockArg, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 use nix::unistd::{mkfifo, Uid};
@@ -63,8 +64,9 @@ pub struct SidecarDir {
     lock: Flock<File>,
     /// Whether this run made the lock file (removed again if start-up fails).
     created_lock: bool,
-    /// Names of the files netvsc-watch made here (this run or an earlier one) that still exist.
-    ours: BTreeSet<String>,
+    /// Names of the files netvsc-watch made here (this run or an earlier one) that still exist,
+    /// with the MAC of the interface a FIFO serves, so a restart finds the same FIFO again.
+    ours: BTreeMap<String, Option<MacAddr6>>,
     /// File stems bound to a context for the life of this run.
     bound: BTreeMap<String, u32>,
 }
@@ -103,21 +105,34 @@ impl SidecarDir {
         };
         let mut listed = String::new();
         lock.read_to_string(&mut listed).map_err(|err| bad_path(&path, err))?;
-        let ours = listed.lines().filter(|l| is_file_name(l)).map(str::to_owned).collect();
+        let ours = listed.lines().filter_map(listed_file).collect();
         let mut this = Self { dir: dir.to_owned(), mode, lock, created_lock, ours, bound: BTreeMap::new() };
         this.sanitize();
         this.save_list().map_err(|err| bad_path(&path, err))?;
         Ok(this)
     }
 
-    /// Binds `iface`'s files to context `id`: `<iface>.pipe`/`.addr`, or `<iface>-vsc<id>.*` when
-    /// another context of this run holds those. The FIFO comes back empty.
-    pub fn claim(&mut self, id: u32, iface: &str) -> anyhow::Result<(SidecarFiles, Channel)> {
-        let mut stem = iface.to_owned();
-        if self.bound.contains_key(&stem) {
-            stem = format!("{iface}-vsc{id}");
-            warn!(netvsc = iface, files = %self.dir.join(&stem).display(), "another managed interface had this name: using distinct files");
-        }
+    /// Binds files to context `id` (interface `iface` with `mac`): those an earlier run kept for
+    /// this MAC (the interface may have been renamed since), else `<iface>.pipe`/`.addr`, else,
+    /// when another interface holds those, `<iface>-vsc<id>.*`. The FIFO comes back empty.
+    pub fn claim(&mut self, id: u32, iface: &str, mac: MacAddr6) -> anyhow::Result<(SidecarFiles, Channel)> {
+        let kept = self.ours.iter().find_map(|(name, owner)| {
+            let stem = name.strip_suffix(".pipe")?;
+            (*owner == Some(mac) && !self.bound.contains_key(stem)).then(|| stem.to_owned())
+        });
+        let taken = |stem: &str| {
+            self.bound.contains_key(stem)
+                || self.ours.get(&format!("{stem}.pipe")).is_some_and(|owner| owner.is_some_and(|o| o != mac))
+        };
+        let stem = match kept {
+            Some(stem) => stem,
+            None if !taken(iface) => iface.to_owned(),
+            None => {
+                let stem = format!("{iface}-vsc{id}");
+                warn!(netvsc = iface, files = %self.dir.join(&stem).display(), "another interface has files under this name: using distinct ones");
+                stem
+            }
+        };
         let fifo_name = format!("{stem}.pipe");
         let state_name = format!("{stem}.addr");
         let fifo = self.dir.join(&fifo_name);
@@ -127,7 +142,8 @@ impl SidecarDir {
         if fs::symlink_metadata(&state).is_ok() {
             return Err(bad(&state, "exists and was not made by netvsc-watch; remove it or choose another --fifo-dir"));
         }
-        self.ours.extend([fifo_name.clone(), state_name.clone()]);
+        self.ours.insert(fifo_name, Some(mac));
+        self.ours.insert(state_name, None);
         self.save_list().map_err(|err| bad_path(&self.dir.join(LOCK_FILE), err))?;
         if new_fifo {
             mkfifo(&fifo, Mode::from_bits_truncate(self.mode)).map_err(|err| bad_path(&fifo, err.into()))?;
@@ -203,7 +219,7 @@ impl SidecarDir {
     /// Makes what an earlier run left safe: its state files go, its FIFOs are emptied.
     fn sanitize(&mut self) {
         let uid = Uid::effective().as_raw();
-        for name in std::mem::take(&mut self.ours) {
+        for (name, owner) in std::mem::take(&mut self.ours) {
             let path = self.dir.join(&name);
             match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.uid() == uid && meta.file_type().is_fifo() => {
@@ -213,7 +229,7 @@ impl SidecarDir {
                             warn!(path = %path.display(), error = %format!("{err:#}"), "could not empty a FIFO an earlier run left")
                         }
                     }
-                    self.ours.insert(name);
+                    self.ours.insert(name, owner);
                 }
                 Ok(meta) if meta.uid() == uid && meta.is_file() && name.ends_with(".addr") => {
                     info!(path = %path.display(), "removing the state file an earlier run left");
@@ -248,9 +264,11 @@ impl SidecarDir {
             "# netvsc-watch: lock of this directory and the files it made here; do not edit\npid {}\n",
             std::process::id()
         );
-        for name in &self.ours {
-            text.push_str(name);
-            text.push('\n');
+        for (name, owner) in &self.ours {
+            match owner {
+                Some(mac) => text.push_str(&format!("{name} {}\n", crate::link::mac_string(mac))),
+                None => text.push_str(&format!("{name}\n")),
+            }
         }
         self.lock.set_len(0)?;
         self.lock.rewind()?;
@@ -258,9 +276,13 @@ impl SidecarDir {
     }
 }
 
-/// A plain name in the directory (no path, no comment).
-fn is_file_name(line: &str) -> bool {
-    (line.ends_with(".pipe") || line.ends_with(".addr")) && !line.contains('/') && !line.starts_with('.')
+/// One line of the list: a plain file name in the directory (no path, no comment), and for a
+/// FIFO the MAC it serves.
+fn listed_file(line: &str) -> Option<(String, Option<MacAddr6>)> {
+    let mut words = line.split_whitespace();
+    let name = words.next()?;
+    let plain = (name.ends_with(".pipe") || name.ends_with(".addr")) && !name.contains('/') && !name.starts_with('.');
+    plain.then(|| (name.to_owned(), words.next().and_then(|mac| mac.parse().ok())))
 }
 
 fn bad(path: &Path, why: &str) -> anyhow::Error {
