@@ -222,3 +222,79 @@ fn measure_records_each_failover_and_its_read() {
     }
     assert_eq!(report["summary"]["absent_s"]["count"], 2);
 }
+
+#[test]
+fn a_resync_in_the_removal_window_does_not_resurrect_the_vf() {
+    if skip_unless_root("a_resync_in_the_removal_window_does_not_resurrect_the_vf") {
+        return;
+    }
+    let stage = Stage::new("window");
+    stage.netvsc("eth1", 10, MAC);
+    let fifo_dir = stage.fifo_dir();
+    let args = ["watch", "--source", "netlink", "--sysfs-root", stage.root(), "--fifo-dir", &fifo_dir, "--json"];
+    let mut agent = JsonProcess::agent(
+        Some(&stage.ns.name),
+        &[&args[..], &["--link-list", "kernel", "--resync-interval", "100"]].concat(),
+    );
+    agent.wait_for("ready", |v| event(v) == "ready");
+    stage.plug_vf("enP1", 20, MAC, "0002:00:02.0");
+    agent.wait_for("association", |v| event(v) == "associated");
+
+    // The kernel has announced the removal; sysfs still shows the VF for a while.
+    stage.ns.ip(&["link", "del", "enP1"]);
+    agent.wait_for("dissociation", |v| event(v) == "dissociated");
+    let later = agent.drain_for(Duration::from_millis(1_500));
+    stage.sys.remove("enP1").unwrap();
+    assert!(later.iter().all(|v| event(v) != "associated"), "a resync brought the removed VF back: {later:#?}");
+    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(format!("{fifo_dir}/eth1.pipe")).unwrap();
+    assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
+}
+
+#[test]
+fn an_overrun_discards_the_messages_queued_before_the_rescan() {
+    if skip_unless_root("an_overrun_discards_the_messages_queued_before_the_rescan") {
+        return;
+    }
+    use netvsc_user::source::netlink::NetlinkSource;
+    use netvsc_user::source::{LinkEvent, Source as _};
+
+    let ns = Netns::new("overrun");
+    ns.ip(&["link", "add", "old", "index", "500", "type", "veth", "peer", "name", "oldpeer"]);
+    let netns_path = format!("/run/netns/{}", ns.name);
+    let ns_name = ns.name.clone();
+    let delivered = std::thread::spawn(move || {
+        let netns = std::fs::File::open(&netns_path).unwrap();
+        // SAFETY: setns on this thread only, with a namespace descriptor we hold open.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) }, 0);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let ip = |args: &[&str]| support::run("ip", &[&["-n", ns_name.as_str()], args].concat());
+            let mut source = NetlinkSource::subscribe_links_with_buffer(4096).unwrap();
+            // Queued first: the removal of ifindex 500. Then far more than the buffer holds.
+            ip(&["link", "del", "old"]);
+            for i in 0..40 {
+                let name = format!("churn{i}");
+                ip(&["link", "add", &name, "type", "veth", "peer", "name", &format!("cpeer{i}")]);
+                ip(&["link", "del", &name]);
+            }
+            let first = source.next().await.unwrap().event;
+            // Index 500 comes back as a new device after the rescan.
+            ip(&["link", "add", "new", "index", "500", "type", "veth", "peer", "name", "newpeer"]);
+            let mut events = vec![first];
+            while !matches!(events.last(), Some(LinkEvent::Changed { ifindex: 500, .. })) {
+                match tokio::time::timeout(Duration::from_secs(3), source.next()).await {
+                    Ok(next) => events.push(next.unwrap().event),
+                    Err(_) => break,
+                }
+            }
+            events
+        })
+    });
+    let events = delivered.join().unwrap();
+    assert!(matches!(events[0], LinkEvent::Resync { lost: true, .. }), "the overrun comes first: {events:?}");
+    assert!(
+        !events.contains(&LinkEvent::Removed { ifindex: 500 }),
+        "the removal queued before the overrun was replayed after the rescan: {events:?}"
+    );
+    assert!(matches!(events.last(), Some(LinkEvent::Changed { ifindex: 500, .. })), "events flow again: {events:?}");
+}

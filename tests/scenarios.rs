@@ -8,6 +8,7 @@ use netvsc_user::agent::Agent;
 use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::fake_sysfs::FakeSysfs;
+use netvsc_user::link_list::StaticLinkList;
 use netvsc_user::report::{interface_reports, Reporter};
 use netvsc_user::selection::{parse_mac, Selection, Spec, UsageError};
 use netvsc_user::source::{LinkEvent, SourceEvent};
@@ -246,4 +247,41 @@ async fn sidecar_picks_up_late_netvsc_and_releases_one_that_gains_an_address() {
     agent.handle(&SourceEvent::now(LinkEvent::AddressChanged { ifindex: 30 }), "test").await.unwrap();
     assert!(agent.pairing().contexts()[0].vf.is_none(), "released: it is the VM's own path now");
     assert_eq!(pipe(&agent, 0), None);
+}
+
+#[tokio::test]
+async fn a_rescan_never_brings_back_a_removed_vf() {
+    let rig = Rig::new();
+    rig.sys.add_netvsc("eth1", 3, MAC).unwrap();
+    rig.sys.add_vf("enP2p0s2", 10, MAC, "0002:00:02.0").unwrap();
+    let kernel = StaticLinkList::new([3, 10]);
+    let reader = SystemReader::new(
+        Sysfs::open(rig.sys.root()).unwrap(),
+        Box::new(rig.addresses.clone()),
+        Some(Box::new(kernel.clone())),
+    );
+    let outputs = Outputs::new(OutputMode::Pipes).unwrap();
+    let mut agent = Agent::start(reader, Selection::default(), false, outputs, Reporter::new(false)).await.unwrap();
+    assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"));
+    let resync = |lost| SourceEvent::now(LinkEvent::Resync { reason: "test", lost });
+
+    // The kernel unlisted the VF and announced it; its sysfs entry is still there.
+    kernel.set(10, false);
+    removed(&mut agent, 10).await;
+    assert!(agent.handle(&resync(false), "test").await.unwrap().is_empty(), "the rescan did not resurrect it");
+    agent.refill();
+    assert_eq!(pipe(&agent, 0), None);
+
+    // Announced (eBPF sees the unregister call) but still listed for a moment: the removal stands.
+    rig.sys.add_vf("enP3p0s2", 11, MAC, "0003:00:02.0").unwrap();
+    kernel.set(11, true);
+    changed(&mut agent, 11, "enP3p0s2").await;
+    removed(&mut agent, 11).await;
+    assert!(agent.handle(&resync(false), "test").await.unwrap().is_empty());
+    agent.refill();
+    assert_eq!(pipe(&agent, 0), None);
+
+    // After lost events, only the kernel's list counts: ifindex 11 may be a new device now.
+    assert_eq!(agent.handle(&resync(true), "test").await.unwrap().len(), 1);
+    assert_eq!(pipe(&agent, 0).as_deref(), Some("0003:00:02.0"));
 }
