@@ -139,10 +139,18 @@ impl World {
         }
     }
 
-    /// Delivers `event` to a running agent; `seen` false: the event is lost.
+    /// Delivers `event` to a running agent; `seen` false: the event is lost. A NetVSC the agent
+    /// sees (by its event or in a rescan) is managed from then on, until the agent restarts.
     async fn deliver(&mut self, event: LinkEvent, seen: bool) {
-        if let (true, Some(agent)) = (seen, self.agent.as_mut()) {
-            agent.handle(&SourceEvent::now(event), "model").await.unwrap();
+        let (true, Some(agent)) = (seen, self.agent.as_mut()) else { return };
+        agent.handle(&SourceEvent::now(event.clone()), "model").await.unwrap();
+        for nic in &mut self.nics {
+            let shown = match event {
+                LinkEvent::Resync { .. } => nic.ifindex.is_some(),
+                LinkEvent::Changed { ifindex, .. } => nic.ifindex == Some(ifindex),
+                _ => false,
+            };
+            nic.managed |= shown;
         }
     }
 
@@ -152,9 +160,6 @@ impl World {
         self.sys.add_netvsc(&self.nics[nic].name, ifindex, &mac(nic, true)).unwrap();
         self.kernel.set(ifindex, true);
         self.nics[nic].ifindex = Some(ifindex);
-        if self.agent.is_some() {
-            self.nics[nic].managed = true;
-        }
     }
 
     async fn apply(&mut self, change: &Change, seen: bool) {
@@ -262,7 +267,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn every_fifo_holds_exactly_the_models_line(steps in prop::collection::vec(step(), 1..24)) {

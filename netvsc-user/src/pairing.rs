@@ -167,8 +167,10 @@ impl Pairing {
             if self.contexts.iter().any(|ctx| ctx.ifindex == link.ifindex) {
                 continue;
             }
-            // A NetVSC interface that came back (new ifindex, same MAC) keeps its context and pipe.
-            if let Some(ctx) = self.contexts.iter_mut().find(|ctx| !ctx.attached && ctx.mac == link.mac) {
+            // A NetVSC interface that came back (new ifindex, same MAC) keeps its context and pipe,
+            // also when its removal was never seen as such (events lost before a rescan).
+            let gone = |ctx: &Context| !ctx.attached || view.get(ctx.ifindex).is_none();
+            if let Some(ctx) = self.contexts.iter_mut().find(|ctx| gone(ctx) && ctx.mac == link.mac) {
                 ctx.ifindex = link.ifindex;
                 ctx.attached = true;
                 actions.push(Action::Attached { id: ctx.id, netvsc: link.name.clone(), attached: true });

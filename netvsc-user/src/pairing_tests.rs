@@ -267,3 +267,22 @@ fn unrelated_events_touch_no_context() {
     let touched = v.upsert(other(100, "veth0", "02:00:00:00:00:01"));
     assert!(pairing.reconcile(&v, &touched).is_empty());
 }
+
+#[test]
+fn a_netvsc_that_returned_unseen_keeps_its_context() {
+    // Its removal and return were both lost; the rescan shows the same MAC on a new ifindex.
+    let v = view(vec![netvsc(3, "eth1", MAC_A)], &[]);
+    let (mut pairing, _) = Pairing::start(auto(), &v, true).unwrap();
+    let v = view(vec![netvsc(7, "eth1", MAC_A), vf(9, "enP1", MAC_A, "0001:00:02.0")], &[]);
+    let actions = pairing.reconcile(&v, &Touched::All);
+    let vf_link = Vf { ifindex: 9, name: "enP1".into(), pci: "0001:00:02.0".into() };
+    assert_eq!(
+        actions,
+        vec![
+            Action::Attached { id: 0, netvsc: "eth1".into(), attached: true },
+            Action::Associate { id: 0, netvsc: "eth1".into(), vf: vf_link }
+        ]
+    );
+    assert_eq!(pairing.contexts().len(), 1);
+    assert_eq!(pairing.contexts()[0].ifindex, 7);
+}

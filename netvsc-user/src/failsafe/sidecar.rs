@@ -116,10 +116,14 @@ impl SidecarDir {
     /// this MAC (the interface may have been renamed since), else `<iface>.pipe`/`.addr`, else,
     /// when another interface holds those, `<iface>-vsc<id>.*`. The FIFO comes back empty.
     pub fn claim(&mut self, id: u32, iface: &str, mac: MacAddr6) -> anyhow::Result<(SidecarFiles, Channel)> {
-        let kept = self.ours.iter().find_map(|(name, owner)| {
-            let stem = name.strip_suffix(".pipe")?;
-            (*owner == Some(mac) && !self.bound.contains_key(stem)).then(|| stem.to_owned())
-        });
+        let kept_for_mac: Vec<&str> = self
+            .ours
+            .iter()
+            .filter(|(_, owner)| **owner == Some(mac))
+            .filter_map(|(name, _)| name.strip_suffix(".pipe"))
+            .filter(|stem| !self.bound.contains_key(*stem))
+            .collect();
+        let kept = kept_for_mac.iter().find(|stem| **stem == iface).or(kept_for_mac.first()).map(|s| s.to_string());
         let taken = |stem: &str| {
             self.bound.contains_key(stem)
                 || self.ours.get(&format!("{stem}.pipe")).is_some_and(|owner| owner.is_some_and(|o| o != mac))
