@@ -44,8 +44,11 @@ fn scan_reports_every_netvsc_interface() {
     let (_dir, sys) = fake();
     let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> =
+    let mut lines: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let auto_probe = lines.pop().unwrap();
+    assert_eq!(auto_probe["dpdk_auto_probe"]["vdev"], "net_vdev_netvsc0,ignore=1", "{auto_probe}");
+    assert_eq!(auto_probe["dpdk_auto_probe"]["evidence"], "NetVSC interface eth1", "{auto_probe}");
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["netvsc"], "eth1");
     assert_eq!(lines[0]["ifindex"], 90_001);
@@ -59,6 +62,11 @@ fn scan_reports_every_netvsc_interface() {
     let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--iface", "eth2"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("eth1") && text.contains("skipped: not selected"), "{text}");
+    assert_eq!(
+        text.lines().last(),
+        Some("Hyper-V (NetVSC interface eth1): exec adds --vdev net_vdev_netvsc0,ignore=1"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -174,10 +182,12 @@ fn exec_inserts_vdevs_feeds_the_pipe_and_returns_the_exit_status() {
     let argv = agent.wait_for("the application's argv", |v| v.get("argv").is_some())["argv"].clone();
     let argv: Vec<&str> = argv.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(argv[0], FAILSAFE_SIM);
-    assert_eq!(argv[1], "--vdev");
-    let fd = argv[2].strip_prefix("net_failsafe_vsc0,fd(").and_then(|r| r.split_once(')')).unwrap().0;
-    assert_eq!(argv[2], format!("net_failsafe_vsc0,fd({fd}),dev(net_tap_vsc0,remote=eth1)"));
-    assert_eq!(&argv[3..], ["--poll-ms", "10", "--exit-code", "7", "--", "-i"]);
+    // The fake tree has NetVSC interfaces: Hyper-V, so DPDK's own vdev_netvsc is switched off.
+    assert_eq!(argv[1..3], ["--vdev", "net_vdev_netvsc0,ignore=1"]);
+    assert_eq!(argv[3], "--vdev");
+    let fd = argv[4].strip_prefix("net_failsafe_vsc0,fd(").and_then(|r| r.split_once(')')).unwrap().0;
+    assert_eq!(argv[4], format!("net_failsafe_vsc0,fd({fd}),dev(net_tap_vsc0,remote=eth1)"));
+    assert_eq!(&argv[5..], ["--poll-ms", "10", "--exit-code", "7", "--", "-i"]);
     agent.wait_for("the VF address read from the pipe", |v| v["read"] == "0002:00:02.0");
 
     // The VF goes away: fail-safe must never read its address again.

@@ -52,16 +52,18 @@ pub enum Command {
     ///
     /// In the DPDK container: `exec 10<>DIR/eth1.pipe` then
     /// `--vdev 'net_failsafe_vsc0,fd(10),dev(net_tap_vsc0,remote=eth1)'`, or
-    /// `--vdev 'net_failsafe_vsc0,exec(cat DIR/eth1.addr),dev(net_tap_vsc0,remote=eth1)'`.
-    /// Interfaces that appear later are picked up.
+    /// `--vdev 'net_failsafe_vsc0,exec(cat DIR/eth1.addr),dev(net_tap_vsc0,remote=eth1)'`, plus on
+    /// Hyper-V `--vdev net_vdev_netvsc0,ignore=1`. Interfaces that appear later are picked up.
+    /// FIFOs outlive the agent (emptied at exit and at start); one agent per directory.
     ///
     /// Example: netvsc-watch watch --fifo-dir /run/netvsc --json
     Watch(WatchArgs),
     /// Launcher mode: run a DPDK application with one fail-safe port per managed interface
     ///
     /// Inserts `--vdev net_failsafe_vsc<id>,fd(<N>),dev(net_tap_vsc<id>,remote=<if>)` right after
-    /// the program name, feeds the pipes while it runs, forwards SIGINT/SIGTERM to it and exits
-    /// with its status.
+    /// the program name (on Hyper-V first `--vdev net_vdev_netvsc0,ignore=1`, so that DPDK's own
+    /// vdev_netvsc does not probe the same interfaces), feeds the pipes while it runs, forwards
+    /// terminating signals to it and exits with its status.
     ///
     /// Example: netvsc-watch exec --iface eth1 -- dpdk-testpmd -l 0-1 -- -i
     Exec(ExecArgs),
@@ -225,6 +227,11 @@ pub struct ExecArgs {
     pub selection: SelectionArgs,
     #[command(flatten)]
     pub run: RunArgs,
+    /// On Hyper-V, do not add `--vdev net_vdev_netvsc0,ignore=1` (which keeps DPDK's own
+    /// vdev_netvsc from auto-probing the same interfaces). It is not added anyway when the
+    /// application's arguments name net_vdev_netvsc
+    #[arg(long)]
+    pub keep_dpdk_vdev_netvsc: bool,
     /// The DPDK application and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "APP")]
     pub command: Vec<OsString>,

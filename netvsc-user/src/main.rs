@@ -9,6 +9,7 @@ use clap::Parser;
 use netvsc_user::addresses::KernelAddresses;
 use netvsc_user::agent::Agent;
 use netvsc_user::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs, WatchArgs};
+use netvsc_user::dpdk_probe::AutoProbe;
 use netvsc_user::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, CannotRun, Forwarder};
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::link_list::{KernelLinkList, LinkList};
@@ -70,7 +71,17 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             Err(err) => return Err(err).context("writing the report to stdout"),
         }
     }
-    Ok(0)
+    // What `exec` would add for DPDK's own vdev_netvsc, as the last line.
+    let auto_probe = AutoProbe::detect(&view, &[], false);
+    let written = if args.json {
+        reporter.line_to(&mut out, &serde_json::json!({ "dpdk_auto_probe": auto_probe }))
+    } else {
+        writeln!(out, "{}", auto_probe.summary())
+    };
+    match written {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err).context("writing the report to stdout"),
+        _ => Ok(0),
+    }
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
@@ -90,7 +101,9 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode })?;
     let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
     start_measuring(&args.run, &opened, &mut agent);
-    announce_ready(&args.run, &opened, &agent);
+    // What DPDK containers next to the sidecar need on their command line.
+    let auto_probe = AutoProbe::detect(agent.view(), &[], false);
+    announce_ready(&args.run, &opened, &agent, &auto_probe);
     let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.recv()).await;
     let measured = finish_measuring(&args.run, &agent);
     agent.shutdown();
@@ -111,14 +124,16 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let forwarder = Forwarder::install()?;
     let mut agent =
         Agent::start(reader, selection, false, Outputs::new(OutputMode::Pipes)?, Reporter::new(args.run.json)).await?;
-    let mut vdevs = Vec::new();
+    let auto_probe = AutoProbe::detect(agent.view(), &args.command, args.keep_dpdk_vdev_netvsc);
+    info!(hyperv = auto_probe.hyperv, evidence = %auto_probe.evidence, vdev = ?auto_probe.vdev, "DPDK's own vdev_netvsc: {}", auto_probe.summary());
+    let mut vdevs: Vec<String> = auto_probe.vdev.iter().map(|vdev| vdev.to_string()).collect();
     let mut inherit = Vec::new();
     for ctx in agent.pairing().contexts() {
         let fd = agent.outputs().child_fd(ctx.id).context("control pipe missing")?;
         vdevs.push(vdev_arg(ctx.id, fd, &ctx.name));
         inherit.push(fd);
     }
-    if vdevs.is_empty() {
+    if inherit.is_empty() {
         warn!("no NetVSC interface selected: the application runs without fail-safe ports");
     }
     let argv = dpdk_argv(&args.command, &vdevs);
@@ -131,7 +146,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             return Err(err);
         }
     };
-    announce_ready(&args.run, &opened, &agent);
+    announce_ready(&args.run, &opened, &agent, &auto_probe);
     let result = agent.run(opened.source.as_mut(), args.run.timers(), forwarder.wait(child)).await;
     let measured = finish_measuring(&args.run, &agent);
     agent.shutdown();
@@ -190,7 +205,7 @@ fn event_source(args: &RunArgs) -> anyhow::Result<Opened> {
 
 /// Tells scripts (and tests) that start-up is done and events are being watched, by which
 /// source, and why sources tried before it were passed over.
-fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent) {
+fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent, auto_probe: &AutoProbe) {
     let mut contexts: Vec<_> =
         interface_reports(agent.pairing(), agent.view()).into_iter().filter(|r| r.failsafe.is_some()).collect();
     for report in &mut contexts {
@@ -210,5 +225,6 @@ fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent) {
         "details": opened.source.details(),
         "passed_over": passed_over,
         "interfaces": contexts,
+        "dpdk_auto_probe": auto_probe,
     }));
 }

@@ -1,0 +1,122 @@
+//! `exec` and DPDK's own vdev_netvsc: on Hyper-V the launcher switches off DPDK's auto-probe
+//! with `--vdev net_vdev_netvsc0,ignore=1`. The argv the application receives, and Debian's real
+//! `dpdk-testpmd` accepting it (skipped, with the reason, where DPDK is not installed).
+
+use std::process::Command;
+
+use netvsc_user::fake_sysfs::FakeSysfs;
+use serde_json::Value;
+
+mod support;
+use support::{event, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+
+const IGNORE: &str = "net_vdev_netvsc0,ignore=1";
+
+fn tree(netvsc: bool) -> (tempfile::TempDir, FakeSysfs) {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    if netvsc {
+        sys.add_netvsc("eth1", 90_001, "00:15:5d:00:00:01").unwrap();
+    }
+    // A virtio stand-in, managed only when forced: no evidence of Hyper-V.
+    sys.add_virtio("eth0", 90_010, "52:54:00:00:00:10").unwrap();
+    (dir, sys)
+}
+
+/// The argv failsafe-sim received and the agent's ready line, for `exec [flags] -- failsafe-sim app_args`.
+fn exec_argv(sys: &FakeSysfs, flags: &[&str], app_args: &[&str]) -> (Vec<String>, Value) {
+    let mut command = Command::new(NETVSC_WATCH);
+    command.args(["exec", "--json", "--source", "poll", "--sysfs-root", sys.root().to_str().unwrap()]);
+    command.args(flags).arg("--").arg(FAILSAFE_SIM).args(["--duration-ms", "300"]).args(app_args);
+    let mut agent = JsonProcess::spawn(command);
+    // The two lines come from two processes, in either order.
+    let ready = agent.wait_for("ready", |v| event(v) == "ready");
+    let argv = match agent.seen.iter().find(|v| v.get("argv").is_some()) {
+        Some(line) => line["argv"].clone(),
+        None => agent.wait_for("the application's argv", |v| v.get("argv").is_some())["argv"].clone(),
+    };
+    let argv = argv.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+    assert_eq!(agent.wait().code(), Some(0));
+    (argv, ready)
+}
+
+fn ignore_vdevs(argv: &[String]) -> usize {
+    argv.windows(2).filter(|w| w[0] == "--vdev" && w[1] == IGNORE).count()
+}
+
+#[test]
+fn on_hyperv_exec_switches_off_dpdks_own_vdev_netvsc() {
+    let (_dir, sys) = tree(true);
+    let (argv, ready) = exec_argv(&sys, &[], &[]);
+    assert_eq!(argv[1..3], ["--vdev", IGNORE], "{argv:?}");
+    assert_eq!(argv[3..5], ["--vdev".to_owned(), argv[4].clone()]);
+    assert!(argv[4].starts_with("net_failsafe_vsc0,fd("), "{argv:?}");
+    assert_eq!(ready["dpdk_auto_probe"]["hyperv"], true);
+    assert_eq!(ready["dpdk_auto_probe"]["evidence"], "NetVSC interface eth1");
+    assert_eq!(ready["dpdk_auto_probe"]["vdev"], IGNORE);
+
+    // The user's own choice wins, and the switch opts out.
+    let (argv, ready) = exec_argv(&sys, &[], &["--vdev", "net_vdev_netvsc0,iface=eth1"]);
+    assert_eq!(ignore_vdevs(&argv), 0, "{argv:?}");
+    assert_eq!(ready["dpdk_auto_probe"]["not_inserted"], "the application's arguments name net_vdev_netvsc");
+    let (argv, ready) = exec_argv(&sys, &["--keep-dpdk-vdev-netvsc"], &[]);
+    assert_eq!(ignore_vdevs(&argv), 0, "{argv:?}");
+    assert_eq!(ready["dpdk_auto_probe"]["not_inserted"], "--keep-dpdk-vdev-netvsc");
+}
+
+#[test]
+fn off_hyperv_exec_adds_nothing_for_it() {
+    let (_dir, sys) = tree(false);
+    let (argv, ready) = exec_argv(&sys, &["--iface", "eth0", "--force"], &[]);
+    let evidence = ready["dpdk_auto_probe"]["evidence"].as_str().unwrap().to_owned();
+    if evidence.contains("Microsoft Hv") {
+        eprintln!("SKIP off_hyperv_exec_adds_nothing_for_it: this machine is a Hyper-V guest ({evidence})");
+        return;
+    }
+    assert!(evidence.starts_with("CPUID") || evidence.starts_with("no NetVSC"), "{evidence}");
+    assert_eq!(ready["dpdk_auto_probe"]["hyperv"], false);
+    assert_eq!(ignore_vdevs(&argv), 0, "{argv:?}");
+    assert!(argv[2].starts_with("net_failsafe_vsc0,fd("), "{argv:?}");
+}
+
+/// Debian's dpdk-testpmd, if installed and runnable here (root, for EAL's runtime directory).
+fn testpmd(test: &str) -> Option<&'static str> {
+    let found = Command::new("dpdk-testpmd").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("SKIP {test}: dpdk-testpmd not installed (apt-get install dpdk-dev librte-net-failsafe23 ...)");
+        return None;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP {test}: dpdk-testpmd needs root here");
+        return None;
+    }
+    Some("dpdk-testpmd")
+}
+
+/// `netvsc-watch exec -- dpdk-testpmd` without hugepages or PCI, non-interactive: its output.
+fn run_testpmd(sys: &FakeSysfs, app_vdevs: &[&str]) -> std::process::Output {
+    let mut command = Command::new(NETVSC_WATCH);
+    command.args(["exec", "--source", "poll", "--sysfs-root", sys.root().to_str().unwrap(), "--", "dpdk-testpmd"]);
+    command.args(["--no-huge", "-m", "256", "--no-pci", "--file-prefix", &format!("nvw{}", std::process::id())]);
+    command.args(["--log-level=pmd.net.vdev_netvsc:debug", "--log-level=pmd.net.failsafe:debug"]);
+    command.args(app_vdevs).args(["--", "--total-num-mbufs", "2048"]);
+    command.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it() {
+    let Some(_) = testpmd("real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it") else { return };
+    let (_dir, sys) = tree(true);
+    let out = run_testpmd(&sys, &[]);
+    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains(r#"net_vdev_netvsc: invoked as "net_vdev_netvsc0", using arguments "ignore=1""#), "{log}");
+    assert_eq!(log.matches("Initializing Fail-safe PMD for").count(), 1, "only our fail-safe port: {log}");
+    assert!(log.contains("Initializing Fail-safe PMD for net_failsafe_vsc0"), "{log}");
+
+    // The user's own net_vdev_netvsc argument: nothing added, no duplicate device.
+    let out = run_testpmd(&sys, &["--vdev", IGNORE]);
+    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(log.matches("net_vdev_netvsc: invoked as").count(), 1, "{log}");
+}
