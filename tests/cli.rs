@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 mod support;
-use support::{event, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+use support::{dir_names, event, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
@@ -261,14 +261,6 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
         let fifo = std::fs::OpenOptions::new().read(true).write(true).open(fifo_dir.join(fifo)).unwrap();
         assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap(), None, "emptied at exit");
     }
-}
-
-/// The names in `dir`, sorted.
-fn dir_names(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    names
 }
 
 #[test]

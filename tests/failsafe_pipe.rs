@@ -6,6 +6,9 @@ use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::pairing::{Action, Release, Vf};
 
+mod support;
+use support::dir_names as names;
+
 fn mac(n: u8) -> macaddr::MacAddr6 {
     macaddr::MacAddr6::new(0x00, 0x15, 0x5d, 0, 0, n)
 }
@@ -95,13 +98,6 @@ fn sidecar_fifo_and_state_file() {
 
 fn sidecar(dir: &std::path::Path) -> Outputs {
     Outputs::new(OutputMode::Sidecar { dir: dir.to_owned(), file_mode: 0o600 }).unwrap()
-}
-
-fn names(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    names
 }
 
 #[test]

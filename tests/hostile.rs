@@ -2,7 +2,7 @@
 //! descriptor, a second instance, foreign files, failed start-ups, odd signals and odd trees.
 
 use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use netvsc_user::fake_sysfs::FakeSysfs;
 use nix::sys::signal::Signal;
 
 mod support;
-use support::{event, JsonProcess, NETVSC_WATCH};
+use support::{dir_names as names, event, JsonProcess, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
@@ -62,13 +62,6 @@ impl Stage {
     fn open_like_dpdk(&self) -> std::fs::File {
         OpenOptions::new().read(true).write(true).open(self.run_dir().join("eth1.pipe")).unwrap()
     }
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    names
 }
 
 fn stderr(out: &std::process::Output) -> String {

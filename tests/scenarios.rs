@@ -37,12 +37,7 @@ impl Rig {
     }
 
     fn route(&self, ifindex: u32, routed: bool) {
-        let mut set = self.addresses.0.lock().unwrap();
-        if routed {
-            set.insert(ifindex);
-        } else {
-            set.remove(&ifindex);
-        }
+        self.addresses.set(ifindex, routed);
     }
 }
 

@@ -54,13 +54,27 @@ impl AddressOracle for KernelAddresses {
     }
 }
 
-/// A fixed answer, shared so a test can change it while the agent runs.
+/// A set of ifindexes a test controls while the agent runs: which carry addresses
+/// ([`StaticAddresses`]) or which exist ([`crate::link_list::StaticLinkList`]).
 #[derive(Clone, Default)]
-pub struct StaticAddresses(pub Arc<Mutex<HashSet<u32>>>);
+pub struct StaticIfindexes(pub Arc<Mutex<HashSet<u32>>>);
 
-impl StaticAddresses {
-    pub fn new(routed: impl IntoIterator<Item = u32>) -> Self {
-        Self(Arc::new(Mutex::new(routed.into_iter().collect())))
+/// Fixed answers about addresses (tests).
+pub type StaticAddresses = StaticIfindexes;
+
+impl StaticIfindexes {
+    pub fn new(ifindexes: impl IntoIterator<Item = u32>) -> Self {
+        Self(Arc::new(Mutex::new(ifindexes.into_iter().collect())))
+    }
+
+    /// Puts `ifindex` in the set or takes it out.
+    pub fn set(&self, ifindex: u32, member: bool) {
+        let mut set = self.0.lock().expect("poisoned");
+        if member {
+            set.insert(ifindex);
+        } else {
+            set.remove(&ifindex);
+        }
     }
 }
 

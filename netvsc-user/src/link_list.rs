@@ -4,7 +4,6 @@
 //! fake-tree tests can say what exists.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -42,24 +41,8 @@ impl LinkList for KernelLinkList {
     }
 }
 
-/// A list the caller controls (tests): shared so it can change while the agent runs.
-#[derive(Clone, Default)]
-pub struct StaticLinkList(pub Arc<Mutex<HashSet<u32>>>);
-
-impl StaticLinkList {
-    pub fn new(ifindexes: impl IntoIterator<Item = u32>) -> Self {
-        Self(Arc::new(Mutex::new(ifindexes.into_iter().collect())))
-    }
-
-    pub fn set(&self, ifindex: u32, present: bool) {
-        let mut list = self.0.lock().expect("poisoned");
-        if present {
-            list.insert(ifindex);
-        } else {
-            list.remove(&ifindex);
-        }
-    }
-}
+/// A list the caller controls (tests): the same shared set that stands in for addresses.
+pub type StaticLinkList = crate::addresses::StaticIfindexes;
 
 impl LinkList for StaticLinkList {
     fn ifindexes(&self) -> BoxFuture<'_, anyhow::Result<HashSet<u32>>> {

@@ -185,3 +185,11 @@ pub fn run(program: &str, args: &[&str]) {
     let out = Command::new(program).args(args).output().expect("running command");
     assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The names in `dir`, sorted.
+pub fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
