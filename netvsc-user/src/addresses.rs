@@ -21,13 +21,18 @@ pub struct KernelAddresses {
 }
 
 impl KernelAddresses {
-    /// Opens an rtnetlink connection; must be called inside a tokio runtime.
-    pub fn connect() -> anyhow::Result<Self> {
-        let (connection, handle, _) =
-            rtnetlink::new_connection_with_strict_check().context("opening an rtnetlink socket")?;
-        tokio::spawn(connection);
-        Ok(Self { handle })
+    pub fn new(handle: rtnetlink::Handle) -> Self {
+        Self { handle }
     }
+}
+
+/// One rtnetlink request connection (strict checking, so single-interface dumps are filtered by
+/// the kernel) for the address and link queries; must be called inside a tokio runtime.
+pub fn rtnetlink_handle() -> anyhow::Result<rtnetlink::Handle> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection_with_strict_check().context("opening an rtnetlink socket")?;
+    tokio::spawn(connection);
+    Ok(handle)
 }
 
 impl AddressOracle for KernelAddresses {

@@ -65,13 +65,12 @@ impl Agent {
         reporter: Reporter,
     ) -> anyhow::Result<Self> {
         let started = monotonic_ns();
-        let scanned = match reader.full_scan().await {
-            Ok(view) => {
-                Pairing::start(selection, &view, admit_later).map(|started| (view, started)).map_err(Into::into)
-            }
-            Err(err) => Err(err),
+        let scanned = async {
+            let view = reader.full_scan().await?;
+            let (pairing, actions) = Pairing::start(selection, &view, admit_later)?;
+            anyhow::Ok((view, pairing, actions))
         };
-        let (view, (pairing, actions)) = match scanned {
+        let (view, pairing, actions) = match scanned.await {
             Ok(scanned) => scanned,
             Err(err) => {
                 outputs.rollback();

@@ -20,11 +20,9 @@ pub struct KernelLinkList {
 }
 
 impl KernelLinkList {
-    /// Opens an rtnetlink connection; must be called inside a tokio runtime.
-    pub fn connect() -> anyhow::Result<Self> {
-        let (connection, handle, _) = rtnetlink::new_connection().context("opening an rtnetlink socket")?;
-        tokio::spawn(connection);
-        Ok(Self { handle })
+    /// Dumps over `handle` (see [`crate::addresses::rtnetlink_handle`]).
+    pub fn new(handle: rtnetlink::Handle) -> Self {
+        Self { handle }
     }
 }
 

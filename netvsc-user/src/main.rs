@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use netvsc_user::addresses::KernelAddresses;
+use netvsc_user::addresses::{rtnetlink_handle, KernelAddresses};
 use netvsc_user::agent::Agent;
 use netvsc_user::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs, WatchArgs};
 use netvsc_user::dpdk_probe::AutoProbe;
@@ -60,27 +60,28 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let view = reader.full_scan().await?;
     let (pairing, _) = Pairing::start(selection, &view, false)?;
     let reporter = Reporter::new(args.json);
+    // One line per interface, then what `exec` would add for DPDK's own vdev_netvsc.
+    let auto_probe = AutoProbe::detect(&view, &[], false);
     let mut out = std::io::stdout().lock();
     for report in interface_reports(&pairing, &view) {
         let written =
             if args.json { reporter.line_to(&mut out, &report) } else { writeln!(out, "{}", interface_line(&report)) };
-        match written {
-            Ok(()) => {}
-            // `scan | head -1`: the reader has what it wanted.
-            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
-            Err(err) => return Err(err).context("writing the report to stdout"),
-        }
+        stop_on_closed_stdout(written)?;
     }
-    // What `exec` would add for DPDK's own vdev_netvsc, as the last line.
-    let auto_probe = AutoProbe::detect(&view, &[], false);
     let written = if args.json {
         reporter.line_to(&mut out, &serde_json::json!({ "dpdk_auto_probe": auto_probe }))
     } else {
         writeln!(out, "{}", auto_probe.summary())
     };
+    stop_on_closed_stdout(written)?;
+    Ok(0)
+}
+
+/// `scan | head -1`: a reader that went away has what it wanted; end quietly with 0.
+fn stop_on_closed_stdout(written: std::io::Result<()>) -> anyhow::Result<()> {
     match written {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err).context("writing the report to stdout"),
-        _ => Ok(0),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other.context("writing the report to stdout"),
     }
 }
 
@@ -192,9 +193,10 @@ fn finish_measuring(args: &RunArgs, agent: &Agent) -> anyhow::Result<()> {
 
 fn system_reader(args: &SelectionArgs) -> anyhow::Result<SystemReader> {
     let sysfs = Sysfs::open(&args.sysfs_root).map_err(|err| UsageError::BadPath(format!("--sysfs-root: {err}")))?;
+    let handle = rtnetlink_handle()?;
     let links: Option<Box<dyn LinkList>> =
-        if args.kernel_link_list() { Some(Box::new(KernelLinkList::connect()?)) } else { None };
-    Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::connect()?), links))
+        args.kernel_link_list().then(|| Box::new(KernelLinkList::new(handle.clone())) as Box<dyn LinkList>);
+    Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::new(handle)), links))
 }
 
 /// Opened before the start-up scan so that nothing between the two is missed.
