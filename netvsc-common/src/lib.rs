@@ -116,6 +116,30 @@ pub struct Config {
     pub log: u32,
 }
 
+// The layout both sides rely on, checked at compile time. This crate is compiled once for the
+// kernel program (bpfel) and once for the agent (the host): each build checks the same numbers,
+// so a field added, moved or resized on one side only cannot build. Change them together with the
+// struct, and the kernel object is rebuilt with it (netvsc-ebpf is the agent's build-dependency).
+const _: () = {
+    use core::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<KernelEvent>() == 80 && align_of::<KernelEvent>() == 8);
+    assert!(offset_of!(KernelEvent, timestamp_ns) == 0);
+    assert!(offset_of!(KernelEvent, kind) == 8);
+    assert!(offset_of!(KernelEvent, ifindex) == 12);
+    assert!(offset_of!(KernelEvent, netns) == 16);
+    assert!(offset_of!(KernelEvent, dev_type) == 20);
+    assert!(offset_of!(KernelEvent, parent_bus) == 22);
+    assert!(offset_of!(KernelEvent, name) == 24);
+    assert!(offset_of!(KernelEvent, mac) == 40);
+    assert!(offset_of!(KernelEvent, pci) == 48);
+    assert!(size_of::<Config>() == 13 * 4 && align_of::<Config>() == 4);
+    assert!(offset_of!(Config, netdev_ifindex) == 0);
+    assert!(offset_of!(Config, pci_dev_name) == 9 * 4);
+    assert!(offset_of!(Config, agent_netns) == 10 * 4);
+    assert!(offset_of!(Config, filter) == 11 * 4);
+    assert!(offset_of!(Config, log) == 12 * 4);
+};
+
 /// Key of the watched-MAC map: the six MAC bytes and two zero bytes.
 pub type MacKey = [u8; 8];
 

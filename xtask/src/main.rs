@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod rebuild_check;
 mod stage;
 mod test;
 mod toolchain;
@@ -42,6 +43,8 @@ enum Task {
     /// Compare the event sources: reaction latency, idle cost, churn and resync time, on the host
     /// (network namespace) and in the QEMU guest (real PCI hot-plug); writes docs/benchmarks.md
     Bench(bench::BenchArgs),
+    /// Show that changing netvsc-common alone rebuilds the kernel object embedded in the agent
+    EbpfRebuildCheck,
     /// QEMU guest with real PCI hot-plug (fetch the guest, run the VF scenarios)
     Vm(vm::VmArgs),
 }
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo(args) => demo::run(args),
         Task::Vm(args) => vm::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::EbpfRebuildCheck => rebuild_check::run(),
     }
 }
 

@@ -81,6 +81,7 @@ pub fn run() -> anyhow::Result<()> {
     relays.into_iter().for_each(|r| r.join().expect("relay thread"));
     let status = child.wait()?;
     if status.success() {
+        rebuild_check(&mut totals);
         vm_scenarios(&mut totals);
     }
     // libtest counts a skipped test as passed.
@@ -96,6 +97,17 @@ pub fn run() -> anyhow::Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// A change to the shared types must reach the embedded kernel object (one test).
+fn rebuild_check(totals: &mut Totals) {
+    match crate::rebuild_check::run() {
+        Ok(()) => totals.passed += 1,
+        Err(err) => {
+            println!("ebpf-rebuild-check: FAIL {err:#}");
+            totals.failed += 1;
+        }
+    }
 }
 
 /// The QEMU hot-plug scenarios for every source that runs here; a machine that cannot run them
