@@ -7,10 +7,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use netvsc_user::addresses::StaticAddresses;
+use netvsc_testkit::FakeSysfs;
+use netvsc_testkit::StaticIfindexes as StaticAddresses;
 use netvsc_user::agent::Agent;
 use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::fake_sysfs::FakeSysfs;
 use netvsc_user::report::Reporter;
 use netvsc_user::selection::Selection;
 use netvsc_user::source::{LinkEvent, SourceEvent};
@@ -73,7 +73,7 @@ fn one_event(c: &mut Criterion) {
             b.iter(|| {
                 let event = if present { &removed } else { &added };
                 present = !present;
-                let actions = runtime.block_on(agent.handle(event, "bench")).unwrap();
+                let actions = runtime.block_on(agent.handle(event, netvsc_user::source::SourceName::Netlink)).unwrap();
                 assert_eq!(actions.len(), 1, "each event flips the association");
                 black_box(actions)
             })

@@ -2,7 +2,6 @@
 //! rtnetlink by ifindex as the original does. Behind a trait so fake-sysfs tests can say.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -56,37 +55,5 @@ impl AddressOracle for KernelAddresses {
             }
             Ok(routed)
         })
-    }
-}
-
-/// A set of ifindexes a test controls while the agent runs: which carry addresses
-/// ([`StaticAddresses`]) or which exist ([`crate::link_list::StaticLinkList`]).
-#[derive(Clone, Default)]
-pub struct StaticIfindexes(pub Arc<Mutex<HashSet<u32>>>);
-
-/// Fixed answers about addresses (tests).
-pub type StaticAddresses = StaticIfindexes;
-
-impl StaticIfindexes {
-    pub fn new(ifindexes: impl IntoIterator<Item = u32>) -> Self {
-        Self(Arc::new(Mutex::new(ifindexes.into_iter().collect())))
-    }
-
-    /// Puts `ifindex` in the set or takes it out.
-    pub fn set(&self, ifindex: u32, member: bool) {
-        let mut set = self.0.lock().expect("poisoned");
-        if member {
-            set.insert(ifindex);
-        } else {
-            set.remove(&ifindex);
-        }
-    }
-}
-
-impl AddressOracle for StaticAddresses {
-    fn routed<'a>(&'a self, ifindexes: &'a [u32]) -> BoxFuture<'a, anyhow::Result<HashSet<u32>>> {
-        let known = self.0.lock().expect("poisoned");
-        let routed = ifindexes.iter().copied().filter(|i| known.contains(i)).collect();
-        Box::pin(futures::future::ready(Ok(routed)))
     }
 }

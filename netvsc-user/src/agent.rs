@@ -10,16 +10,18 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::monotonic_ns;
 use crate::failsafe::Outputs;
+use crate::lines::Line;
+use crate::measuring::Measuring;
 use crate::pairing::{Action, Pairing};
 use crate::report::Reporter;
 use crate::selection::Selection;
-use crate::source::{LinkEvent, Source, SourceEvent};
+use crate::source::{LinkEvent, Source, SourceEvent, SourceName};
 use crate::system::SystemReader;
-use crate::timeline::{Recorder, Report};
+use crate::timeline::Report;
 use crate::view::SystemView;
 
 /// How often the loop woke up, and why: what "idle cost" and "churn" are measured in.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Events the source delivered.
     pub events: u64,
@@ -43,7 +45,7 @@ pub struct Timers {
 
 pub struct Agent {
     /// Failover timelines, when `--measure` asked for them.
-    timeline: Option<Recorder>,
+    measuring: Option<Measuring>,
     /// MACs of the managed interfaces last handed to the source (the eBPF one filters on them).
     watched: Vec<macaddr::MacAddr6>,
     stats: Stats,
@@ -84,10 +86,10 @@ impl Agent {
                 outputs.rollback();
                 return Err(err);
             }
-            reporter.action(action, "startup", started, monotonic_ns(), outputs.paths(action.id()));
+            reporter.action(action, SourceName::Startup, started, monotonic_ns(), outputs.paths(action.id()));
         }
         Ok(Agent {
-            timeline: None,
+            measuring: None,
             watched: Vec::new(),
             stats: Stats::default(),
             reader,
@@ -111,39 +113,21 @@ impl Agent {
     }
 
     /// Starts recording failover timelines; `source` names the clock of events without kernel times.
-    pub fn measure(&mut self, source: &'static str) {
-        self.timeline = Some(Recorder::new(source));
+    pub fn measure(&mut self, source: SourceName) {
+        self.measuring = Some(Measuring::new(source));
     }
 
     /// The failovers recorded so far (`None` unless [`Agent::measure`] was called).
     pub fn timeline(&self) -> Option<Report> {
-        self.timeline.as_ref().map(Recorder::report)
-    }
-
-    /// With `--measure`: notes which awaited addresses the consumer has read (its pipe is empty).
-    fn check_reads(&mut self) {
-        let Some(timeline) = &mut self.timeline else { return };
-        let now = monotonic_ns();
-        let read: Vec<u32> = timeline
-            .awaiting_read()
-            .filter(|id| self.outputs.channel(*id).is_some_and(|c| c.pending_bytes().is_ok_and(|n| n == 0)))
-            .collect();
-        for id in read {
-            if let Some(failover) = timeline.read(id, now) {
-                self.reporter.line(&serde_json::json!({
-                    "event": "read", "failsafe": failover.failsafe, "at_ns": now,
-                    "after_write_us": failover.write_to_read_us(),
-                }));
-            }
-        }
+        self.measuring.as_ref().map(Measuring::report)
     }
 
     /// Handles one event; returns the actions decided (empty when it concerned nothing managed).
     /// An error here means the system could not be read; an output that cannot be written is
     /// logged and skipped so that the other interfaces keep being served.
-    pub async fn handle(&mut self, event: &SourceEvent, source: &str) -> anyhow::Result<Vec<Action>> {
-        if let Some(timeline) = &mut self.timeline {
-            timeline.source_event(event);
+    pub async fn handle(&mut self, event: &SourceEvent, source: SourceName) -> anyhow::Result<Vec<Action>> {
+        if let Some(measuring) = &mut self.measuring {
+            measuring.source_event(event);
         }
         let touched = self.reader.apply(&mut self.view, &event.event).await?;
         if touched.is_nothing() {
@@ -156,8 +140,8 @@ impl Agent {
             }
             let done_ns = monotonic_ns();
             self.reporter.action(action, source, event.seen_at_ns, done_ns, self.outputs.paths(action.id()));
-            if let Some(failover) = self.timeline.as_mut().and_then(|t| t.action(action, event, done_ns)) {
-                self.reporter.line(&serde_json::json!({ "event": "failover", "failover": failover }));
+            if let Some(line) = self.measuring.as_mut().and_then(|m| m.action(action, event, done_ns)) {
+                self.reporter.line(&line);
             }
         }
         Ok(actions)
@@ -184,9 +168,7 @@ impl Agent {
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tokio::pin!(stop);
         let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
-        // With --measure, how often an unread address is checked for having been read.
-        let mut read_check = tokio::time::interval(Duration::from_millis(1));
-        info!(source = name, contexts = self.pairing.contexts().len(), "watching");
+        info!(source = name.as_str(), contexts = self.pairing.contexts().len(), "watching");
         loop {
             self.sync_watched(source)?;
             tokio::select! {
@@ -198,27 +180,30 @@ impl Agent {
                         self.reporter.source_event(&event, name);
                     }
                     if let LinkEvent::Resync { reason, .. } = event.event {
-                        debug!(source = name, reason, "full rescan");
+                        debug!(source = name.as_str(), reason, "full rescan");
                         self.stats.resyncs += 1;
-                        if name != "poll" {
-                            self.reporter.line(&serde_json::json!({ "event": "resync", "source": name, "reason": reason }));
+                        if !name.always_rescans() {
+                            self.reporter.line(&Line::Resync { source: name, reason: reason.to_owned() });
                         }
                     }
                     match self.handle(&event, name).await {
                         Ok(actions) if !actions.is_empty() => self.stats.relevant += 1,
                         Ok(_) => {}
-                        Err(err) => warn!(source = name, error = %format!("{err:#}"), "could not handle an event; the next resync retries"),
+                        Err(err) => warn!(source = name.as_str(), error = %format!("{err:#}"), "could not handle an event; the next resync retries"),
                     }
                 }
                 _ = usr1.recv() => {
                     info!(stats = ?self.stats, "statistics");
-                    self.reporter.line(&serde_json::json!({ "event": "stats", "source": name, "stats": self.stats }));
+                    self.reporter.line(&Line::Stats { source: name, stats: self.stats });
                     if let Some(report) = self.timeline() {
                         self.reporter.measurement(&report);
                     }
                 }
-                _ = read_check.tick(), if self.timeline.as_ref().is_some_and(|t| t.awaiting_read().next().is_some()) => {
-                    self.check_reads();
+                _ = Measuring::read_check_due(&mut self.measuring) => {
+                    let measuring = self.measuring.as_mut().expect("due only while measuring");
+                    for line in measuring.check_reads(&self.outputs) {
+                        self.reporter.line(&line);
+                    }
                 }
                 _ = refill.tick() => {
                     self.stats.refill_ticks += 1;
@@ -229,7 +214,7 @@ impl Agent {
                 }
                 _ = resync.tick(), if timers.resync.is_some() => {
                     let event = SourceEvent::now(LinkEvent::Resync { reason: "safety resync", lost: false });
-                    match self.handle(&event, "resync").await {
+                    match self.handle(&event, SourceName::Resync).await {
                         Ok(actions) if !actions.is_empty() => {
                             info!(changes = actions.len(), "safety resync found changes the events had not shown")
                         }

@@ -3,7 +3,7 @@
 //! `exec` hands the application. So on Hyper-V `exec` switches it off with
 //! `--vdev net_vdev_netvsc0,ignore=1`, unless the user named `net_vdev_netvsc` themselves.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::view::SystemView;
 
@@ -11,7 +11,7 @@ use crate::view::SystemView;
 pub const IGNORE_VDEV: &str = "net_vdev_netvsc0,ignore=1";
 
 /// What was found out about the hypervisor, and what `exec` inserts because of it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoProbe {
     /// DPDK would auto-probe vdev_netvsc here.
     pub hyperv: bool,
@@ -19,10 +19,10 @@ pub struct AutoProbe {
     pub evidence: String,
     /// The `--vdev` value `exec` inserts (none off Hyper-V, when the application's arguments
     /// already name `net_vdev_netvsc`, or with `--keep-dpdk-vdev-netvsc`).
-    pub vdev: Option<&'static str>,
+    pub vdev: Option<String>,
     /// Why nothing is inserted on Hyper-V.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_inserted: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_inserted: Option<String>,
 }
 
 impl AutoProbe {
@@ -46,13 +46,13 @@ impl AutoProbe {
             (true, false, true) => Some("--keep-dpdk-vdev-netvsc"),
             (true, false, false) => None,
         };
-        let vdev = (hyperv && not_inserted.is_none()).then_some(IGNORE_VDEV);
-        Self { hyperv, evidence, vdev, not_inserted }
+        let vdev = (hyperv && not_inserted.is_none()).then(|| IGNORE_VDEV.to_owned());
+        Self { hyperv, evidence, vdev, not_inserted: not_inserted.map(str::to_owned) }
     }
 
     /// One line for people (`scan`, the log).
     pub fn summary(&self) -> String {
-        match (self.hyperv, self.vdev, self.not_inserted) {
+        match (self.hyperv, self.vdev.as_deref(), self.not_inserted.as_deref()) {
             (true, Some(vdev), _) => format!("Hyper-V ({}): exec adds --vdev {vdev}", self.evidence),
             (true, None, why) => {
                 format!("Hyper-V ({}): exec leaves DPDK's vdev_netvsc alone ({})", self.evidence, why.unwrap_or(""))
@@ -98,13 +98,17 @@ mod tests {
         ];
         for (netvsc, vendor, named, keep, hyperv, vdev) in cases {
             let probe = AutoProbe::decide(netvsc, vendor, named, keep);
-            assert_eq!((probe.hyperv, probe.vdev), (hyperv, vdev), "{netvsc:?} {vendor:?} named={named} keep={keep}");
+            assert_eq!(
+                (probe.hyperv, probe.vdev.as_deref()),
+                (hyperv, vdev),
+                "{netvsc:?} {vendor:?} named={named} keep={keep}"
+            );
         }
         let probe = AutoProbe::decide(Some("eth1"), None, false, false);
         assert_eq!(probe.evidence, "NetVSC interface eth1");
         assert_eq!(probe.summary(), "Hyper-V (NetVSC interface eth1): exec adds --vdev net_vdev_netvsc0,ignore=1");
         let probe = AutoProbe::decide(None, Some("Microsoft Hv"), true, false);
-        assert_eq!(probe.not_inserted, Some("the application's arguments name net_vdev_netvsc"));
+        assert_eq!(probe.not_inserted.as_deref(), Some("the application's arguments name net_vdev_netvsc"));
         assert_eq!(
             AutoProbe::decide(None, Some("KVMKVMKVM"), false, false).evidence,
             "CPUID hypervisor vendor \"KVMKVMKVM\""

@@ -38,13 +38,3 @@ impl LinkList for KernelLinkList {
         })
     }
 }
-
-/// A list the caller controls (tests): the same shared set that stands in for addresses.
-pub type StaticLinkList = crate::addresses::StaticIfindexes;
-
-impl LinkList for StaticLinkList {
-    fn ifindexes(&self) -> BoxFuture<'_, anyhow::Result<HashSet<u32>>> {
-        let list = self.0.lock().expect("poisoned").clone();
-        Box::pin(futures::future::ready(Ok(list)))
-    }
-}

@@ -12,6 +12,7 @@ use netvsc_user::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs,
 use netvsc_user::dpdk_probe::AutoProbe;
 use netvsc_user::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, CannotRun, Forwarder};
 use netvsc_user::failsafe::{OutputMode, Outputs};
+use netvsc_user::lines::{Line, PassedOver, Ready};
 use netvsc_user::link_list::{KernelLinkList, LinkList};
 use netvsc_user::pairing::Pairing;
 use netvsc_user::report::{interface_line, interface_reports, vdev_arg, Reporter};
@@ -64,12 +65,15 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let auto_probe = AutoProbe::detect(&view, &[], false);
     let mut out = std::io::stdout().lock();
     for report in interface_reports(&pairing, &view) {
-        let written =
-            if args.json { reporter.line_to(&mut out, &report) } else { writeln!(out, "{}", interface_line(&report)) };
+        let written = if args.json {
+            reporter.line_to(&mut out, &Line::Interface(report))
+        } else {
+            writeln!(out, "{}", interface_line(&report))
+        };
         stop_on_closed_stdout(written)?;
     }
     let written = if args.json {
-        reporter.line_to(&mut out, &serde_json::json!({ "dpdk_auto_probe": auto_probe }))
+        reporter.line_to(&mut out, &Line::DpdkAutoProbe { dpdk_auto_probe: auto_probe })
     } else {
         writeln!(out, "{}", auto_probe.summary())
     };
@@ -216,17 +220,16 @@ fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent, auto_probe: &A
             report.addr = Some(addr.display().to_string());
         }
     }
-    let passed_over: Vec<_> = opened
+    let passed_over = opened
         .passed_over
         .iter()
-        .map(|(source, reason)| serde_json::json!({ "source": source, "reason": reason }))
+        .map(|(source, reason)| PassedOver { source: *source, reason: reason.clone() })
         .collect();
-    Reporter::new(args.json).line(&serde_json::json!({
-        "event": "ready",
-        "source": opened.source.name(),
-        "details": opened.source.details(),
-        "passed_over": passed_over,
-        "interfaces": contexts,
-        "dpdk_auto_probe": auto_probe,
+    Reporter::new(args.json).line(&Line::Ready(Ready {
+        source: opened.source.name(),
+        details: opened.source.details(),
+        passed_over,
+        interfaces: contexts,
+        dpdk_auto_probe: auto_probe.clone(),
     }));
 }

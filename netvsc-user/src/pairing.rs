@@ -7,6 +7,11 @@ use crate::link::{Link, LinkKind};
 use crate::selection::{Admitted, Selection, UsageError};
 use crate::view::{SystemView, Touched};
 
+/// fail-safe instance name of context `id`, as the original names it.
+pub fn failsafe_name(id: u32) -> String {
+    format!("net_failsafe_vsc{id}")
+}
+
 /// The VF currently fed to a context's fail-safe instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vf {
@@ -36,6 +41,14 @@ pub struct Context {
     pub vf: Option<Vf>,
     /// Candidates seen at the last evaluation, so an ambiguity is reported once, not per event.
     candidates: Vec<u32>,
+}
+
+impl Context {
+    /// An automatically chosen interface that carries IP addresses is the VM's own path: its
+    /// pipe stays empty while it does (the original's rule). One rule for pairing and reports.
+    pub fn is_released(&self, view: &SystemView) -> bool {
+        self.auto && self.attached && view.is_routed(self.ifindex)
+    }
 }
 
 /// What the outputs and the log must do after an evaluation.
@@ -97,7 +110,8 @@ impl Action {
 }
 
 /// Why a pipe is emptied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Release {
     VfGone,
     /// An automatically chosen interface gained an IP address: it is the VM's own path now.
@@ -109,6 +123,14 @@ impl Release {
         match self {
             Release::VfGone => "vf-gone",
             Release::Routed => "routed",
+        }
+    }
+
+    /// Why, for people (`scan`).
+    pub fn explanation(self) -> &'static str {
+        match self {
+            Release::VfGone => "the VF went away",
+            Release::Routed => "routed: has IP addresses (the VM's own interface)",
         }
     }
 }
@@ -171,13 +193,10 @@ impl Pairing {
             // also when its removal was never seen as such (events lost before a rescan).
             let gone = |ctx: &Context| !ctx.attached || view.get(ctx.ifindex).is_none();
             if let Some(ctx) = self.contexts.iter_mut().find(|ctx| gone(ctx) && ctx.mac == link.mac) {
+                // Detached at its old ifindex, found at the new one: reported as back (and renamed).
                 ctx.ifindex = link.ifindex;
-                ctx.attached = true;
-                actions.push(Action::Attached { id: ctx.id, netvsc: link.name.clone(), attached: true });
-                if ctx.name != link.name {
-                    actions.push(Action::Renamed { id: ctx.id, from: ctx.name.clone(), to: link.name.clone() });
-                    ctx.name = link.name.clone();
-                }
+                ctx.attached = false;
+                refresh_identity(ctx, view, actions);
                 continue;
             }
             if self.admit_later && self.selection.admits_later(link, view.is_routed(link.ifindex)) {
@@ -209,7 +228,7 @@ impl Pairing {
                 continue;
             }
             refresh_identity(ctx, view, actions);
-            let released = ctx.auto && ctx.attached && view.is_routed(ctx.ifindex);
+            let released = ctx.is_released(view);
             let candidates: Vec<&Link> = view
                 .with_mac(&ctx.mac)
                 .filter(|link| matches!(link.kind, LinkKind::Pci { .. }) && !managed.contains(&link.ifindex))

@@ -3,27 +3,24 @@
 
 use std::io::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::lines::{Change, Detail, KernelRecord, Line, SourceTrace};
 use crate::link::mac_string;
-use crate::pairing::{Action, Context, Pairing, Vf};
+use crate::pairing::{failsafe_name, Action, Context, Pairing, Release, Vf};
+use crate::source::{SourceEvent, SourceName};
 use crate::view::SystemView;
 
 /// A context's sidecar FIFO and state file.
 pub type SidecarPaths<'a> = (&'a std::path::Path, &'a std::path::Path);
-
-/// fail-safe instance name of a context, as the original names it.
-pub fn failsafe_name(id: u32) -> String {
-    format!("net_failsafe_vsc{id}")
-}
 
 /// The `--vdev` argument that plugs context `id` into a DPDK application reading `fd`.
 pub fn vdev_arg(id: u32, fd: i32, netvsc: &str) -> String {
     format!("{},fd({fd}),dev(net_tap_vsc{id},remote={netvsc})", failsafe_name(id))
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VfReport {
     pub iface: String,
     pub pci: String,
@@ -35,23 +32,34 @@ impl From<&Vf> for VfReport {
     }
 }
 
+/// What is done with an interface.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceState {
+    /// Managed, its VF's address in the pipe.
+    Paired,
+    /// Managed, no VF yet.
+    Waiting,
+    /// Not managed, or released (see `reason`).
+    Skipped,
+}
+
 /// One line of `scan`: a NetVSC interface (or a forced stand-in) and what would be done with it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InterfaceReport {
     pub netvsc: String,
     pub ifindex: u32,
     pub mac: String,
     pub vf: Option<VfReport>,
-    /// `paired`, `waiting` (managed, no VF yet) or `skipped`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: InterfaceState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failsafe: Option<String>,
     /// Sidecar mode: the FIFO and state file this interface's fail-safe reads.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipe: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
     /// The context, for managed interfaces.
     #[serde(skip)]
@@ -66,7 +74,7 @@ pub fn interface_reports(pairing: &Pairing, view: &SystemView) -> Vec<InterfaceR
             continue;
         }
         let reason = if pairing.selection().is_auto() && view.is_routed(link.ifindex) {
-            "routed: has IP addresses (the VM's own interface)"
+            Release::Routed.explanation()
         } else {
             "not selected"
         };
@@ -75,7 +83,7 @@ pub fn interface_reports(pairing: &Pairing, view: &SystemView) -> Vec<InterfaceR
             ifindex: link.ifindex,
             mac: mac_string(&link.mac),
             vf: None,
-            state: "skipped",
+            state: InterfaceState::Skipped,
             reason: Some(reason.to_owned()),
             failsafe: None,
             pipe: None,
@@ -88,18 +96,18 @@ pub fn interface_reports(pairing: &Pairing, view: &SystemView) -> Vec<InterfaceR
 }
 
 fn context_report(ctx: &Context, view: &SystemView) -> InterfaceReport {
-    let released = ctx.auto && view.is_routed(ctx.ifindex);
+    let released = ctx.is_released(view);
     InterfaceReport {
         netvsc: ctx.name.clone(),
         ifindex: ctx.ifindex,
         mac: mac_string(&ctx.mac),
         vf: ctx.vf.as_ref().map(VfReport::from),
         state: match (&ctx.vf, released) {
-            (_, true) => "skipped",
-            (Some(_), _) => "paired",
-            (None, _) => "waiting",
+            (_, true) => InterfaceState::Skipped,
+            (Some(_), _) => InterfaceState::Paired,
+            (None, _) => InterfaceState::Waiting,
         },
-        reason: released.then(|| "routed: has IP addresses (the VM's own interface)".to_owned()),
+        reason: released.then(|| Release::Routed.explanation().to_owned()),
         failsafe: Some(failsafe_name(ctx.id)),
         pipe: None,
         addr: None,
@@ -111,35 +119,11 @@ fn context_report(ctx: &Context, view: &SystemView) -> InterfaceReport {
 pub fn interface_line(r: &InterfaceReport) -> String {
     let what = match (&r.vf, r.state) {
         (Some(vf), _) => format!("paired with {} ({})", vf.iface, vf.pci),
-        (None, "skipped") => format!("skipped: {}", r.reason.as_deref().unwrap_or("")),
+        (None, InterfaceState::Skipped) => format!("skipped: {}", r.reason.as_deref().unwrap_or("")),
         (None, _) => "waiting for a VF".to_owned(),
     };
     let failsafe = r.failsafe.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
     format!("{} (ifindex {}, {}){}: {}", r.netvsc, r.ifindex, r.mac, failsafe, what)
-}
-
-/// One association change, as a JSON line.
-#[derive(Debug, Serialize)]
-struct ChangeRecord<'a> {
-    event: &'static str,
-    netvsc: &'a str,
-    failsafe: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vf: Option<VfReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    renamed_from: Option<&'a str>,
-    /// Sidecar mode, on `managed`: the files this interface's fail-safe reads.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pipe: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    addr: Option<String>,
-    source: &'a str,
-    /// From the moment the source saw the event to the pipe being written.
-    reaction_us: f64,
-    /// CLOCK_MONOTONIC just after the write, to line up with other processes' timelines.
-    at_ns: u64,
 }
 
 /// Logs every action and, with `--json`, prints association changes as JSON lines on stdout.
@@ -154,53 +138,23 @@ impl Reporter {
 
     /// An action carried out at `done_ns` for an event seen at `seen_ns` (CLOCK_MONOTONIC);
     /// `paths` are the sidecar files of the context, if any.
-    pub fn action(&self, action: &Action, source: &str, seen_ns: u64, done_ns: u64, paths: Option<SidecarPaths>) {
+    pub fn action(&self, action: &Action, source: SourceName, seen_ns: u64, done_ns: u64, paths: Option<SidecarPaths>) {
         let reaction_us = done_ns.saturating_sub(seen_ns) as f64 / 1e3;
         log_action(action, source, reaction_us);
-        if !self.json {
-            return;
+        if self.json {
+            if let Some(line) = change_line(action, source, reaction_us, done_ns, paths) {
+                self.line(&line);
+            }
         }
-        let record = match action {
-            Action::Associate { id, netvsc, vf } => ChangeRecord::new("associated", *id, netvsc, Some(vf)),
-            Action::Dissociate { id, netvsc, vf, reason } => ChangeRecord {
-                reason: Some(reason.as_str()),
-                ..ChangeRecord::new("dissociated", *id, netvsc, Some(vf))
-            },
-            Action::Manage { id, netvsc, .. } => ChangeRecord::new("managed", *id, netvsc, None),
-            Action::Renamed { id, from, to } => {
-                ChangeRecord { renamed_from: Some(from), ..ChangeRecord::new("renamed", *id, to, None) }
-            }
-            Action::Ambiguous { .. } | Action::Attached { .. } => return,
-        };
-        let (pipe, addr) = match (action, paths) {
-            (Action::Manage { .. }, Some((pipe, addr))) => {
-                (Some(pipe.display().to_string()), Some(addr.display().to_string()))
-            }
-            _ => (None, None),
-        };
-        let record = ChangeRecord { source, reaction_us, at_ns: done_ns, pipe, addr, ..record };
-        self.line(&record);
     }
 
     /// A source event as a JSON line (`--trace-events`).
-    pub fn source_event(&self, event: &crate::source::SourceEvent, source: &str) {
-        use crate::source::LinkEvent;
-        let detail = match &event.event {
-            LinkEvent::Changed { ifindex, name, mac } => serde_json::json!({
-                "kind": "changed", "ifindex": ifindex, "name": name, "mac": mac.as_ref().map(mac_string),
-            }),
-            LinkEvent::Removed { ifindex } => serde_json::json!({ "kind": "removed", "ifindex": ifindex }),
-            LinkEvent::AddressChanged { ifindex } => serde_json::json!({ "kind": "address", "ifindex": ifindex }),
-            LinkEvent::Resync { reason, lost } => {
-                serde_json::json!({ "kind": "resync", "reason": reason, "lost": lost })
-            }
-            LinkEvent::PciDevice { address, added } => {
-                serde_json::json!({ "kind": "pci", "pci": address, "added": added })
-            }
-        };
-        let kernel = event.kernel.as_ref().map(kernel_event_json);
-        self.line(&serde_json::json!({
-            "event": "source", "source": source, "seen_at_ns": event.seen_at_ns, "detail": detail, "kernel": kernel,
+    pub fn source_event(&self, event: &SourceEvent, source: SourceName) {
+        self.line(&Line::Source(SourceTrace {
+            source,
+            seen_at_ns: event.seen_at_ns,
+            detail: Detail::from(&event.event),
+            kernel: event.kernel.as_ref().map(KernelRecord::from),
         }));
     }
 
@@ -209,53 +163,68 @@ impl Reporter {
     pub fn measurement(&self, report: &crate::timeline::Report) {
         if self.json {
             eprint!("{}", report.table());
-            self.line(&serde_json::json!({ "event": "measurement", "report": report }));
+            self.line(&Line::Measurement { report: report.clone() });
         } else {
             print!("{}", report.table());
         }
     }
 
     /// One JSON line to `out` (`scan --json`), so the caller sees a closed stdout.
-    pub fn line_to(&self, out: &mut impl Write, record: &impl Serialize) -> std::io::Result<()> {
-        let mut bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        out.write_all(&bytes)?;
+    pub fn line_to(&self, out: &mut impl Write, line: &Line) -> std::io::Result<()> {
+        out.write_all(&line.to_json())?;
         out.flush()
     }
 
-    /// Prints any serialisable record as one JSON line (when `--json`).
-    /// The line goes out in one write, so that lines of other writers sharing the stream (a
-    /// serial port, a pipe) never land inside it.
-    pub fn line(&self, record: &impl Serialize) {
+    /// Prints one JSON line (when `--json`). The line goes out in one write, so that lines of
+    /// other writers sharing the stream (a serial port, a pipe) never land inside it.
+    pub fn line(&self, line: &Line) {
         if self.json {
-            let Ok(mut bytes) = serde_json::to_vec(record) else { return };
-            bytes.push(b'\n');
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&bytes);
+            let _ = out.write_all(&line.to_json());
             let _ = out.flush();
         }
     }
 }
 
-impl<'a> ChangeRecord<'a> {
-    fn new(event: &'static str, id: u32, netvsc: &'a str, vf: Option<&Vf>) -> Self {
-        Self {
-            event,
-            netvsc,
-            failsafe: failsafe_name(id),
-            vf: vf.map(VfReport::from),
-            reason: None,
-            renamed_from: None,
-            pipe: None,
-            addr: None,
-            source: "",
-            reaction_us: 0.0,
-            at_ns: 0,
+/// The JSON line of an association change; none for actions that only go to the log.
+fn change_line(
+    action: &Action,
+    source: SourceName,
+    reaction_us: f64,
+    at_ns: u64,
+    paths: Option<SidecarPaths>,
+) -> Option<Line> {
+    let change = |id: u32, netvsc: &str, vf: Option<&Vf>| Change {
+        netvsc: netvsc.to_owned(),
+        failsafe: failsafe_name(id),
+        vf: vf.map(VfReport::from),
+        reason: None,
+        renamed_from: None,
+        pipe: None,
+        addr: None,
+        source,
+        reaction_us,
+        at_ns,
+    };
+    Some(match action {
+        Action::Associate { id, netvsc, vf } => Line::Associated(change(*id, netvsc, Some(vf))),
+        Action::Dissociate { id, netvsc, vf, reason } => {
+            Line::Dissociated(Change { reason: Some(*reason), ..change(*id, netvsc, Some(vf)) })
         }
-    }
+        Action::Manage { id, netvsc, .. } => Line::Managed(Change {
+            pipe: paths.map(|(pipe, _)| pipe.display().to_string()),
+            addr: paths.map(|(_, addr)| addr.display().to_string()),
+            ..change(*id, netvsc, None)
+        }),
+        Action::Renamed { id, from, to } => {
+            Line::Renamed(Change { renamed_from: Some(from.clone()), ..change(*id, to, None) })
+        }
+        Action::Ambiguous { .. } | Action::Attached { .. } => return None,
+    })
 }
 
-fn log_action(action: &Action, source: &str, reaction_us: f64) {
+fn log_action(action: &Action, source: SourceName, reaction_us: f64) {
+    let source = source.as_str();
     match action {
         Action::Manage { id, netvsc, .. } => {
             info!(netvsc = %netvsc, failsafe = %failsafe_name(*id), "managing interface")
@@ -279,20 +248,4 @@ fn log_action(action: &Action, source: &str, reaction_us: f64) {
             }
         }
     }
-}
-
-/// The eBPF program's record as the kernel wrote it, decoded for traces.
-fn kernel_event_json(event: &netvsc_common::KernelEvent) -> serde_json::Value {
-    use netvsc_common::{bus, kind};
-    serde_json::json!({
-        "kind": kind::name(event.kind),
-        "timestamp_ns": event.timestamp_ns,
-        "ifindex": event.ifindex,
-        "name": String::from_utf8_lossy(event.name_bytes()),
-        "mac": mac_string(&macaddr::MacAddr6::from(event.mac)),
-        "netns": event.netns,
-        "dev_type": event.dev_type,
-        "parent_bus": bus::name(event.parent_bus),
-        "pci": String::from_utf8_lossy(event.pci_bytes()),
-    })
 }

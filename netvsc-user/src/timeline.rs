@@ -6,19 +6,52 @@
 use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pairing::Action;
-use crate::source::{LinkEvent, SourceEvent};
+use crate::source::{LinkEvent, SourceEvent, SourceName};
+
+/// What a failover's times were taken from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// The kernel's own timestamp (`bpf_ktime_get_ns` in the eBPF record).
+    Kernel,
+    /// When the eBPF source received an event without a kernel record (address changes).
+    Ebpf,
+    /// The receive time of the rtnetlink message.
+    Netlink,
+    /// The scan that noticed (polling, or the agent's own rescans).
+    #[default]
+    Poll,
+}
+
+impl Clock {
+    /// The clock of events from `source` that carry no kernel timestamp.
+    pub fn of(source: SourceName) -> Clock {
+        match source {
+            SourceName::Ebpf => Clock::Ebpf,
+            SourceName::Netlink => Clock::Netlink,
+            SourceName::Poll | SourceName::Startup | SourceName::Resync => Clock::Poll,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Clock::Kernel => "kernel",
+            Clock::Ebpf => "ebpf",
+            Clock::Netlink => "netlink",
+            Clock::Poll => "poll",
+        }
+    }
+}
 
 /// One VF outage of one interface, from the VF leaving to its address being read again.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Failover {
     pub netvsc: String,
     pub failsafe: String,
-    /// What the times below were taken from: `kernel` (eBPF, `bpf_ktime_get_ns`), `netlink`
-    /// (receive time of the rtnetlink message) or `poll` (the scan that noticed).
-    pub clock: &'static str,
+    pub clock: Clock,
     pub old_pci: String,
     pub pci_removed_ns: Option<u64>,
     pub netdev_gone_ns: u64,
@@ -56,7 +89,7 @@ impl Failover {
 }
 
 /// p50/p99/max of one measure over every failover that has it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     pub count: u64,
     pub p50: f64,
@@ -82,7 +115,7 @@ impl Spread {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub absent_s: Spread,
     pub event_to_pipe_us: Spread,
@@ -90,7 +123,7 @@ pub struct Summary {
     pub write_to_read_us: Spread,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub failovers: Vec<Failover>,
     pub summary: Summary,
@@ -98,7 +131,8 @@ pub struct Report {
 
 #[derive(Debug)]
 pub struct Recorder {
-    source: &'static str,
+    /// The clock of events without a kernel timestamp.
+    clock: Clock,
     /// Latest PCI add/remove time per PCI address.
     pci: HashMap<String, (bool, u64)>,
     /// Latest appearance/removal time per ifindex.
@@ -112,9 +146,9 @@ pub struct Recorder {
 
 impl Recorder {
     /// `source` names the clock when an event carries no kernel timestamp.
-    pub fn new(source: &'static str) -> Self {
+    pub fn new(source: SourceName) -> Self {
         Self {
-            source,
+            clock: Clock::of(source),
             pci: HashMap::new(),
             netdev: HashMap::new(),
             open: BTreeMap::new(),
@@ -147,7 +181,7 @@ impl Recorder {
     /// Records an action the agent carried out at `at_ns` while handling `event`. Returns the
     /// failover an association completed.
     pub fn action(&mut self, action: &Action, event: &SourceEvent, at_ns: u64) -> Option<&Failover> {
-        let clock = if event.kernel.is_some() { "kernel" } else { self.source };
+        let clock = if event.kernel.is_some() { Clock::Kernel } else { self.clock };
         match action {
             Action::Dissociate { id, netvsc, vf, .. } => {
                 let gone = match self.netdev.get(&vf.ifindex) {
@@ -156,7 +190,7 @@ impl Recorder {
                 };
                 let failover = Failover {
                     netvsc: netvsc.clone(),
-                    failsafe: crate::report::failsafe_name(*id),
+                    failsafe: crate::pairing::failsafe_name(*id),
                     clock,
                     old_pci: vf.pci.clone(),
                     pci_removed_ns: self.pci.get(&vf.pci).filter(|(added, _)| !added).map(|(_, at)| *at),
@@ -177,7 +211,7 @@ impl Recorder {
                     _ => event.seen_at_ns,
                 });
                 failover.written_ns = Some(at_ns);
-                if clock == "kernel" {
+                if clock == Clock::Kernel {
                     failover.clock = clock;
                 }
                 self.unread.insert(*id, self.done.len());
@@ -227,7 +261,7 @@ impl Report {
                 "{:<10} {:<14} {:<8} {:>9} {:>14.1} {:>14} {:>14}  {}\n",
                 f.netvsc,
                 f.old_pci,
-                f.clock,
+                f.clock.as_str(),
                 opt(f.absent_s(), 3),
                 f.gone_to_emptied_us(),
                 opt(f.event_to_pipe_us(), 1),
@@ -242,9 +276,14 @@ impl Report {
             ("VF registered → address in pipe", &s.event_to_pipe_us, "µs", 1),
             ("address written → read", &s.write_to_read_us, "µs", 1),
         ] {
+            // A measure without samples has no quantiles: "-", not a made-up 0.
+            let value = |v: f64| if spread.count == 0 { "-".to_owned() } else { format!("{v:.digits$} {unit}") };
             out += &format!(
-                "{name:<32} n={:<4} p50 {:.digits$} {unit}, p99 {:.digits$} {unit}, max {:.digits$} {unit}\n",
-                spread.count, spread.p50, spread.p99, spread.max
+                "{name:<32} n={:<4} p50 {}, p99 {}, max {}\n",
+                spread.count,
+                value(spread.p50),
+                value(spread.p99),
+                value(spread.max)
             );
         }
         out

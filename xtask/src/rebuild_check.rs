@@ -44,8 +44,11 @@ pub fn run() -> anyhow::Result<()> {
 
 /// Copies every file git tracks or would track (and the lock file) from `root` to `copy`.
 fn copy_tracked(root: &Path, copy: &Path) -> anyhow::Result<()> {
-    let out =
-        Command::new("git").args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"]).current_dir(root).output().context("running git ls-files")?;
+    let out = Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(root)
+        .output()
+        .context("running git ls-files")?;
     ensure!(out.status.success(), "git ls-files failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     let mut files: Vec<PathBuf> = out
         .stdout

@@ -7,7 +7,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use netvsc_user::fake_sysfs::FakeSysfs;
+use netvsc_testkit::FakeSysfs;
 use serde_json::Value;
 
 /// The network namespace and fake sysfs tree; both removed on drop.

@@ -29,6 +29,42 @@ pub enum LinkEvent {
     PciDevice { address: String, added: bool },
 }
 
+/// Who noticed a change: one of the event sources, or the agent's own scans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceName {
+    Ebpf,
+    Netlink,
+    Poll,
+    /// The start-up scan.
+    Startup,
+    /// The periodic safety resync (`--resync-interval`).
+    Resync,
+}
+
+impl SourceName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceName::Ebpf => "ebpf",
+            SourceName::Netlink => "netlink",
+            SourceName::Poll => "poll",
+            SourceName::Startup => "startup",
+            SourceName::Resync => "resync",
+        }
+    }
+
+    /// A source whose every event is a full rescan: its resyncs are routine, not news.
+    pub fn always_rescans(self) -> bool {
+        self == SourceName::Poll
+    }
+}
+
+impl std::fmt::Display for SourceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceEvent {
     pub event: LinkEvent,
@@ -46,8 +82,8 @@ impl SourceEvent {
 
 /// A stream of link events. `next` must be cancel-safe: the agent polls it in a `select!`.
 pub trait Source: Send {
-    /// Short name for logs and JSON reports (`netlink`, `poll`, `ebpf`).
-    fn name(&self) -> &'static str;
+    /// Name for logs and JSON reports.
+    fn name(&self) -> SourceName;
 
     /// Waits for the next event. An error ends the agent: a silent source would leave pipes stale.
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>>;

@@ -83,8 +83,8 @@ impl NetlinkSource {
 }
 
 impl Source for NetlinkSource {
-    fn name(&self) -> &'static str {
-        "netlink"
+    fn name(&self) -> super::SourceName {
+        super::SourceName::Netlink
     }
 
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>> {

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use super::ebpf::{EbpfOptions, EbpfSource};
 use super::netlink::NetlinkSource;
 use super::poll::PollSource;
-use super::Source;
+use super::{Source, SourceName};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SourceKind {
@@ -25,7 +25,7 @@ pub enum SourceKind {
 pub struct Opened {
     pub source: Box<dyn Source>,
     /// (source, reason) for each source `auto` passed over.
-    pub passed_over: Vec<(&'static str, String)>,
+    pub passed_over: Vec<(SourceName, String)>,
 }
 
 /// Opens the source asked for. Must be called inside a tokio runtime, before the start-up scan.
@@ -39,7 +39,7 @@ pub fn open(kind: SourceKind, ebpf: &EbpfOptions, poll_interval: Duration) -> an
             }
             Err(err) => {
                 warn!(reason = %err, "eBPF source unavailable; trying netlink");
-                passed_over.push(("ebpf", err.to_string()));
+                passed_over.push((SourceName::Ebpf, err.to_string()));
             }
         }
     }
@@ -49,7 +49,7 @@ pub fn open(kind: SourceKind, ebpf: &EbpfOptions, poll_interval: Duration) -> an
             Err(err) if kind == SourceKind::Netlink => return Err(err),
             Err(err) => {
                 warn!(reason = %format!("{err:#}"), "netlink source unavailable; polling");
-                passed_over.push(("netlink", format!("{err:#}")));
+                passed_over.push((SourceName::Netlink, format!("{err:#}")));
             }
         }
     }

@@ -22,8 +22,8 @@ impl PollSource {
 }
 
 impl Source for PollSource {
-    fn name(&self) -> &'static str {
-        "poll"
+    fn name(&self) -> super::SourceName {
+        super::SourceName::Poll
     }
 
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>> {

@@ -125,8 +125,8 @@ impl EbpfSource {
 }
 
 impl Source for EbpfSource {
-    fn name(&self) -> &'static str {
-        "ebpf"
+    fn name(&self) -> crate::source::SourceName {
+        crate::source::SourceName::Ebpf
     }
 
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>> {

@@ -6,12 +6,16 @@
 use std::process::Command;
 use std::time::Duration;
 
+use netvsc_testkit::FakeSysfs;
 use netvsc_user::failsafe::reader::read_like_failsafe;
-use netvsc_user::fake_sysfs::FakeSysfs;
 use nix::sys::signal::Signal;
 
 mod support;
-use support::{event, skip_unless_root, JsonProcess, Netns, FAILSAFE_SIM, NETVSC_WATCH};
+use netvsc_user::lines::Line;
+use netvsc_user::pairing::Release;
+use netvsc_user::source::SourceName;
+use netvsc_user::timeline::{Clock, Report};
+use support::{skip_unless_root, JsonProcess, Netns, FAILSAFE_SIM, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 const MAC2: &str = "00:15:5d:00:00:02";
@@ -63,7 +67,7 @@ impl Stage {
         args.extend_from_slice(&["--resync-interval", "0"]);
         args.extend_from_slice(extra);
         let mut agent = JsonProcess::agent(Some(&self.ns.name), &args);
-        agent.wait_for("ready", |v| event(v) == "ready");
+        agent.ready();
         agent
     }
 }
@@ -82,13 +86,13 @@ fn netlink_events_alone_follow_vf_hotplug() {
     for (cycle, pci) in ["0002:00:02.0", "0003:00:02.0", "0002:00:02.0"].iter().enumerate() {
         let name = format!("enP{cycle}");
         stage.plug_vf(&name, 20 + cycle as u32, MAC, pci);
-        let up = agent.wait_for("association", |v| event(v) == "associated");
-        assert_eq!((up["source"].as_str(), up["vf"]["pci"].as_str()), (Some("netlink"), Some(*pci)));
+        let up = agent.change("associated", |_| true);
+        assert_eq!((up.source, up.vf.map(|vf| vf.pci)), (SourceName::Netlink, Some(pci.to_string())));
         assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some(*pci));
         // Removal while the fake sysfs entry still exists: the DELLINK event is what counts.
         stage.unplug(&name);
-        let down = agent.wait_for("dissociation", |v| event(v) == "dissociated");
-        assert_eq!(down["source"], "netlink");
+        let down = agent.change("dissociated", |_| true);
+        assert_eq!(down.source, SourceName::Netlink);
         assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
     }
     agent.signal(Signal::SIGTERM);
@@ -107,13 +111,13 @@ fn renames_and_mac_changes_arrive_as_events() {
 
     stage.sys.rename("eth1", "lan1").unwrap();
     stage.ns.ip(&["link", "set", "eth1", "name", "lan1"]);
-    let renamed = agent.wait_for("rename", |v| event(v) == "renamed");
-    assert_eq!((renamed["renamed_from"].as_str(), renamed["netvsc"].as_str()), (Some("eth1"), Some("lan1")));
+    let renamed = agent.change("renamed", |_| true);
+    assert_eq!((renamed.renamed_from.as_deref(), renamed.netvsc.as_str()), (Some("eth1"), "lan1"));
 
     stage.sys.set_mac("enP1", MAC).unwrap();
     stage.ns.ip(&["link", "set", "enP1", "address", MAC]);
-    let up = agent.wait_for("association after MAC change", |v| event(v) == "associated");
-    assert_eq!((up["netvsc"].as_str(), up["vf"]["pci"].as_str()), (Some("lan1"), Some("0001:00:02.0")));
+    let up = agent.change("associated", |_| true);
+    assert_eq!((up.netvsc.as_str(), up.vf.map(|vf| vf.pci)), ("lan1", Some("0001:00:02.0".to_owned())));
 }
 
 #[test]
@@ -143,8 +147,8 @@ fn interfaces_with_ip_addresses_are_left_alone() {
         std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0001:00:02.0"));
     stage.ns.ip(&["addr", "add", "2001:db8::11/64", "dev", "eth1", "nodad"]);
-    let released = agent.wait_for("release", |v| event(v) == "dissociated");
-    assert_eq!(released["reason"], "routed");
+    let released = agent.change("dissociated", |_| true);
+    assert_eq!(released.reason, Some(Release::Routed));
     assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
 }
 
@@ -159,15 +163,19 @@ fn exec_follows_netlink_events_and_nothing_stale_is_read() {
     command.args(["netns", "exec", &stage.ns.name, NETVSC_WATCH, "exec", "--sysfs-root", stage.root(), "--json", "--"]);
     command.args([FAILSAFE_SIM, "--poll-ms", "5"]);
     let mut agent = JsonProcess::spawn(command);
-    agent.wait_for("ready", |v| event(v) == "ready");
+    agent.ready();
     for cycle in 0..3u32 {
         let pci = format!("000{}:00:02.0", cycle + 1);
         stage.plug_vf("enP1", 20 + cycle, MAC, &pci);
-        agent.wait_for("the address read by the application", |v| v["read"] == pci.as_str());
+        agent.app_line("the address read by the application", |v| v["read"] == pci.as_str());
         stage.unplug("enP1");
-        let emptied = agent.wait_for("dissociation", |v| event(v) == "dissociated")["at_ns"].as_u64().unwrap();
+        let emptied = agent.change("dissociated", |_| true).at_ns;
         let after = agent.drain_for(Duration::from_millis(50));
-        let stale: Vec<_> = after.iter().filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied)).collect();
+        let stale: Vec<_> = after
+            .iter()
+            .filter_map(|o| o.other())
+            .filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied))
+            .collect();
         assert!(stale.is_empty(), "cycle {cycle}: read after the pipe was emptied: {stale:?}");
     }
     agent.signal(Signal::SIGINT);
@@ -192,35 +200,38 @@ fn measure_records_each_failover_and_its_read() {
     for (cycle, pci) in pcis.iter().enumerate() {
         let old = if cycle == 0 { "enP0".to_owned() } else { format!("enP{cycle}") };
         stage.unplug(&old);
-        agent.wait_for("dissociation", |v| event(v) == "dissociated");
+        agent.change("dissociated", |_| true);
         let name = format!("enP{}", cycle + 1);
         stage.plug_vf(&name, 21 + cycle as u32, MAC, pci);
-        let line = agent.wait_for("failover", |v| event(v) == "failover");
-        assert_eq!(line["failover"]["new_pci"], *pci, "{line}");
+        let line = agent.line("failover", |l| matches!(l, Line::Failover { .. }));
+        let Line::Failover { failover } = &line else { unreachable!() };
+        assert_eq!(failover.new_pci.as_deref(), Some(*pci), "{line:?}");
         assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some(*pci));
-        let read = agent.wait_for("read", |v| event(v) == "read");
-        assert!(read["after_write_us"].as_f64().is_some_and(|us| us >= 0.0), "{read}");
+        let read = agent.line("read", |l| matches!(l, Line::Read { .. }));
+        let Line::Read { after_write_us, .. } = read else { unreachable!() };
+        assert!(after_write_us.is_some_and(|us| us >= 0.0), "{after_write_us:?}");
     }
     agent.signal(Signal::SIGUSR1);
-    let live = agent.wait_for("measurement on SIGUSR1", |v| event(v) == "measurement");
-    assert_eq!(live["report"]["summary"]["event_to_pipe_us"]["count"], 2, "{live}");
+    let live = agent.line("measurement on SIGUSR1", |l| matches!(l, Line::Measurement { .. }));
+    let Line::Measurement { report } = live else { unreachable!() };
+    assert_eq!(report.summary.event_to_pipe_us.count, 2, "{report:?}");
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.wait().code(), Some(0));
 
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
-    let failovers = report["failovers"].as_array().unwrap();
-    assert_eq!(failovers.len(), 2, "{report:#}");
-    for (f, (old, new)) in failovers.iter().zip([("0002:00:02.0", pcis[0]), (pcis[0], pcis[1])]) {
-        assert_eq!((f["old_pci"].as_str(), f["new_pci"].as_str()), (Some(old), Some(new)), "{f}");
-        assert_eq!(f["clock"], "netlink");
-        let at = |key: &str| f[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {f}"));
-        assert!(at("netdev_gone_ns") <= at("pipe_emptied_ns"), "{f}");
-        assert!(at("pipe_emptied_ns") < at("netdev_registered_ns"), "{f}");
-        assert!(at("netdev_registered_ns") <= at("written_ns") && at("written_ns") <= at("read_ns"), "{f}");
+    let report: Report = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report.failovers.len(), 2, "{report:#?}");
+    for (f, (old, new)) in report.failovers.iter().zip([("0002:00:02.0", pcis[0]), (pcis[0], pcis[1])]) {
+        assert_eq!((f.old_pci.as_str(), f.new_pci.as_deref()), (old, Some(new)), "{f:?}");
+        assert_eq!(f.clock, Clock::Netlink);
+        let registered = f.netdev_registered_ns.expect("registered");
+        let (written, read) = (f.written_ns.expect("written"), f.read_ns.expect("read"));
+        assert!(f.netdev_gone_ns <= f.pipe_emptied_ns, "{f:?}");
+        assert!(f.pipe_emptied_ns < registered, "{f:?}");
+        assert!(registered <= written && written <= read, "{f:?}");
         // Netlink cannot see PCI devices.
-        assert!(f["pci_added_ns"].is_null() && f["pci_removed_ns"].is_null(), "{f}");
+        assert!(f.pci_added_ns.is_none() && f.pci_removed_ns.is_none(), "{f:?}");
     }
-    assert_eq!(report["summary"]["absent_s"]["count"], 2);
+    assert_eq!(report.summary.absent_s.count, 2);
 }
 
 #[test]
@@ -236,16 +247,19 @@ fn a_resync_in_the_removal_window_does_not_resurrect_the_vf() {
         Some(&stage.ns.name),
         &[&args[..], &["--link-list", "kernel", "--resync-interval", "100"]].concat(),
     );
-    agent.wait_for("ready", |v| event(v) == "ready");
+    agent.ready();
     stage.plug_vf("enP1", 20, MAC, "0002:00:02.0");
-    agent.wait_for("association", |v| event(v) == "associated");
+    agent.change("associated", |_| true);
 
     // The kernel has announced the removal; sysfs still shows the VF for a while.
     stage.ns.ip(&["link", "del", "enP1"]);
-    agent.wait_for("dissociation", |v| event(v) == "dissociated");
+    agent.change("dissociated", |_| true);
     let later = agent.drain_for(Duration::from_millis(1_500));
     stage.sys.remove("enP1").unwrap();
-    assert!(later.iter().all(|v| event(v) != "associated"), "a resync brought the removed VF back: {later:#?}");
+    assert!(
+        later.iter().all(|o| !matches!(o.line(), Some(Line::Associated(_)))),
+        "a resync brought the removed VF back: {later:#?}"
+    );
     let fifo = std::fs::OpenOptions::new().read(true).write(true).open(format!("{fifo_dir}/eth1.pipe")).unwrap();
     assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
 }

@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use netvsc_user::fake_sysfs::FakeSysfs;
+use netvsc_testkit::FakeSysfs;
 use netvsc_user::link::LinkKind;
 use netvsc_user::sysfs::{ReadError, Sysfs};
 

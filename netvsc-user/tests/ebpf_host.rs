@@ -7,11 +7,12 @@
 use std::process::Command;
 
 use aya::programs::{FExit, KProbe};
-use netvsc_user::fake_sysfs::FakeSysfs;
+use netvsc_testkit::FakeSysfs;
 use netvsc_user::source::ebpf::{self, kprobe_programs, AttachMode, EbpfOptions};
+use netvsc_user::source::SourceName;
 
 mod support;
-use support::{event, skip_unless_root, JsonProcess, NETVSC_WATCH};
+use support::{skip_unless_root, JsonProcess, NETVSC_WATCH};
 
 fn skip(test: &str) -> bool {
     if !ebpf::has_object() {
@@ -82,18 +83,18 @@ fn source_selection_says_why_ebpf_was_passed_over() {
     let base = ["watch", "--json", "--sysfs-root", root, "--fifo-dir", fifos];
 
     let mut auto = JsonProcess::agent(None, &base);
-    let ready = auto.wait_for("ready", |v| event(v) == "ready");
+    let ready = auto.ready();
     drop(auto);
     match kernel_verdict_on_fexit() {
         Ok(()) => {
             // This kernel allows tracing programs: auto must have taken eBPF.
-            assert_eq!(ready["source"], "ebpf", "{ready}");
-            assert!(ready["details"]["hooks"].as_array().is_some_and(|h| !h.is_empty()), "{ready}");
+            assert_eq!(ready.source, SourceName::Ebpf, "{ready:?}");
+            assert!(ready.details["hooks"].as_array().is_some_and(|h| !h.is_empty()), "{ready:?}");
         }
         Err(verdict) => {
-            assert_eq!(ready["source"], "netlink", "{ready}");
-            assert_eq!(ready["passed_over"][0]["source"], "ebpf", "{ready}");
-            let reason = ready["passed_over"][0]["reason"].as_str().unwrap_or_default().to_owned();
+            assert_eq!(ready.source, SourceName::Netlink, "{ready:?}");
+            assert_eq!(ready.passed_over[0].source, SourceName::Ebpf, "{ready:?}");
+            let reason = ready.passed_over[0].reason.clone();
             if verdict.contains("Operation not permitted") {
                 assert!(reason.contains("EPERM"), "the kernel said EPERM; the reason says: {reason}");
             }

@@ -6,15 +6,15 @@
 
 use std::fs::File;
 
-use netvsc_user::addresses::StaticAddresses;
+use netvsc_testkit::FakeSysfs;
+use netvsc_testkit::StaticIfindexes as StaticAddresses;
+use netvsc_testkit::StaticIfindexes as StaticLinkList;
 use netvsc_user::agent::Agent;
 use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::fake_sysfs::FakeSysfs;
-use netvsc_user::link_list::StaticLinkList;
 use netvsc_user::report::Reporter;
 use netvsc_user::selection::Selection;
-use netvsc_user::source::{LinkEvent, SourceEvent};
+use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 use proptest::prelude::*;
@@ -143,7 +143,7 @@ impl World {
     /// sees (by its event or in a rescan) is managed from then on, until the agent restarts.
     async fn deliver(&mut self, event: LinkEvent, seen: bool) {
         let (true, Some(agent)) = (seen, self.agent.as_mut()) else { return };
-        agent.handle(&SourceEvent::now(event.clone()), "model").await.unwrap();
+        agent.handle(&SourceEvent::now(event.clone()), SourceName::Netlink).await.unwrap();
         for nic in &mut self.nics {
             let shown = match event {
                 LinkEvent::Resync { .. } => nic.ifindex.is_some(),

@@ -3,15 +3,15 @@
 
 use std::os::fd::BorrowedFd;
 
-use netvsc_user::addresses::StaticAddresses;
+use netvsc_testkit::FakeSysfs;
+use netvsc_testkit::StaticIfindexes as StaticAddresses;
+use netvsc_testkit::StaticIfindexes as StaticLinkList;
 use netvsc_user::agent::Agent;
 use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::fake_sysfs::FakeSysfs;
-use netvsc_user::link_list::StaticLinkList;
-use netvsc_user::report::{interface_reports, Reporter};
+use netvsc_user::report::{interface_reports, InterfaceState, Reporter};
 use netvsc_user::selection::{parse_mac, Selection, Spec, UsageError};
-use netvsc_user::source::{LinkEvent, SourceEvent};
+use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 
@@ -54,11 +54,11 @@ fn pending(agent: &Agent) -> usize {
 
 async fn changed(agent: &mut Agent, ifindex: u32, name: &str) -> usize {
     let event = SourceEvent::now(LinkEvent::Changed { ifindex, name: Some(name.into()), mac: None });
-    agent.handle(&event, "test").await.unwrap().len()
+    agent.handle(&event, SourceName::Netlink).await.unwrap().len()
 }
 
 async fn removed(agent: &mut Agent, ifindex: u32) {
-    agent.handle(&SourceEvent::now(LinkEvent::Removed { ifindex }), "test").await.unwrap();
+    agent.handle(&SourceEvent::now(LinkEvent::Removed { ifindex }), SourceName::Netlink).await.unwrap();
 }
 
 fn names(agent: &Agent) -> Vec<String> {
@@ -77,7 +77,10 @@ async fn vf_comes_and_goes_and_the_pipe_follows() {
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"));
 
     // The kernel announces removal before sysfs is torn down: the event alone must empty the pipe.
-    agent.handle(&SourceEvent::now(LinkEvent::Resync { reason: "test", lost: false }), "test").await.unwrap();
+    agent
+        .handle(&SourceEvent::now(LinkEvent::Resync { reason: "test", lost: false }), SourceName::Netlink)
+        .await
+        .unwrap();
     assert_eq!(pending(&agent), 0, "a rescan with the VF still present writes nothing new");
     agent.refill();
     assert_eq!(pending(&agent), "0002:00:02.0\n".len());
@@ -103,7 +106,7 @@ async fn routed_netvsc_is_skipped_unless_named() {
     assert_eq!(names(&agent), ["eth1"]);
     let reports = interface_reports(agent.pairing(), agent.view());
     let eth0 = reports.iter().find(|r| r.netvsc == "eth0").unwrap();
-    assert_eq!(eth0.state, "skipped");
+    assert_eq!(eth0.state, InterfaceState::Skipped);
     assert!(eth0.reason.as_deref().unwrap().contains("routed"));
 
     let named = Selection { specs: vec![Spec::Name("eth0".into())], ..Default::default() };
@@ -167,7 +170,7 @@ async fn mac_change_is_re_evaluated() {
         name: Some("enP1".into()),
         mac: Some(parse_mac(MAC).unwrap()),
     });
-    agent.handle(&event, "test").await.unwrap();
+    agent.handle(&event, SourceName::Netlink).await.unwrap();
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0001:00:02.0"));
 }
 
@@ -217,10 +220,13 @@ async fn an_event_reads_only_what_it_names() {
         name: Some("enP1".into()),
         mac: Some(parse_mac(MAC).unwrap()),
     });
-    assert!(agent.handle(&event, "test").await.unwrap().is_empty());
+    assert!(agent.handle(&event, SourceName::Netlink).await.unwrap().is_empty());
     assert!(agent.view().get(10).is_some());
     // A resync does read everything.
-    agent.handle(&SourceEvent::now(LinkEvent::Resync { reason: "test", lost: false }), "test").await.unwrap();
+    agent
+        .handle(&SourceEvent::now(LinkEvent::Resync { reason: "test", lost: false }), SourceName::Netlink)
+        .await
+        .unwrap();
     assert!(agent.view().get(107).is_none() && agent.view().get(10).is_none());
 }
 
@@ -239,7 +245,7 @@ async fn sidecar_picks_up_late_netvsc_and_releases_one_that_gains_an_address() {
     assert!(pending(&agent) > 0);
 
     rig.route(30, true);
-    agent.handle(&SourceEvent::now(LinkEvent::AddressChanged { ifindex: 30 }), "test").await.unwrap();
+    agent.handle(&SourceEvent::now(LinkEvent::AddressChanged { ifindex: 30 }), SourceName::Netlink).await.unwrap();
     assert!(agent.pairing().contexts()[0].vf.is_none(), "released: it is the VM's own path now");
     assert_eq!(pipe(&agent, 0), None);
 }
@@ -263,7 +269,10 @@ async fn a_rescan_never_brings_back_a_removed_vf() {
     // The kernel unlisted the VF and announced it; its sysfs entry is still there.
     kernel.set(10, false);
     removed(&mut agent, 10).await;
-    assert!(agent.handle(&resync(false), "test").await.unwrap().is_empty(), "the rescan did not resurrect it");
+    assert!(
+        agent.handle(&resync(false), SourceName::Netlink).await.unwrap().is_empty(),
+        "the rescan did not resurrect it"
+    );
     agent.refill();
     assert_eq!(pipe(&agent, 0), None);
 
@@ -272,11 +281,11 @@ async fn a_rescan_never_brings_back_a_removed_vf() {
     kernel.set(11, true);
     changed(&mut agent, 11, "enP3p0s2").await;
     removed(&mut agent, 11).await;
-    assert!(agent.handle(&resync(false), "test").await.unwrap().is_empty());
+    assert!(agent.handle(&resync(false), SourceName::Netlink).await.unwrap().is_empty());
     agent.refill();
     assert_eq!(pipe(&agent, 0), None);
 
     // After lost events, only the kernel's list counts: ifindex 11 may be a new device now.
-    assert_eq!(agent.handle(&resync(true), "test").await.unwrap().len(), 1);
+    assert_eq!(agent.handle(&resync(true), SourceName::Netlink).await.unwrap().len(), 1);
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0003:00:02.0"));
 }

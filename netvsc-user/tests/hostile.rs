@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use netvsc_testkit::FakeSysfs;
 use netvsc_user::failsafe::reader::read_like_failsafe;
-use netvsc_user::fake_sysfs::FakeSysfs;
 use nix::sys::signal::Signal;
 
 mod support;
-use support::{dir_names as names, event, JsonProcess, NETVSC_WATCH};
+use netvsc_user::lines::Line;
+use netvsc_user::report::InterfaceState;
+use support::{dir_names as names, JsonProcess, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
@@ -46,7 +48,7 @@ impl Stage {
         let mut args = self.args(run_dir.to_str().unwrap());
         args.push("--json");
         let mut agent = JsonProcess::agent(None, &args);
-        agent.wait_for("ready", |v| event(v) == "ready");
+        agent.ready();
         agent
     }
 
@@ -80,7 +82,7 @@ fn dpdk_keeps_its_descriptor_across_a_clean_restart() {
     stage.sys.remove("enP2p0s2").unwrap();
     let mut agent = stage.watch();
     stage.sys.add_vf("enP3p0s2", 90_005, MAC, "0003:00:02.0").unwrap();
-    agent.wait_for("the VF after the restart", |v| event(v) == "associated");
+    agent.change("associated", |_| true);
     assert_eq!(read_like_failsafe(&dpdk).unwrap().as_deref(), Some("0003:00:02.0"), "the old descriptor is fed");
 }
 
@@ -95,7 +97,8 @@ fn a_vf_that_left_while_the_agent_was_killed_is_not_offered() {
     stage.sys.remove("enP2p0s2").unwrap();
 
     let agent = stage.watch();
-    assert_eq!(agent.seen.last().unwrap()["interfaces"][0]["state"], "waiting");
+    let Some(Line::Ready(ready)) = agent.seen().last().and_then(|o| o.line()) else { panic!("{:?}", agent.seen()) };
+    assert_eq!(ready.interfaces[0].state, InterfaceState::Waiting);
     assert_eq!(read_like_failsafe(&dpdk).unwrap(), None, "the stale address was emptied at start-up");
     assert_eq!(std::fs::read_to_string(stage.run_dir().join("eth1.addr")).unwrap(), "");
 }

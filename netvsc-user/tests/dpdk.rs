@@ -4,11 +4,11 @@
 
 use std::process::Command;
 
-use netvsc_user::fake_sysfs::FakeSysfs;
-use serde_json::Value;
+use netvsc_testkit::FakeSysfs;
+use netvsc_user::dpdk_probe::AutoProbe;
 
 mod support;
-use support::{event, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+use support::{JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
 
 const IGNORE: &str = "net_vdev_netvsc0,ignore=1";
 
@@ -23,21 +23,22 @@ fn tree(netvsc: bool) -> (tempfile::TempDir, FakeSysfs) {
     (dir, sys)
 }
 
-/// The argv failsafe-sim received and the agent's ready line, for `exec [flags] -- failsafe-sim app_args`.
-fn exec_argv(sys: &FakeSysfs, flags: &[&str], app_args: &[&str]) -> (Vec<String>, Value) {
+/// The argv failsafe-sim received and what the agent's ready line says about DPDK's auto-probe,
+/// for `exec [flags] -- failsafe-sim app_args`.
+fn exec_argv(sys: &FakeSysfs, flags: &[&str], app_args: &[&str]) -> (Vec<String>, AutoProbe) {
     let mut command = Command::new(NETVSC_WATCH);
     command.args(["exec", "--json", "--source", "poll", "--sysfs-root", sys.root().to_str().unwrap()]);
     command.args(flags).arg("--").arg(FAILSAFE_SIM).args(["--duration-ms", "300"]).args(app_args);
     let mut agent = JsonProcess::spawn(command);
     // The two lines come from two processes, in either order.
-    let ready = agent.wait_for("ready", |v| event(v) == "ready");
-    let argv = match agent.seen.iter().find(|v| v.get("argv").is_some()) {
+    let ready = agent.ready();
+    let argv = match agent.seen().iter().filter_map(|o| o.other()).find(|v| v.get("argv").is_some()) {
         Some(line) => line["argv"].clone(),
-        None => agent.wait_for("the application's argv", |v| v.get("argv").is_some())["argv"].clone(),
+        None => agent.app_line("the application's argv", |v| v.get("argv").is_some())["argv"].clone(),
     };
     let argv = argv.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
     assert_eq!(agent.wait().code(), Some(0));
-    (argv, ready)
+    (argv, ready.dpdk_auto_probe)
 }
 
 fn ignore_vdevs(argv: &[String]) -> usize {
@@ -51,30 +52,30 @@ fn on_hyperv_exec_switches_off_dpdks_own_vdev_netvsc() {
     assert_eq!(argv[1..3], ["--vdev", IGNORE], "{argv:?}");
     assert_eq!(argv[3..5], ["--vdev".to_owned(), argv[4].clone()]);
     assert!(argv[4].starts_with("net_failsafe_vsc0,fd("), "{argv:?}");
-    assert_eq!(ready["dpdk_auto_probe"]["hyperv"], true);
-    assert_eq!(ready["dpdk_auto_probe"]["evidence"], "NetVSC interface eth1");
-    assert_eq!(ready["dpdk_auto_probe"]["vdev"], IGNORE);
+    assert_eq!(ready.hyperv, true);
+    assert_eq!(ready.evidence, "NetVSC interface eth1");
+    assert_eq!(ready.vdev.as_deref(), Some(IGNORE));
 
     // The user's own choice wins, and the switch opts out.
     let (argv, ready) = exec_argv(&sys, &[], &["--vdev", "net_vdev_netvsc0,iface=eth1"]);
     assert_eq!(ignore_vdevs(&argv), 0, "{argv:?}");
-    assert_eq!(ready["dpdk_auto_probe"]["not_inserted"], "the application's arguments name net_vdev_netvsc");
+    assert_eq!(ready.not_inserted.as_deref(), Some("the application's arguments name net_vdev_netvsc"));
     let (argv, ready) = exec_argv(&sys, &["--keep-dpdk-vdev-netvsc"], &[]);
     assert_eq!(ignore_vdevs(&argv), 0, "{argv:?}");
-    assert_eq!(ready["dpdk_auto_probe"]["not_inserted"], "--keep-dpdk-vdev-netvsc");
+    assert_eq!(ready.not_inserted.as_deref(), Some("--keep-dpdk-vdev-netvsc"));
 }
 
 #[test]
 fn off_hyperv_exec_adds_nothing_for_it() {
     let (_dir, sys) = tree(false);
     let (argv, ready) = exec_argv(&sys, &["--iface", "eth0", "--force"], &[]);
-    let evidence = ready["dpdk_auto_probe"]["evidence"].as_str().unwrap().to_owned();
+    let evidence = ready.evidence.clone();
     if evidence.contains("Microsoft Hv") {
         eprintln!("SKIP off_hyperv_exec_adds_nothing_for_it: this machine is a Hyper-V guest ({evidence})");
         return;
     }
     assert!(evidence.starts_with("CPUID") || evidence.starts_with("no NetVSC"), "{evidence}");
-    assert_eq!(ready["dpdk_auto_probe"]["hyperv"], false);
+    assert_eq!(ready.hyperv, false);
     assert_eq!(ignore_vdevs(&argv), 0, "{argv:?}");
     assert!(argv[2].starts_with("net_failsafe_vsc0,fd("), "{argv:?}");
 }

@@ -4,12 +4,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use netvsc_user::fake_sysfs::FakeSysfs;
+use netvsc_testkit::FakeSysfs;
+use netvsc_user::lines::Line;
+use netvsc_user::report::{InterfaceReport, InterfaceState, VfReport};
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 mod support;
-use support::{dir_names, event, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+use support::{dir_names, scan_lines, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
@@ -35,6 +36,17 @@ fn sidecar(sys: &FakeSysfs, fifo_dir: &std::path::Path) -> JsonProcess {
     JsonProcess::agent(None, &[&args[..], &["--poll-interval", "20", "--json"]].concat())
 }
 
+/// The `interface` lines of a scan.
+fn interfaces(lines: Vec<Line>) -> Vec<InterfaceReport> {
+    lines
+        .into_iter()
+        .filter_map(|line| match line {
+            Line::Interface(report) => Some(report),
+            _ => None,
+        })
+        .collect()
+}
+
 fn root_arg(sys: &FakeSysfs) -> String {
     sys.root().to_str().unwrap().to_owned()
 }
@@ -44,20 +56,20 @@ fn scan_reports_every_netvsc_interface() {
     let (_dir, sys) = fake();
     let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut lines: Vec<Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let auto_probe = lines.pop().unwrap();
-    assert_eq!(auto_probe["dpdk_auto_probe"]["vdev"], "net_vdev_netvsc0,ignore=1", "{auto_probe}");
-    assert_eq!(auto_probe["dpdk_auto_probe"]["evidence"], "NetVSC interface eth1", "{auto_probe}");
+    let mut lines = scan_lines(&out.stdout);
+    let Some(Line::DpdkAutoProbe { dpdk_auto_probe }) = lines.pop() else { panic!("no auto-probe line last") };
+    assert_eq!(dpdk_auto_probe.vdev.as_deref(), Some("net_vdev_netvsc0,ignore=1"), "{dpdk_auto_probe:?}");
+    assert_eq!(dpdk_auto_probe.evidence, "NetVSC interface eth1", "{dpdk_auto_probe:?}");
+    let lines = interfaces(lines);
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert_eq!(lines[0]["netvsc"], "eth1");
-    assert_eq!(lines[0]["ifindex"], 90_001);
-    assert_eq!(lines[0]["mac"], MAC);
-    assert_eq!(lines[0]["state"], "paired");
-    assert_eq!(lines[0]["vf"], serde_json::json!({ "iface": "enP2p0s2", "pci": "0002:00:02.0" }));
-    assert_eq!(lines[1]["netvsc"], "eth2");
-    assert_eq!(lines[1]["state"], "waiting");
-    assert_eq!(lines[1]["vf"], Value::Null);
+    assert_eq!(lines[0].netvsc, "eth1");
+    assert_eq!(lines[0].ifindex, 90_001);
+    assert_eq!(lines[0].mac, MAC);
+    assert_eq!(lines[0].state, InterfaceState::Paired);
+    assert_eq!(lines[0].vf, Some(VfReport { iface: "enP2p0s2".into(), pci: "0002:00:02.0".into() }));
+    assert_eq!(lines[1].netvsc, "eth2");
+    assert_eq!(lines[1].state, InterfaceState::Waiting);
+    assert_eq!(lines[1].vf, None);
 
     let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--iface", "eth2"]);
     let text = String::from_utf8(out.stdout).unwrap();
@@ -105,12 +117,14 @@ fn force_and_devargs_accept_a_non_netvsc_interface() {
         full.extend(args);
         let out = netvsc_watch(&full);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<Value> =
-            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let eth0 = lines.iter().find(|l| l["netvsc"] == "eth0").expect("forced interface reported");
-        assert_eq!((eth0["state"].as_str(), eth0["vf"]["pci"].as_str()), (Some("paired"), Some("0000:01:00.0")));
-        let eth1 = lines.iter().find(|l| l["netvsc"] == "eth1").unwrap();
-        assert_eq!(eth1["state"], "skipped");
+        let lines = interfaces(scan_lines(&out.stdout));
+        let eth0 = lines.iter().find(|l| l.netvsc == "eth0").expect("forced interface reported");
+        assert_eq!(
+            (eth0.state, eth0.vf.as_ref().map(|vf| vf.pci.as_str())),
+            (InterfaceState::Paired, Some("0000:01:00.0"))
+        );
+        let eth1 = lines.iter().find(|l| l.netvsc == "eth1").unwrap();
+        assert_eq!(eth1.state, InterfaceState::Skipped);
     }
 }
 
@@ -179,7 +193,7 @@ fn exec_inserts_vdevs_feeds_the_pipe_and_returns_the_exit_status() {
     ]);
     command.args([FAILSAFE_SIM, "--poll-ms", "10", "--exit-code", "7", "--", "-i"]);
     let mut agent = JsonProcess::spawn(command);
-    let argv = agent.wait_for("the application's argv", |v| v.get("argv").is_some())["argv"].clone();
+    let argv = agent.app_line("the application's argv", |v| v.get("argv").is_some())["argv"].clone();
     let argv: Vec<&str> = argv.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(argv[0], FAILSAFE_SIM);
     // The fake tree has NetVSC interfaces: Hyper-V, so DPDK's own vdev_netvsc is switched off.
@@ -188,19 +202,20 @@ fn exec_inserts_vdevs_feeds_the_pipe_and_returns_the_exit_status() {
     let fd = argv[4].strip_prefix("net_failsafe_vsc0,fd(").and_then(|r| r.split_once(')')).unwrap().0;
     assert_eq!(argv[4], format!("net_failsafe_vsc0,fd({fd}),dev(net_tap_vsc0,remote=eth1)"));
     assert_eq!(&argv[5..], ["--poll-ms", "10", "--exit-code", "7", "--", "-i"]);
-    agent.wait_for("the VF address read from the pipe", |v| v["read"] == "0002:00:02.0");
+    agent.app_line("the VF address read from the pipe", |v| v["read"] == "0002:00:02.0");
 
     // The VF goes away: fail-safe must never read its address again.
     sys.remove("enP2p0s2").unwrap();
-    let gone = agent.wait_for("dissociation", |v| event(v) == "dissociated");
-    let emptied_at = gone["at_ns"].as_u64().unwrap();
+    let gone = agent.change("dissociated", |_| true);
+    let emptied_at = gone.at_ns;
     let later = agent.drain_for(Duration::from_millis(150));
-    let stale: Vec<_> = later.iter().filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied_at)).collect();
+    let stale: Vec<_> =
+        later.iter().filter_map(|o| o.other()).filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied_at)).collect();
     assert!(stale.is_empty(), "stale reads after the pipe was emptied: {stale:?}");
 
     // It returns at another address.
     sys.add_vf("enP3p0s2", 90_005, MAC, "0003:00:02.0").unwrap();
-    agent.wait_for("the new address read", |v| v["read"] == "0003:00:02.0");
+    agent.app_line("the new address read", |v| v["read"] == "0003:00:02.0");
 
     agent.signal(Signal::SIGTERM);
     let status = agent.wait();
@@ -230,24 +245,24 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
     let fifo_dir = dir.path().join("run");
     std::fs::create_dir(&fifo_dir).unwrap();
     let mut agent = sidecar(&sys, &fifo_dir);
-    let ready = agent.wait_for("ready", |v| event(v) == "ready");
-    assert_eq!(ready["interfaces"].as_array().unwrap().len(), 2);
+    let ready = agent.ready();
+    assert_eq!(ready.interfaces.len(), 2);
     let state = fifo_dir.join("eth1.addr");
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "0002:00:02.0\n");
     let fifo = std::fs::OpenOptions::new().read(true).write(true).open(fifo_dir.join("eth1.pipe")).unwrap();
     assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"));
 
     sys.remove("enP2p0s2").unwrap();
-    let gone = agent.wait_for("dissociation", |v| event(v) == "dissociated");
-    assert_eq!(gone["source"], "poll");
-    assert!(gone["reaction_us"].as_f64().unwrap() > 0.0);
+    let gone = agent.change("dissociated", |_| true);
+    assert_eq!(gone.source, netvsc_user::source::SourceName::Poll);
+    assert!(gone.reaction_us > 0.0);
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "");
     assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap(), None);
 
     // A NetVSC interface that appears later is picked up.
     sys.add_netvsc("eth3", 90_020, "00:15:5d:00:00:03").unwrap();
-    let managed = agent.wait_for("the new interface", |v| event(v) == "managed");
-    assert_eq!(managed["netvsc"], "eth3");
+    let managed = agent.change("managed", |_| true);
+    assert_eq!(managed.netvsc, "eth3");
     assert!(fifo_dir.join("eth3.pipe").exists());
 
     agent.signal(Signal::SIGINT);
@@ -272,11 +287,11 @@ fn watch_keeps_serving_when_one_late_interface_cannot_get_its_files() {
     std::fs::write(&precious, "keep me").unwrap();
     std::os::unix::fs::symlink(&precious, fifo_dir.join("eth3.pipe")).unwrap();
     let mut agent = sidecar(&sys, &fifo_dir);
-    agent.wait_for("ready", |v| event(v) == "ready");
+    agent.ready();
     sys.add_netvsc("eth3", 90_020, "00:15:5d:00:00:03").unwrap();
-    agent.wait_for("the late interface", |v| event(v) == "managed" && v["netvsc"] == "eth3");
+    agent.change("managed", |c| c.netvsc == "eth3");
     sys.remove("enP2p0s2").unwrap();
-    agent.wait_for("eth1 still served", |v| event(v) == "dissociated" && v["netvsc"] == "eth1");
+    agent.change("dissociated", |c| c.netvsc == "eth1");
     assert_eq!(std::fs::read_to_string(fifo_dir.join("eth1.addr")).unwrap(), "");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me", "the symlink was not followed");
     assert!(agent.child.try_wait().unwrap().is_none(), "the agent is still running");

@@ -1,13 +1,15 @@
-//! Shared by the integration tests: run the agent binary and follow its JSON lines, make
-//! throw-away network namespaces, skip (loudly) what needs root.
+//! Shared by the integration tests: run the agent binary and follow its JSON lines (with the
+//! test kit's follower), make throw-away network namespaces, skip (loudly) what needs root.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use netvsc_testkit::follow::Order;
+use netvsc_testkit::{JsonLines, Output, WaitError};
+use netvsc_user::lines::{Change, Line, Ready};
 use serde_json::Value;
 
 pub const NETVSC_WATCH: &str = env!("CARGO_BIN_EXE_netvsc-watch");
@@ -28,12 +30,11 @@ pub fn skip_unless_root(test: &str) -> bool {
     true
 }
 
-/// A running process whose stdout carries JSON lines (the agent, or failsafe-sim under it).
+/// A running process whose stdout carries JSON lines (the agent, or failsafe-sim under it),
+/// followed in order with the test kit's typed follower. Every wait panics with what was seen.
 pub struct JsonProcess {
     pub child: Child,
-    lines: Receiver<Value>,
-    /// Every line received so far, in order.
-    pub seen: Vec<Value>,
+    lines: JsonLines,
 }
 
 impl JsonProcess {
@@ -41,20 +42,7 @@ impl JsonProcess {
         command.stdout(Stdio::piped()).stdin(Stdio::null());
         let mut child = command.spawn().expect("spawning process");
         let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(value) => {
-                        if tx.send(value).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => eprintln!("(non-JSON stdout) {line}"),
-                }
-            }
-        });
-        Self { child, lines, seen: Vec::new() }
+        Self { child, lines: JsonLines::follow(stdout, Order::Strict) }
     }
 
     /// `netvsc-watch ARGS`, optionally inside network namespace `netns`.
@@ -73,33 +61,43 @@ impl JsonProcess {
         Self::spawn(command)
     }
 
-    /// Waits for the next line (after those already seen) that satisfies `pred`.
-    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(value) => {
-                    self.seen.push(value.clone());
-                    if pred(&value) {
-                        return value;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}; saw {:#?}", self.seen),
-                Err(RecvTimeoutError::Disconnected) => panic!("process ended before {what}; saw {:#?}", self.seen),
-            }
-        }
+    fn or_panic<T>(&self, result: Result<T, WaitError>) -> T {
+        result.unwrap_or_else(|err| panic!("{err}; saw {:#?}", self.lines.seen))
+    }
+
+    /// The `ready` line.
+    pub fn ready(&mut self) -> Ready {
+        let result = self.lines.wait_ready(WAIT);
+        self.or_panic(result)
+    }
+
+    /// The next `event` change line (`managed`, `associated`, `dissociated`, `renamed`) that
+    /// `pred` accepts.
+    pub fn change(&mut self, event: &str, pred: impl Fn(&Change) -> bool) -> Change {
+        let result = self.lines.wait_change(event, WAIT, pred);
+        self.or_panic(result)
+    }
+
+    /// The next agent line `pred` accepts.
+    pub fn line(&mut self, what: &str, pred: impl Fn(&Line) -> bool) -> Line {
+        let result = self.lines.wait_line(what, WAIT, pred);
+        self.or_panic(result)
+    }
+
+    /// The next line of the application (failsafe-sim) that `pred` accepts.
+    pub fn app_line(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let result = self.lines.wait_other(what, WAIT, pred);
+        self.or_panic(result)
     }
 
     /// Collects whatever arrives within `period`.
-    pub fn drain_for(&mut self, period: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + period;
-        let mut got = Vec::new();
-        while let Ok(value) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            self.seen.push(value.clone());
-            got.push(value);
-        }
-        got
+    pub fn drain_for(&mut self, period: Duration) -> Vec<Output> {
+        self.lines.collect_for(period)
+    }
+
+    /// Every line received so far, in order.
+    pub fn seen(&self) -> &[Output] {
+        &self.lines.seen
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -112,12 +110,12 @@ impl JsonProcess {
         loop {
             if let Some(status) = self.child.try_wait().expect("waiting") {
                 // Let the reader thread hand over the last lines.
-                self.seen.extend(self.lines.try_iter());
+                self.lines.collect_for(Duration::from_millis(50));
                 return status;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("process did not exit; saw {:#?}", self.seen);
+                panic!("process did not exit; saw {:#?}", self.lines.seen);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -140,9 +138,12 @@ impl Drop for JsonProcess {
     }
 }
 
-/// `event` field of a JSON line.
-pub fn event(value: &Value) -> &str {
-    value["event"].as_str().unwrap_or("")
+/// Parses `scan --json` output into its lines.
+pub fn scan_lines(stdout: &[u8]) -> Vec<Line> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|text| serde_json::from_str::<Line>(text).unwrap_or_else(|err| panic!("{err}: {text}")))
+        .collect()
 }
 
 /// A named network namespace, deleted on drop.

@@ -1,0 +1,13 @@
+//! The test kit: what the agent's integration tests, its benchmark and `cargo xtask` share, kept
+//! out of the agent itself. A fake sysfs tree, the test doubles of the kernel queries, and a
+//! follower of the agent's JSON lines that reads them as the typed [`Line`]s the agent writes.
+//!
+//! [`Line`]: netvsc_user::lines::Line
+
+pub mod doubles;
+pub mod fake_sysfs;
+pub mod follow;
+
+pub use doubles::StaticIfindexes;
+pub use fake_sysfs::FakeSysfs;
+pub use follow::{JsonLines, Output, WaitError};
