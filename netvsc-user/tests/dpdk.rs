@@ -52,7 +52,7 @@ fn on_hyperv_exec_switches_off_dpdks_own_vdev_netvsc() {
     assert_eq!(argv[1..3], ["--vdev", IGNORE], "{argv:?}");
     assert_eq!(argv[3..5], ["--vdev".to_owned(), argv[4].clone()]);
     assert!(argv[4].starts_with("net_failsafe_vsc0,fd("), "{argv:?}");
-    assert_eq!(ready.hyperv, true);
+    assert!(ready.hyperv);
     assert_eq!(ready.evidence, "NetVSC interface eth1");
     assert_eq!(ready.vdev.as_deref(), Some(IGNORE));
 
@@ -75,7 +75,7 @@ fn off_hyperv_exec_adds_nothing_for_it() {
         return;
     }
     assert!(evidence.starts_with("CPUID") || evidence.starts_with("no NetVSC"), "{evidence}");
-    assert_eq!(ready.hyperv, false);
+    assert!(!ready.hyperv);
     assert_eq!(ignore_vdevs(&argv), 0, "{argv:?}");
     assert!(argv[2].starts_with("net_failsafe_vsc0,fd("), "{argv:?}");
 }

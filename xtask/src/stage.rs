@@ -1,13 +1,13 @@
 //! A private network namespace with a fake sysfs tree beside it, and the agent running in both:
 //! the stand-in for a VM that `cargo xtask demo` and `cargo xtask bench` play VF hot-plug on.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use netvsc_testkit::FakeSysfs;
+use netvsc_testkit::follow::Order;
+use netvsc_testkit::{FakeSysfs, JsonLines, Output};
+use netvsc_user::lines::Line;
 use serde_json::Value;
 
 /// The network namespace and fake sysfs tree; both removed on drop.
@@ -94,7 +94,7 @@ impl Drop for Stage {
 /// The agent in launcher mode with failsafe-sim as the DPDK application; their JSON lines.
 pub struct Agent {
     child: Child,
-    lines: Receiver<Value>,
+    lines: JsonLines,
 }
 
 impl Agent {
@@ -117,15 +117,7 @@ impl Agent {
             .spawn()
             .context("starting netvsc-watch")?;
         let stdout = child.stdout.take().context("agent stdout")?;
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
-        Ok(Self { child, lines })
+        Ok(Self { child, lines: JsonLines::follow(stdout, Order::Strict) })
     }
 
     /// The agent's process (`ip netns exec` execs it in place).
@@ -138,30 +130,20 @@ impl Agent {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).context("signalling the agent")?;
         // After heavy churn the agent may still be working through the events it was sent.
-        let stats = self.expect_within("the agent's statistics", Duration::from_secs(60), |v| v["event"] == "stats")?;
-        stats["stats"]["events"].as_u64().context("statistics without an event count")
+        let stats = self.lines.wait_for("the agent's statistics", Duration::from_secs(60), |o| match o.line()? {
+            Line::Stats { stats, .. } => Some(stats.events),
+            _ => None,
+        })?;
+        Ok(stats)
     }
 
+    /// The next line (the agent's or failsafe-sim's) whose JSON `pred` accepts.
     pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        self.expect_within(what, Duration::from_secs(10), pred)
-    }
-
-    fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(value) if pred(&value) => return Ok(value),
-                Ok(_) => {}
-                Err(_) => bail!("gave up waiting for {what}"),
-            }
-        }
+        Ok(self.lines.wait_value(what, Duration::from_secs(10), pred)?)
     }
 
     pub fn collect_for(&mut self, period: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + period;
-        std::iter::from_fn(|| self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
-            .collect()
+        self.lines.collect_for(period).iter().map(Output::value).collect()
     }
 }
 

@@ -83,10 +83,11 @@ fn ns(value: &Value) -> u64 {
 fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
     let port = 2;
     let pci = pci_of(port);
-    let from = guest.vm.seen.len();
+    let from = guest.vm.seen().len();
     let plugged = plug(guest, Side::A, port)?;
     let ctx = guest.ctx_a.clone();
-    let lines = &guest.vm.seen[from..];
+    let seen = guest.vm.seen();
+    let lines = &seen[from..];
     let associated = lines
         .iter()
         .find(|v| v["event"] == "associated" && v["failsafe"] == ctx.as_str())
@@ -109,10 +110,11 @@ fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
     );
     let pci_to_netdev_us = (ns(&registered["timestamp_ns"]) - ns(&added["timestamp_ns"])) as f64 / 1e3;
 
-    let from = guest.vm.seen.len();
+    let from = guest.vm.seen().len();
     let (id, _) = guest.vf_a.clone().context("VF A present")?;
     unplug(guest, &id, Side::A)?;
-    let lines = &guest.vm.seen[from..];
+    let seen = guest.vm.seen();
+    let lines = &seen[from..];
     let removed = kernel_record(lines, "pci_removed", |k| k["pci"] == pci.as_str())?;
     let unregistered = kernel_record(lines, "unregistered", |k| k["ifindex"] == registered["ifindex"])?;
     ensure!(unregistered["name"] == iface.as_str(), "unregistered record names {}", unregistered["name"]);
@@ -130,7 +132,7 @@ fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
 /// from the kernel's records, in order, through to failsafe-sim reading the address.
 fn failover_timelines(guest: &mut Guest) -> anyhow::Result<()> {
     let failovers: Vec<Value> =
-        guest.vm.seen.iter().filter(|v| v["event"] == "failover").map(|v| v["failover"].clone()).collect();
+        guest.vm.seen().iter().filter(|v| v["event"] == "failover").map(|v| v["failover"].clone()).collect();
     ensure!(failovers.len() >= 3, "only {} failovers recorded", failovers.len());
     for f in &failovers {
         ensure!(f["clock"] == "kernel", "not in kernel time: {f}");

@@ -1,15 +1,16 @@
 //! One QEMU guest: q35 with PCIe root ports for hot-plug, a QMP socket to plug and unplug VF
 //! stand-ins, and a second serial port carrying the guest's JSON lines back to the host.
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufReader, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use netvsc_testkit::follow::Order;
+use netvsc_testkit::{JsonLines, Output};
 use qapi::qmp;
 use serde_json::Value;
 
@@ -51,16 +52,13 @@ pub struct Vm {
     commands: UnixStream,
     next_command: u32,
     qmp: qapi::Qmp<qapi::Stream<BufReader<UnixStream>, UnixStream>>,
-    lines: Receiver<Value>,
+    /// The guest's lines: two processes write to the port, so an expected line may arrive
+    /// after one expected later (the follower keeps lines no wait has taken).
+    lines: JsonLines,
     pub accel: Accel,
     /// From starting QEMU to the guest's first line.
     pub boot_time: Duration,
     pub console_log: PathBuf,
-    /// Every line received so far, in order.
-    pub seen: Vec<Value>,
-    /// Lines not yet matched by an `expect`: two processes write to the port, so an expected
-    /// line may arrive after one expected later.
-    backlog: Vec<Value>,
 }
 
 impl Vm {
@@ -177,29 +175,8 @@ impl Vm {
         let mut qmp = qapi::Qmp::new(qapi::Stream::new(reader, qmp_stream));
         qmp.handshake().context("QMP handshake")?;
         let commands = results.try_clone().context("cloning the results socket")?;
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(results).lines().map_while(Result::ok) {
-                let line = line.trim_matches(|c: char| c == '\r' || c.is_whitespace());
-                if let Ok(value) = serde_json::from_str::<Value>(line) {
-                    if tx.send(value).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(Vm {
-            child,
-            commands,
-            next_command: 0,
-            qmp,
-            lines,
-            accel,
-            boot_time: Duration::ZERO,
-            console_log,
-            seen: Vec::new(),
-            backlog: Vec::new(),
-        })
+        let lines = JsonLines::follow(results, Order::Any);
+        Ok(Vm { child, commands, next_command: 0, qmp, lines, accel, boot_time: Duration::ZERO, console_log })
     }
 
     /// Waits for the next guest line matching `pred` (10 s under KVM, 60 s under TCG).
@@ -209,33 +186,17 @@ impl Vm {
     }
 
     fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        if let Some(i) = self.backlog.iter().position(&pred) {
-            return Ok(self.backlog.remove(i));
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(value) => {
-                    self.seen.push(value.clone());
-                    if pred(&value) {
-                        return Ok(value);
-                    }
-                    self.backlog.push(value);
-                }
-                Err(_) => bail!("timed out after {timeout:?} waiting for {what}"),
-            }
-        }
+        Ok(self.lines.wait_value(what, timeout, pred)?)
     }
 
     /// Everything the guest says within `period`.
     pub fn collect_for(&mut self, period: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + period;
-        let got: Vec<Value> =
-            std::iter::from_fn(|| self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
-                .collect();
-        self.seen.extend(got.iter().cloned());
-        self.backlog.extend(got.iter().cloned());
-        got
+        self.lines.collect_for(period).iter().map(Output::value).collect()
+    }
+
+    /// Every line received so far, in order, as JSON.
+    pub fn seen(&self) -> Vec<Value> {
+        self.lines.seen_values()
     }
 
     /// Runs a shell command in the guest (`$AGENT` is the agent's pid) and waits for it.

@@ -206,9 +206,8 @@ fn interleaved(guest: &mut Guest) -> anyhow::Result<()> {
     unplug(guest, &id, Side::B)?;
     plug(guest, Side::B, 3)?;
     // No context was ever given the other one's VF.
-    let crossed: Vec<&Value> = guest
-        .vm
-        .seen
+    let seen = guest.vm.seen();
+    let crossed: Vec<&Value> = seen
         .iter()
         .filter(|v| v["event"] == "associated")
         .filter(|v| (v["failsafe"] == guest.ctx_a.as_str()) == (v["vf"]["pci"] == pci_of(3)))
@@ -294,9 +293,8 @@ pub(super) fn unplug(guest: &mut Guest, id: &str, side: Side) -> anyhow::Result<
     }
     let emptied_at = emptied["at_ns"].as_u64().unwrap_or(u64::MAX);
     guest.vm.collect_for(Duration::from_millis(READ_POLL_MS * 10));
-    let stale: Vec<&Value> = guest
-        .vm
-        .seen
+    let seen = guest.vm.seen();
+    let stale: Vec<&Value> = seen
         .iter()
         .filter(|v| v["failsafe"] == ctx.as_str() && v["read"] == old_pci.as_str())
         .filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied_at))
