@@ -25,6 +25,21 @@ pub mod kind {
     }
 }
 
+/// Names of the kernel program's fentry/fexit programs, one per hook: the loader attaches them
+/// by these names, the `ready` line reports them, the VM checks look for them. The programs in
+/// netvsc-ebpf are functions of these names (a Rust function cannot be named by a constant);
+/// the agent's object test checks that every name is in the built object.
+pub mod hook {
+    pub const NETDEV_REGISTERED: &str = "netdev_registered";
+    pub const NETDEV_UNREGISTERING: &str = "netdev_unregistering";
+    pub const NETDEV_RENAMED: &str = "netdev_renamed";
+    pub const NETDEV_MAC_CHANGED: &str = "netdev_mac_changed";
+    pub const PCI_ADDED: &str = "pci_added";
+    pub const PCI_REMOVING: &str = "pci_removing";
+    pub const ALL: [&str; 6] =
+        [NETDEV_REGISTERED, NETDEV_UNREGISTERING, NETDEV_RENAMED, NETDEV_MAC_CHANGED, PCI_ADDED, PCI_REMOVING];
+}
+
 /// Bus of a netdevice's parent device, as far as the kernel program tells them apart.
 pub mod bus {
     pub const NONE: u8 = 0;

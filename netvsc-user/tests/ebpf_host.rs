@@ -39,6 +39,11 @@ fn object_loads_with_this_kernels_offsets_and_creates_its_maps() {
     for wanted in ["EVENTS", "DROPS", "WATCHED_MACS"] {
         assert!(maps.contains(&wanted), "map {wanted} missing from {maps:?}");
     }
+    // The loader attaches programs by name: every name it uses must be a program of the object.
+    let programs: Vec<&str> = loaded.ebpf.programs().map(|(name, _)| name).collect();
+    for wanted in ebpf::program_names() {
+        assert!(programs.contains(&wanted), "program {wanted} missing from {programs:?}");
+    }
     let mut ebpf = loaded.ebpf;
     let ring = ebpf.take_map("EVENTS").expect("EVENTS");
     let aya::maps::Map::RingBuf(ring) = ring else { panic!("EVENTS is not a ring buffer") };
@@ -65,7 +70,8 @@ fn kprobe_programs_pass_this_kernels_verifier() {
 /// What this kernel says to an fexit program on `register_netdevice`, found without the agent.
 fn kernel_verdict_on_fexit() -> Result<(), String> {
     let mut loaded = ebpf::load_object(&options(4096)).map_err(|err| format!("{err:#}"))?;
-    let program: &mut FExit = loaded.ebpf.program_mut("netdev_registered").expect("program").try_into().unwrap();
+    let program: &mut FExit =
+        loaded.ebpf.program_mut(netvsc_common::hook::NETDEV_REGISTERED).expect("program").try_into().unwrap();
     program.load("register_netdevice", &loaded.btf).map_err(|err| format!("{err:#}"))
 }
 

@@ -49,14 +49,7 @@ pub fn unfiltered_guest() -> Checks {
 fn hooks_attached(guest: &mut Guest, via: &[&str]) -> anyhow::Result<()> {
     let hooks = guest.ready["details"]["hooks"].as_array().context("the ready line lists the eBPF hooks")?;
     let mut attached = Vec::new();
-    for wanted in [
-        "netdev_registered",
-        "netdev_unregistering",
-        "netdev_renamed",
-        "netdev_mac_changed",
-        "pci_added",
-        "pci_removing",
-    ] {
+    for wanted in netvsc_common::hook::ALL {
         let hook = hooks.iter().find(|h| h["hook"] == wanted).with_context(|| format!("{wanted} not attached"))?;
         let how = hook["via"].as_str().unwrap_or_default();
         ensure!(via.contains(&how), "{wanted} attached by {how}, expected one of {via:?}");

@@ -5,6 +5,7 @@
 use anyhow::bail;
 use aya::programs::{FEntry, FExit, KProbe};
 use aya::{Btf, Ebpf};
+use netvsc_common::hook;
 use tracing::{info, warn};
 
 use super::kernel_btf::KernelBtf;
@@ -36,7 +37,7 @@ struct Hook {
 
 const HOOKS: &[Hook] = &[
     Hook {
-        tracing: "netdev_registered",
+        tracing: hook::NETDEV_REGISTERED,
         is_exit: true,
         kprobe: "netdev_registered_entry",
         kretprobe: Some("netdev_registered_return"),
@@ -45,7 +46,7 @@ const HOOKS: &[Hook] = &[
         required: true,
     },
     Hook {
-        tracing: "netdev_unregistering",
+        tracing: hook::NETDEV_UNREGISTERING,
         is_exit: false,
         kprobe: "netdev_unregistering_kprobe",
         kretprobe: None,
@@ -54,7 +55,7 @@ const HOOKS: &[Hook] = &[
         required: true,
     },
     Hook {
-        tracing: "netdev_renamed",
+        tracing: hook::NETDEV_RENAMED,
         is_exit: true,
         kprobe: "netdev_renamed_entry",
         kretprobe: Some("netdev_renamed_return"),
@@ -63,7 +64,7 @@ const HOOKS: &[Hook] = &[
         required: false,
     },
     Hook {
-        tracing: "netdev_mac_changed",
+        tracing: hook::NETDEV_MAC_CHANGED,
         is_exit: true,
         kprobe: "netdev_mac_changed_entry",
         kretprobe: Some("netdev_mac_changed_return"),
@@ -72,7 +73,7 @@ const HOOKS: &[Hook] = &[
         required: false,
     },
     Hook {
-        tracing: "pci_added",
+        tracing: hook::PCI_ADDED,
         is_exit: true,
         kprobe: "pci_added_entry",
         kretprobe: Some("pci_added_return"),
@@ -81,7 +82,7 @@ const HOOKS: &[Hook] = &[
         required: false,
     },
     Hook {
-        tracing: "pci_removing",
+        tracing: hook::PCI_REMOVING,
         is_exit: false,
         kprobe: "pci_removing_kprobe",
         kretprobe: None,
@@ -90,6 +91,11 @@ const HOOKS: &[Hook] = &[
         required: false,
     },
 ];
+
+/// Names of every program in the object that a hook attaches.
+pub fn program_names() -> impl Iterator<Item = &'static str> {
+    HOOKS.iter().map(|hook| hook.tracing).chain(kprobe_programs())
+}
 
 /// Names of the kprobe and kretprobe programs in the object (the fallback attach path).
 pub fn kprobe_programs() -> impl Iterator<Item = &'static str> {

@@ -21,7 +21,7 @@ use super::{LinkEvent, Source, SourceEvent};
 mod attach;
 pub mod kernel_btf;
 
-pub use attach::{kprobe_programs, AttachMode, AttachedHook};
+pub use attach::{kprobe_programs, program_names, AttachMode, AttachedHook};
 
 /// The kernel program, built by `cargo xtask build` (empty in builds without it).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netvsc"));
