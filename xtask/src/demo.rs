@@ -31,7 +31,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the demo needs root: it creates a network namespace and veth devices (try: sudo -E cargo xtask demo)");
     }
-    let bin = crate::build_agent()?;
+    let bin = crate::toolchain::build_agent()?;
     let stage = Stage::new("demo")?;
     println!("netns {}: {NETVSC} (ifindex {NETVSC_IFINDEX}, {MAC}) plays the NetVSC interface", stage.netns);
     stage.add_veth(NETVSC, NETVSC_IFINDEX, MAC, "p10")?;
@@ -39,7 +39,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let options = ["--source", &args.source, "--poll-interval", "1000"];
     let mut agent = Agent::start(&stage, &bin, &options, args.hotplug_poll)?;
-    agent.expect("the agent to start", |v| v["event"] == "ready")?;
+    agent.ready()?;
     println!("agent running (source {}), reader polling every {} ms\n", args.source, args.hotplug_poll);
 
     let mut plug_us = Vec::new();
@@ -52,24 +52,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         stage.sys.add_vf(VF, ifindex, MAC, pci)?;
         let plugged_at = monotonic_ns();
         stage.add_veth(VF, ifindex, MAC, "vfpeer")?;
-        let written = agent.expect("the VF address in the pipe", |v| v["event"] == "associated")?;
-        let read = agent.expect("the reader to read it", |v| v["read"] == pci)?;
-        let reaction = written["reaction_us"].as_f64().unwrap_or(f64::NAN);
+        let written = agent.change("the VF address in the pipe", "associated", |_| true)?;
+        let read = agent.app_line("the reader to read it", |v| v["read"] == pci)?;
+        let reaction = written.reaction_us;
         plug_us.push(reaction);
-        let wall_ms = ms_between(plugged_at, written["at_ns"].as_u64().unwrap_or(0));
+        let wall_ms = ms_between(plugged_at, written.at_ns);
         plug_wall_ms.push(wall_ms);
         println!(
             "cycle {}: VF {pci} plugged   -> pipe got \"{pci}\\n\" {reaction:>8.1} µs after the event ({wall_ms:.2} ms after `ip link add`); reader read it {:.1} ms later",
             cycle + 1,
-            ms_between(written["at_ns"].as_u64().unwrap_or(0), read["t_ns"].as_u64().unwrap_or(0)),
+            ms_between(written.at_ns, read["t_ns"].as_u64().unwrap_or(0)),
         );
 
         // The kernel announces the removal, then tears down sysfs: same order here.
         stage.ip(&["link", "del", VF])?;
         stage.sys.remove(VF)?;
-        let emptied = agent.expect("the pipe to be emptied", |v| v["event"] == "dissociated")?;
-        let emptied_at = emptied["at_ns"].as_u64().unwrap_or(0);
-        let reaction = emptied["reaction_us"].as_f64().unwrap_or(f64::NAN);
+        let emptied = agent.change("the pipe to be emptied", "dissociated", |_| true)?;
+        let emptied_at = emptied.at_ns;
+        let reaction = emptied.reaction_us;
         unplug_us.push(reaction);
         let later = agent.collect_for(Duration::from_millis(args.hotplug_poll * 2));
         let stale =

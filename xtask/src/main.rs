@@ -1,19 +1,20 @@
 //! Build tasks: `cargo xtask test` (the whole suite, as CI runs it) and `cargo xtask demo`
 //! (the agent at work in a private network namespace, no Azure needed).
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod figures;
 mod rebuild_check;
 mod stage;
 mod test;
 mod toolchain;
 mod vm;
+mod workspace;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "netvsc-watch build tasks")]
@@ -51,7 +52,7 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Build => build_agent().map(|dir| println!("built {}", dir.join("netvsc-watch").display())),
+        Task::Build => toolchain::build_agent().map(|dir| println!("built {}", dir.join("netvsc-watch").display())),
         Task::Run { args } => run_agent(&args),
         Task::Test => test::run(),
         Task::Demo(args) => demo::run(args),
@@ -61,16 +62,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Release build of the agent and failsafe-sim with the kernel program embedded; returns the
-/// directory holding them.
-pub fn build_agent() -> anyhow::Result<PathBuf> {
-    toolchain::ensure()?;
-    cargo_with_env(&["build", "--release", "--package", "netvsc-user", "--bins"], &[("NETVSC_BUILD_EBPF", "1")])?;
-    Ok(workspace_root().join("target/release"))
-}
-
 fn run_agent(args: &[String]) -> anyhow::Result<()> {
-    let binary = build_agent()?.join("netvsc-watch");
+    let binary = toolchain::build_agent()?.join("netvsc-watch");
     let mut command = if nix::unistd::geteuid().is_root() {
         Command::new(&binary)
     } else {
@@ -80,27 +73,4 @@ fn run_agent(args: &[String]) -> anyhow::Result<()> {
     };
     let status = command.args(args).status().with_context(|| format!("running {}", binary.display()))?;
     std::process::exit(status.code().unwrap_or(1));
-}
-
-/// The workspace root (this crate lives in `<root>/xtask`).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_owned()
-}
-
-pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    cargo_with_env(args, &[])
-}
-
-pub fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(workspace_root())
-        .status()
-        .with_context(|| format!("running {cargo} {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    Ok(())
 }

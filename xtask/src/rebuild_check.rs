@@ -18,7 +18,7 @@ const AFTER: &str = "pub const REGISTERED: u32 = 101;";
 
 pub fn run() -> anyhow::Result<()> {
     crate::toolchain::ensure()?;
-    let root = crate::workspace_root();
+    let root = crate::workspace::root();
     let work = root.join("target/ebpf-rebuild-check");
     let copy = work.join("workspace");
     copy_tracked(&root, &copy)?;

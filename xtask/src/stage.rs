@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use netvsc_testkit::follow::Order;
 use netvsc_testkit::{FakeSysfs, JsonLines, Output};
-use netvsc_user::lines::Line;
+use netvsc_user::lines::{Change, Line, Ready};
 use serde_json::Value;
 
 /// The network namespace and fake sysfs tree; both removed on drop.
@@ -91,6 +91,9 @@ impl Drop for Stage {
     }
 }
 
+/// How long a wait for one line lasts.
+const WAIT: Duration = Duration::from_secs(10);
+
 /// The agent in launcher mode with failsafe-sim as the DPDK application; their JSON lines.
 pub struct Agent {
     child: Child,
@@ -137,9 +140,19 @@ impl Agent {
         Ok(stats)
     }
 
-    /// The next line (the agent's or failsafe-sim's) whose JSON `pred` accepts.
-    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        Ok(self.lines.wait_value(what, Duration::from_secs(10), pred)?)
+    /// The agent's `ready` line.
+    pub fn ready(&mut self) -> anyhow::Result<Ready> {
+        Ok(self.lines.wait_ready(WAIT)?)
+    }
+
+    /// The agent's next `event` change line that `pred` accepts.
+    pub fn change(&mut self, what: &str, event: &str, pred: impl Fn(&Change) -> bool) -> anyhow::Result<Change> {
+        self.lines.wait_change(event, WAIT, pred).with_context(|| format!("waiting for {what}"))
+    }
+
+    /// failsafe-sim's next line that `pred` accepts.
+    pub fn app_line(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        Ok(self.lines.wait_other(what, WAIT, pred)?)
     }
 
     pub fn collect_for(&mut self, period: Duration) -> Vec<Value> {

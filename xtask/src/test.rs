@@ -47,7 +47,7 @@ pub fn run() -> anyhow::Result<()> {
     let mut child = Command::new(&cargo)
         .args(["test", "--workspace", "--all-targets"])
         .env("NETVSC_BUILD_EBPF", "1")
-        .current_dir(crate::workspace_root())
+        .current_dir(crate::workspace::root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

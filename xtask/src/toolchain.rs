@@ -1,11 +1,23 @@
 //! What building the kernel program needs, installed on demand: nightly with `rust-src` (for
 //! `-Z build-std=core`), and `bpf-linker` built against the LLVM that nightly itself ships
 //! (no system LLVM of the right version exists here). Version strings come from the toolchain.
+//! And the release build of the agent that needs them.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
+
+/// Release build of the agent and failsafe-sim with the kernel program embedded; returns the
+/// directory holding them.
+pub fn build_agent() -> anyhow::Result<PathBuf> {
+    ensure()?;
+    crate::workspace::cargo_with_env(
+        &["build", "--release", "--package", "netvsc-user", "--bins"],
+        &[("NETVSC_BUILD_EBPF", "1")],
+    )?;
+    Ok(crate::workspace::root().join("target/release"))
+}
 
 /// Ensures nightly, its rust-src and a working bpf-linker; cheap when all are there.
 pub fn ensure() -> anyhow::Result<()> {
@@ -41,7 +53,7 @@ fn install_bpf_linker() -> anyhow::Result<()> {
             path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("libLLVM.so.{major}")))
         })
         .with_context(|| format!("no libLLVM.so.{major}* in {}", sysroot.join("lib").display()))?;
-    let prefix = crate::vm::cache_root().join(format!("llvm-prefix-{llvm_version}"));
+    let prefix = crate::workspace::cache_root().join(format!("llvm-prefix-{llvm_version}"));
     let lib = prefix.join("lib");
     std::fs::create_dir_all(&lib)?;
     for name in [std::ffi::OsStr::new("libLLVM.so"), library.file_name().expect("a file")] {

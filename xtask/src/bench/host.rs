@@ -7,7 +7,8 @@ use std::time::Duration;
 use netvsc_user::clock::monotonic_ns;
 
 use super::usage::Usage;
-use super::{BenchArgs, Cost, Latencies, Results};
+use super::BenchArgs;
+use crate::figures::{Cost, Latencies, Results};
 use crate::stage::{Agent, Stage};
 
 const MAC: &str = "00:15:5d:be:00:01";
@@ -54,7 +55,7 @@ fn stage(extra: u32) -> anyhow::Result<Stage> {
 
 fn start(stage: &Stage, bin: &Path, options: &[&str]) -> anyhow::Result<Agent> {
     let mut agent = Agent::start(stage, bin, options, HOTPLUG_POLL_MS)?;
-    agent.expect("the agent to start", |v| v["event"] == "ready")?;
+    agent.ready()?;
     Ok(agent)
 }
 
@@ -70,11 +71,11 @@ fn latency(bin: &Path, options: &[&str], cycles: u32) -> anyhow::Result<Vec<f64>
         stage.sys.add_vf(&name, ifindex, MAC, pci)?;
         batch.send(&format!("link add {name} index {ifindex} address {MAC} type veth peer name q{cycle}"))?;
         let written =
-            agent.expect("the address in the pipe", |v| v["event"] == "associated" && v["vf"]["pci"] == pci)?;
-        samples.push(written["at_ns"].as_u64().unwrap_or(0).saturating_sub(appeared) as f64 / 1e3);
+            agent.change("the address in the pipe", "associated", |c| c.vf.as_ref().is_some_and(|vf| vf.pci == pci))?;
+        samples.push(written.at_ns.saturating_sub(appeared) as f64 / 1e3);
         batch.send(&format!("link del {name}"))?;
         stage.sys.remove(&name)?;
-        agent.expect("the pipe emptied", |v| v["event"] == "dissociated")?;
+        agent.change("the pipe emptied", "dissociated", |_| true)?;
     }
     batch.finish()?;
     Ok(samples)

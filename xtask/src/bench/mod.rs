@@ -8,12 +8,13 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use netvsc_user::timeline::Spread;
 
 mod host;
 mod plot;
 mod report;
 mod usage;
+
+use crate::figures::Results;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -37,47 +38,8 @@ pub struct BenchArgs {
     docs: PathBuf,
 }
 
-/// Reaction latencies of one source in one workload, in µs.
-#[derive(Clone, Debug)]
-pub struct Latencies {
-    pub source: String,
-    pub samples_us: Vec<f64>,
-}
-
-impl Latencies {
-    pub fn spread(&self) -> Spread {
-        Spread::of(self.samples_us.iter().copied())
-    }
-}
-
-/// CPU time and wakeups of the agent over some period.
-#[derive(Clone, Debug)]
-pub struct Cost {
-    pub source: String,
-    /// What was going on: "idle, 10 interfaces", "1000 veth pairs".
-    pub workload: String,
-    pub cpu_ms: f64,
-    pub wakeups: u64,
-    /// Events the source delivered to the agent (its own count).
-    pub events: Option<u64>,
-    /// Per minute when the period is a stretch of idleness, else the whole workload.
-    pub per_minute: bool,
-}
-
-#[derive(Default)]
-pub struct Results {
-    pub host_latency: Vec<Latencies>,
-    pub host_costs: Vec<Cost>,
-    /// (interfaces, full scan in ms)
-    pub scale: Vec<(u32, f64)>,
-    pub vm_latency: Vec<Latencies>,
-    pub vm_costs: Vec<Cost>,
-    /// Machine, kernel, accelerator.
-    pub environment: Vec<String>,
-}
-
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let bin = crate::build_agent()?;
+    let bin = crate::toolchain::build_agent()?;
     let mut results = Results::default();
     results.environment.push(report::machine());
     if args.no_host {
@@ -95,7 +57,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         crate::vm::bench(args.cycles, args.churn_pairs, &mut results)?;
     }
-    let docs = crate::workspace_root().join(&args.docs);
+    let docs = crate::workspace::root().join(&args.docs);
     let plot_name = "benchmarks-latency.svg";
     let plot_path = docs.with_file_name(plot_name);
     plot::latency_cdf(&plot_path, &[("host", &results.host_latency), ("VM", &results.vm_latency)])?;
@@ -110,9 +72,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// criterion benchmark (`cargo bench -p netvsc-user --bench scan`), run and read back.
 fn full_scan_times() -> anyhow::Result<Vec<(u32, f64)>> {
     println!("bench: full scans of 10, 100 and 1000 interfaces (cargo bench --bench scan)");
-    crate::cargo(&["bench", "--package", "netvsc-user", "--bench", "scan", "--", "full_scan"])?;
+    crate::workspace::cargo(&["bench", "--package", "netvsc-user", "--bench", "scan", "--", "full_scan"])?;
     let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| crate::workspace_root().join("target"), PathBuf::from);
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| crate::workspace::root().join("target"), PathBuf::from);
     [10, 100, 1000]
         .into_iter()
         .map(|interfaces| {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use plotters::prelude::*;
 
-use super::Latencies;
+use crate::figures::Latencies;
 
 const COLOURS: [RGBColor; 4] =
     [RGBColor(0, 114, 178), RGBColor(0, 158, 115), RGBColor(230, 159, 0), RGBColor(204, 121, 167)];

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::{Cost, Latencies, Results};
+use crate::figures::{Cost, Latencies, Results};
 
 const BEGIN: &str = "<!-- bench results: written by `cargo xtask bench` -->";
 const END: &str = "<!-- end of bench results -->";

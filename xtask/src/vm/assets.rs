@@ -21,15 +21,7 @@ pub struct Assets {
 
 /// `$NETVSC_VM_CACHE`, else `<cache root>/vm`.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("NETVSC_VM_CACHE").map(PathBuf::from).unwrap_or_else(|| cache_root().join("vm"))
-}
-
-/// `$XDG_CACHE_HOME/netvsc-watch`, else `~/.cache/netvsc-watch`: outside the source tree.
-pub fn cache_root() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"));
-    base.join("netvsc-watch")
+    std::env::var_os("NETVSC_VM_CACHE").map(PathBuf::from).unwrap_or_else(|| crate::workspace::cache_root().join("vm"))
 }
 
 /// Reuses what the cache holds; fetches what it lacks.

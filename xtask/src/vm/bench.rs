@@ -4,11 +4,12 @@
 //! --trace-events`, writing to its own FIFO) runs beside the one measured.
 
 use anyhow::Context as _;
-use serde_json::Value;
+use netvsc_user::lines::{Change, Line};
+use netvsc_user::source::SourceName;
 
 use super::ebpf_checks::churn;
-use super::scenarios::{boot, pci_of, Guest, Setup, MAC_A};
-use crate::bench::{Cost, Latencies, Results};
+use super::guest::{boot, pci_of, Guest, Setup, MAC_A};
+use crate::figures::{Cost, Latencies, Results};
 
 /// (label, --source, extra agent options)
 const SOURCES: [(&str, &str, &[&str]); 4] = [
@@ -33,10 +34,13 @@ pub fn run(setup: &Setup, cycles: u32, churn_pairs: u32, results: &mut Results) 
         }
         if source != "ebpf" {
             guest.vm.guest_run(OBSERVER)?;
-            guest.vm.expect("the observer to start", |v| v["event"] == "ready" && v["source"] == "ebpf")?;
+            guest.vm.line("the observer to start", |line| match line {
+                Line::Ready(ready) if ready.source == SourceName::Ebpf => Some(()),
+                _ => None,
+            })?;
         }
         // The start-up association, so that later ones are the plugs'.
-        guest.vm.expect("the start-up association", |v| v["event"] == "associated" && v["source"] != "ebpf")?;
+        guest.vm.change("the start-up association", "associated", |c| c.source != SourceName::Ebpf)?;
         println!("bench[vm/{label}]: {cycles} hot-plug cycles ({})", guest.vm.accel.name());
         let samples = hotplug(&mut guest, source, cycles)?;
         results.vm_latency.push(Latencies { source: label.into(), samples_us: samples });
@@ -59,29 +63,33 @@ pub fn run(setup: &Setup, cycles: u32, churn_pairs: u32, results: &mut Results) 
 
 /// Moves VF A between two ports `cycles` times; returns kernel registration → pipe in µs.
 fn hotplug(guest: &mut Guest, source: &str, cycles: u32) -> anyhow::Result<Vec<f64>> {
-    let measured = |v: &Value| v["source"] == source || (source != "ebpf" && v["source"] == "resync");
+    // The measured agent's own lines (an observer agent may share the port), including changes
+    // its safety resync found.
+    let measured = |c: &Change| c.source.as_str() == source || (source != "ebpf" && c.source == SourceName::Resync);
     let mut samples = Vec::new();
     for cycle in 0..cycles {
         let (id, port) = guest.vf_a.take().context("VF A present")?;
         guest.vm.unplug(&id)?;
-        guest.vm.expect("the pipe emptied", |v| v["event"] == "dissociated" && measured(v))?;
+        guest.vm.change("the pipe emptied", "dissociated", measured)?;
         let (id, port) = (format!("bench{cycle}"), 3 - port);
         guest.vm.plug_vf(&id, port, MAC_A)?;
         let pci = pci_of(port);
-        let written = guest.vm.expect(&format!("{pci} in the pipe"), |v| {
-            v["event"] == "associated" && measured(v) && v["vf"]["pci"] == pci.as_str()
+        let written = guest.vm.change(&format!("{pci} in the pipe"), "associated", |c| {
+            measured(c) && c.vf.as_ref().is_some_and(|vf| vf.pci == pci)
         })?;
         if source == "ebpf" {
-            samples.push(written["reaction_us"].as_f64().context("reaction time")?);
+            samples.push(written.reaction_us);
             guest.vf_a = Some((id, port));
             continue;
         }
-        let iface = written["vf"]["iface"].as_str().unwrap_or_default().to_owned();
-        let registered = guest.vm.expect(&format!("the kernel's record of {iface}"), |v| {
-            v["event"] == "source" && v["kernel"]["kind"] == "registered" && v["kernel"]["name"] == iface.as_str()
+        let iface = written.vf.as_ref().map(|vf| vf.iface.clone()).unwrap_or_default();
+        let kernel_ns = guest.vm.line(&format!("the kernel's record of {iface}"), |line| match line {
+            Line::Source(trace) => {
+                trace.kernel.as_ref().filter(|k| k.kind == "registered" && k.name == iface).map(|k| k.timestamp_ns)
+            }
+            _ => None,
         })?;
-        let kernel_ns = registered["kernel"]["timestamp_ns"].as_u64().context("kernel timestamp")?;
-        samples.push(written["at_ns"].as_u64().unwrap_or(0).saturating_sub(kernel_ns) as f64 / 1e3);
+        samples.push(written.at_ns.saturating_sub(kernel_ns) as f64 / 1e3);
         guest.vf_a = Some((id, port));
     }
     Ok(samples)

@@ -3,9 +3,11 @@
 //! guest with kprobes, no filter and a one-page ring buffer) lost events turning into a resync.
 
 use anyhow::{ensure, Context as _};
-use serde_json::Value;
+use netvsc_user::lines::{KernelRecord, Line};
+use netvsc_user::source::SourceName;
+use netvsc_user::timeline::{Clock, Failover};
 
-use super::scenarios::{cold_start, migration_cycles, pci_of, plug, unplug, Guest, Side, MAC_A};
+use super::guest::{cold_start, migration_cycles, pci_of, plug, unplug, Guest, Side, MAC_A};
 
 /// The first eBPF guest: defaults, plus event traces and failover timelines.
 pub const FILTERED_ARGS: &[&str] = &["--trace-events", "--measure", "/tmp/failovers.json"];
@@ -47,7 +49,7 @@ pub fn unfiltered_guest() -> Checks {
 
 /// Every hook the agent needs attached, each by one of `via`; prints which function each took.
 fn hooks_attached(guest: &mut Guest, via: &[&str]) -> anyhow::Result<()> {
-    let hooks = guest.ready["details"]["hooks"].as_array().context("the ready line lists the eBPF hooks")?;
+    let hooks = guest.ready.details["hooks"].as_array().context("the ready line lists the eBPF hooks")?;
     let mut attached = Vec::new();
     for wanted in netvsc_common::hook::ALL {
         let hook = hooks.iter().find(|h| h["hook"] == wanted).with_context(|| format!("{wanted} not attached"))?;
@@ -60,63 +62,62 @@ fn hooks_attached(guest: &mut Guest, via: &[&str]) -> anyhow::Result<()> {
 }
 
 /// The kernel record (from `--trace-events`) of kind `kind` among `lines` that satisfies `pred`.
-fn kernel_record(lines: &[Value], kind: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+fn kernel_record(lines: &[Line], kind: &str, pred: impl Fn(&KernelRecord) -> bool) -> anyhow::Result<KernelRecord> {
     lines
         .iter()
-        .filter(|v| v["event"] == "source" && v["kernel"]["kind"] == kind)
-        .map(|v| v["kernel"].clone())
-        .find(|k| pred(k))
+        .filter_map(|line| match line {
+            Line::Source(trace) => trace.kernel.as_ref(),
+            _ => None,
+        })
+        .find(|k| k.kind == kind && pred(k))
+        .cloned()
         .with_context(|| format!("no {kind} record from the kernel program"))
-}
-
-fn ns(value: &Value) -> u64 {
-    value.as_u64().unwrap_or(u64::MAX)
 }
 
 fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
     let port = 2;
     let pci = pci_of(port);
-    let from = guest.vm.seen().len();
+    let from = guest.vm.seen_lines().len();
     let plugged = plug(guest, Side::A, port)?;
     let ctx = guest.ctx_a.clone();
-    let seen = guest.vm.seen();
-    let lines = &seen[from..];
+    let lines = guest.vm.seen_lines().split_off(from);
     let associated = lines
         .iter()
-        .find(|v| v["event"] == "associated" && v["failsafe"] == ctx.as_str())
+        .find_map(|line| match line {
+            Line::Associated(change) if change.failsafe == ctx => Some(change),
+            _ => None,
+        })
         .context("the association line")?;
-    let iface = associated["vf"]["iface"].as_str().context("the VF's name")?.to_owned();
-    let added = kernel_record(lines, "pci_added", |k| k["pci"] == pci.as_str())?;
-    let registered = kernel_record(lines, "registered", |k| k["name"] == iface.as_str())?;
-    ensure!(registered["mac"] == MAC_A, "registered record has MAC {}, expected {MAC_A}", registered["mac"]);
-    ensure!(registered["parent_bus"] == "pci", "the VF's parent bus is {}, expected pci", registered["parent_bus"]);
-    ensure!(registered["dev_type"] == 1, "dev_type {} is not ARPHRD_ETHER", registered["dev_type"]);
-    ensure!(registered["ifindex"].as_u64().is_some_and(|i| i > 0), "no ifindex: {registered}");
-    ensure!(registered["netns"].as_u64().is_some_and(|n| n > 0), "no netns inode: {registered}");
+    let iface = associated.vf.as_ref().context("the VF's name")?.iface.clone();
+    let added = kernel_record(&lines, "pci_added", |k| k.pci == pci)?;
+    let registered = kernel_record(&lines, "registered", |k| k.name == iface)?;
+    ensure!(registered.mac == MAC_A, "registered record has MAC {}, expected {MAC_A}", registered.mac);
+    ensure!(registered.parent_bus == "pci", "the VF's parent bus is {}, expected pci", registered.parent_bus);
+    ensure!(registered.dev_type == 1, "dev_type {} is not ARPHRD_ETHER", registered.dev_type);
+    ensure!(registered.ifindex > 0, "no ifindex: {registered:?}");
+    ensure!(registered.netns > 0, "no netns inode: {registered:?}");
     ensure!(
-        ns(&added["timestamp_ns"]) <= ns(&registered["timestamp_ns"])
-            && ns(&registered["timestamp_ns"]) <= ns(&associated["at_ns"]),
+        added.timestamp_ns <= registered.timestamp_ns && registered.timestamp_ns <= associated.at_ns,
         "out of order: PCI added {}, registered {}, written {}",
-        added["timestamp_ns"],
-        registered["timestamp_ns"],
-        associated["at_ns"]
+        added.timestamp_ns,
+        registered.timestamp_ns,
+        associated.at_ns
     );
-    let pci_to_netdev_us = (ns(&registered["timestamp_ns"]) - ns(&added["timestamp_ns"])) as f64 / 1e3;
+    let pci_to_netdev_us = (registered.timestamp_ns - added.timestamp_ns) as f64 / 1e3;
 
-    let from = guest.vm.seen().len();
+    let from = guest.vm.seen_lines().len();
     let (id, _) = guest.vf_a.clone().context("VF A present")?;
     unplug(guest, &id, Side::A)?;
-    let seen = guest.vm.seen();
-    let lines = &seen[from..];
-    let removed = kernel_record(lines, "pci_removed", |k| k["pci"] == pci.as_str())?;
-    let unregistered = kernel_record(lines, "unregistered", |k| k["ifindex"] == registered["ifindex"])?;
-    ensure!(unregistered["name"] == iface.as_str(), "unregistered record names {}", unregistered["name"]);
-    ensure!(unregistered["netns"] == registered["netns"], "netns changed: {unregistered}");
-    ensure!(ns(&removed["timestamp_ns"]) <= ns(&unregistered["timestamp_ns"]), "unregistered before PCI removal");
+    let lines = guest.vm.seen_lines().split_off(from);
+    let removed = kernel_record(&lines, "pci_removed", |k| k.pci == pci)?;
+    let unregistered = kernel_record(&lines, "unregistered", |k| k.ifindex == registered.ifindex)?;
+    ensure!(unregistered.name == iface, "unregistered record names {}", unregistered.name);
+    ensure!(unregistered.netns == registered.netns, "netns changed: {unregistered:?}");
+    ensure!(removed.timestamp_ns <= unregistered.timestamp_ns, "unregistered before PCI removal");
     println!(
         "  {iface} (ifindex {}, {MAC_A}, pci parent, netns {}): PCI add to netdevice {pci_to_netdev_us:.0} µs, \
          kernel event to pipe {:.1} µs",
-        registered["ifindex"], registered["netns"], plugged.reaction_us
+        registered.ifindex, registered.netns, plugged.reaction_us
     );
     Ok(())
 }
@@ -124,28 +125,46 @@ fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
 /// Every failover so far (the migration cycles and the VF's return in `event_fields`) was timed
 /// from the kernel's records, in order, through to failsafe-sim reading the address.
 fn failover_timelines(guest: &mut Guest) -> anyhow::Result<()> {
-    let failovers: Vec<Value> =
-        guest.vm.seen().iter().filter(|v| v["event"] == "failover").map(|v| v["failover"].clone()).collect();
+    let failovers: Vec<Failover> = guest
+        .vm
+        .seen_lines()
+        .into_iter()
+        .filter_map(|line| match line {
+            Line::Failover { failover } => Some(failover),
+            _ => None,
+        })
+        .collect();
     ensure!(failovers.len() >= 3, "only {} failovers recorded", failovers.len());
     for f in &failovers {
-        ensure!(f["clock"] == "kernel", "not in kernel time: {f}");
-        let order = ["pci_removed_ns", "netdev_gone_ns", "pipe_emptied_ns", "pci_added_ns", "netdev_registered_ns"];
-        let times: Vec<u64> = order.iter().map(|key| ns(&f[key])).chain([ns(&f["written_ns"])]).collect();
-        ensure!(times.iter().all(|t| *t != u64::MAX), "a moment is missing: {f}");
-        ensure!(times.windows(2).all(|w| w[0] <= w[1]), "out of order ({order:?}, written): {f}");
+        ensure!(f.clock == Clock::Kernel, "not in kernel time: {f:?}");
+        let order = ["pci_removed", "netdev_gone", "pipe_emptied", "pci_added", "netdev_registered", "written"];
+        let times = [
+            f.pci_removed_ns,
+            Some(f.netdev_gone_ns),
+            Some(f.pipe_emptied_ns),
+            f.pci_added_ns,
+            f.netdev_registered_ns,
+            f.written_ns,
+        ];
+        let times: Vec<u64> =
+            times.iter().map(|t| t.context(format!("a moment is missing: {f:?}"))).collect::<Result<_, _>>()?;
+        ensure!(times.windows(2).all(|w| w[0] <= w[1]), "out of order ({order:?}): {f:?}");
     }
     guest.vm.guest_run("kill -USR1 $AGENT")?;
-    let report = guest.vm.expect("the failover report", |v| v["event"] == "measurement")?;
-    let summary = &report["report"]["summary"];
-    ensure!(summary["event_to_pipe_us"]["count"] == failovers.len(), "summary does not count them all: {summary}");
-    ensure!(summary["write_to_read_us"]["count"].as_u64() > Some(0), "no read was seen: {summary}");
+    let report = guest.vm.line("the failover report", |line| match line {
+        Line::Measurement { report } => Some(report.clone()),
+        _ => None,
+    })?;
+    let summary = &report.summary;
+    ensure!(summary.event_to_pipe_us.count == failovers.len() as u64, "summary does not count them all: {summary:?}");
+    ensure!(summary.write_to_read_us.count > 0, "no read was seen: {summary:?}");
     println!(
         "  {} failovers: VF absent p50 {:.2} s; registered → pipe p50 {:.1} µs, max {:.1} µs; written → read p50 {:.0} µs",
         failovers.len(),
-        summary["absent_s"]["p50"].as_f64().unwrap_or(f64::NAN),
-        summary["event_to_pipe_us"]["p50"].as_f64().unwrap_or(f64::NAN),
-        summary["event_to_pipe_us"]["max"].as_f64().unwrap_or(f64::NAN),
-        summary["write_to_read_us"]["p50"].as_f64().unwrap_or(f64::NAN),
+        summary.absent_s.p50,
+        summary.event_to_pipe_us.p50,
+        summary.event_to_pipe_us.max,
+        summary.write_to_read_us.p50,
     );
     Ok(())
 }
@@ -155,8 +174,10 @@ fn events_so_far(guest: &mut Guest) -> anyhow::Result<u64> {
     // Let anything in flight be handled first, so it is counted in this line and not the next.
     guest.vm.collect_for(std::time::Duration::from_millis(500));
     guest.vm.guest_run("kill -USR1 $AGENT")?;
-    let stats = guest.vm.expect("the agent's statistics", |v| v["event"] == "stats")?;
-    stats["stats"]["events"].as_u64().context("stats carry an event count")
+    guest.vm.line("the agent's statistics", |line| match line {
+        Line::Stats { stats, .. } => Some(stats.events),
+        _ => None,
+    })
 }
 
 /// A guest shell loop running `ip link <verb> vc$i ...` for `pairs` veth pairs.
@@ -194,10 +215,11 @@ fn overflow_resyncs(guest: &mut Guest) -> anyhow::Result<()> {
     let made = guest.vm.guest_run(&veths("add", OVERFLOW_PAIRS));
     guest.vm.guest_run("kill -CONT $AGENT")?;
     made?;
-    let resync = guest.vm.expect("a resync after the overflow", |v| {
-        v["event"] == "resync" && v["source"] == "ebpf" && v["reason"].as_str().is_some_and(|r| r.contains("dropped"))
+    let reason = guest.vm.line("a resync after the overflow", |line| match line {
+        Line::Resync { source: SourceName::Ebpf, reason } if reason.contains("dropped") => Some(reason.clone()),
+        _ => None,
     })?;
-    println!("  {OVERFLOW_PAIRS} veth pairs while the agent was stopped: {}", resync["reason"]);
+    println!("  {OVERFLOW_PAIRS} veth pairs while the agent was stopped: {reason}");
     guest.vm.guest_run(&veths("del", OVERFLOW_PAIRS))?;
     // Events flow again: the VF leaves and comes back at another address.
     let (id, port) = guest.vf_a.clone().context("VF A present")?;

@@ -8,11 +8,11 @@ use anyhow::{bail, Context as _};
 mod assets;
 mod bench;
 mod ebpf_checks;
+mod guest;
 mod initramfs;
 mod qemu;
 mod scenarios;
 
-pub use assets::cache_root;
 pub use scenarios::{count as scenario_count, Outcome};
 
 #[derive(clap::Args)]
@@ -76,9 +76,9 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// Builds the agent and the guest's initramfs in a fresh work directory.
-fn prepare() -> anyhow::Result<(scenarios::Setup, tempfile::TempDir)> {
+fn prepare() -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
     let assets = assets::ensure()?;
-    let release = crate::build_agent()?;
+    let release = crate::toolchain::build_agent()?;
     let work = tempfile::Builder::new().prefix("netvsc-vm.").tempdir().context("creating a work directory")?;
     let initramfs = work.path().join("initramfs.cpio");
     initramfs::build(&assets, &[release.join("netvsc-watch"), release.join("failsafe-sim")], &initramfs)?;
@@ -87,12 +87,12 @@ fn prepare() -> anyhow::Result<(scenarios::Setup, tempfile::TempDir)> {
         assets.kernel_version,
         std::fs::metadata(&initramfs)?.len() as f64 / (1 << 20) as f64
     );
-    let setup = scenarios::Setup { kernel: assets.kernel, initramfs, work_dir: work.path().to_owned() };
+    let setup = guest::Setup { kernel: assets.kernel, initramfs, work_dir: work.path().to_owned() };
     Ok((setup, work))
 }
 
 /// The VM workload of `cargo xtask bench`.
-pub fn bench(cycles: u32, churn_pairs: u32, results: &mut crate::bench::Results) -> anyhow::Result<()> {
+pub fn bench(cycles: u32, churn_pairs: u32, results: &mut crate::figures::Results) -> anyhow::Result<()> {
     let (setup, _work) = prepare()?;
     bench::run(&setup, cycles, churn_pairs, results)
 }

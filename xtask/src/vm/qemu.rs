@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use netvsc_testkit::follow::Order;
 use netvsc_testkit::{JsonLines, Output};
+use netvsc_user::lines::{Change, Line, Ready};
 use qapi::qmp;
 use serde_json::Value;
 
@@ -179,10 +180,31 @@ impl Vm {
         Ok(Vm { child, commands, next_command: 0, qmp, lines, accel, boot_time: Duration::ZERO, console_log })
     }
 
-    /// Waits for the next guest line matching `pred` (10 s under KVM, 60 s under TCG).
+    /// How long a wait for the guest lasts: 10 s under KVM, 60 s under TCG.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(if self.accel == Accel::Kvm { 10 } else { 60 })
+    }
+
+    /// Waits for the next guest line (the agent's, failsafe-sim's, the guest's own) whose JSON
+    /// `pred` accepts.
     pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        let timeout = Duration::from_secs(if self.accel == Accel::Kvm { 10 } else { 60 });
-        self.expect_within(what, timeout, pred)
+        self.expect_within(what, self.timeout(), pred)
+    }
+
+    /// The agent's `ready` line.
+    pub fn ready(&mut self) -> anyhow::Result<Ready> {
+        Ok(self.lines.wait_ready(self.timeout())?)
+    }
+
+    /// The agent's next `event` change line that `pred` accepts.
+    pub fn change(&mut self, what: &str, event: &str, pred: impl Fn(&Change) -> bool) -> anyhow::Result<Change> {
+        self.lines.wait_change(event, self.timeout(), pred).with_context(|| format!("waiting for {what}"))
+    }
+
+    /// The agent's next line that `pick` accepts, and what it picked.
+    pub fn line<T>(&mut self, what: &str, pick: impl FnMut(&Line) -> Option<T>) -> anyhow::Result<T> {
+        let mut pick = pick;
+        Ok(self.lines.wait_for(what, self.timeout(), |o| o.line().and_then(&mut pick))?)
     }
 
     fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
@@ -190,8 +212,13 @@ impl Vm {
     }
 
     /// Everything the guest says within `period`.
-    pub fn collect_for(&mut self, period: Duration) -> Vec<Value> {
-        self.lines.collect_for(period).iter().map(Output::value).collect()
+    pub fn collect_for(&mut self, period: Duration) -> Vec<Output> {
+        self.lines.collect_for(period)
+    }
+
+    /// The agent's lines received so far, in order.
+    pub fn seen_lines(&self) -> Vec<Line> {
+        self.lines.seen_lines().cloned().collect()
     }
 
     /// Every line received so far, in order, as JSON.

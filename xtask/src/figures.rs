@@ -1,0 +1,43 @@
+//! What `cargo xtask bench` measures, shared by its host workload (bench/) and its VM workload
+//! (vm/bench.rs) and written out by bench/report.rs.
+
+use netvsc_user::timeline::Spread;
+
+/// Reaction latencies of one source in one workload, in µs.
+#[derive(Clone, Debug)]
+pub struct Latencies {
+    pub source: String,
+    pub samples_us: Vec<f64>,
+}
+
+impl Latencies {
+    pub fn spread(&self) -> Spread {
+        Spread::of(self.samples_us.iter().copied())
+    }
+}
+
+/// CPU time and wakeups of the agent over some period.
+#[derive(Clone, Debug)]
+pub struct Cost {
+    pub source: String,
+    /// What was going on: "idle, 10 interfaces", "1000 veth pairs".
+    pub workload: String,
+    pub cpu_ms: f64,
+    pub wakeups: u64,
+    /// Events the source delivered to the agent (its own count).
+    pub events: Option<u64>,
+    /// Per minute when the period is a stretch of idleness, else the whole workload.
+    pub per_minute: bool,
+}
+
+#[derive(Default)]
+pub struct Results {
+    pub host_latency: Vec<Latencies>,
+    pub host_costs: Vec<Cost>,
+    /// (interfaces, full scan in ms)
+    pub scale: Vec<(u32, f64)>,
+    pub vm_latency: Vec<Latencies>,
+    pub vm_costs: Vec<Cost>,
+    /// Machine, kernel, accelerator.
+    pub environment: Vec<String>,
+}
