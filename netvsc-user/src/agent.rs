@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::monotonic_ns;
 use crate::failsafe::Outputs;
-use crate::lines::Line;
+use crate::lines::{Line, Stats};
 use crate::measuring::Measuring;
 use crate::pairing::{Action, Pairing};
 use crate::report::Reporter;
@@ -19,17 +19,6 @@ use crate::source::{LinkEvent, Source, SourceEvent, SourceName};
 use crate::system::SystemReader;
 use crate::timeline::Report;
 use crate::view::SystemView;
-
-/// How often the loop woke up, and why: what "idle cost" and "churn" are measured in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Stats {
-    /// Events the source delivered.
-    pub events: u64,
-    /// Of those, events that changed what the agent knows.
-    pub relevant: u64,
-    pub refill_ticks: u64,
-    pub resyncs: u64,
-}
 
 /// Timers of the loop.
 #[derive(Clone, Copy, Debug)]

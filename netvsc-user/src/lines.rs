@@ -4,11 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Stats;
 use crate::dpdk_probe::AutoProbe;
 use crate::link::mac_string;
-use crate::pairing::Release;
-use crate::report::{InterfaceReport, VfReport};
+use crate::pairing::{Release, Vf};
 use crate::source::{LinkEvent, SourceName};
 use crate::timeline::{Failover, Report};
 
@@ -89,6 +87,63 @@ pub struct Change {
     pub reaction_us: f64,
     /// CLOCK_MONOTONIC just after the write, to line up with other processes' timelines.
     pub at_ns: u64,
+}
+
+/// How often the loop woke up, and why: what "idle cost" and "churn" are measured in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Events the source delivered.
+    pub events: u64,
+    /// Of those, events that changed what the agent knows.
+    pub relevant: u64,
+    pub refill_ticks: u64,
+    pub resyncs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VfReport {
+    pub iface: String,
+    pub pci: String,
+}
+
+impl From<&Vf> for VfReport {
+    fn from(vf: &Vf) -> Self {
+        Self { iface: vf.name.clone(), pci: vf.pci.clone() }
+    }
+}
+
+/// What is done with an interface.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceState {
+    /// Managed, its VF's address in the pipe.
+    Paired,
+    /// Managed, no VF yet.
+    Waiting,
+    /// Not managed, or released (see `reason`).
+    Skipped,
+}
+
+/// One line of `scan`: a NetVSC interface (or a forced stand-in) and what would be done with it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterfaceReport {
+    pub netvsc: String,
+    pub ifindex: u32,
+    pub mac: String,
+    pub vf: Option<VfReport>,
+    pub state: InterfaceState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failsafe: Option<String>,
+    /// Sidecar mode: the FIFO and state file this interface's fail-safe reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipe: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// The context, for managed interfaces.
+    #[serde(skip)]
+    pub id: Option<u32>,
 }
 
 /// A `source` line: the event and, from the eBPF source, the kernel's own record.

@@ -3,10 +3,9 @@
 
 use std::io::Write;
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::lines::{Change, Detail, KernelRecord, Line, SourceTrace};
+use crate::lines::{Change, Detail, InterfaceReport, InterfaceState, KernelRecord, Line, SourceTrace, VfReport};
 use crate::link::mac_string;
 use crate::pairing::{failsafe_name, Action, Context, Pairing, Release, Vf};
 use crate::source::{SourceEvent, SourceName};
@@ -18,52 +17,6 @@ pub type SidecarPaths<'a> = (&'a std::path::Path, &'a std::path::Path);
 /// The `--vdev` argument that plugs context `id` into a DPDK application reading `fd`.
 pub fn vdev_arg(id: u32, fd: i32, netvsc: &str) -> String {
     format!("{},fd({fd}),dev(net_tap_vsc{id},remote={netvsc})", failsafe_name(id))
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct VfReport {
-    pub iface: String,
-    pub pci: String,
-}
-
-impl From<&Vf> for VfReport {
-    fn from(vf: &Vf) -> Self {
-        Self { iface: vf.name.clone(), pci: vf.pci.clone() }
-    }
-}
-
-/// What is done with an interface.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum InterfaceState {
-    /// Managed, its VF's address in the pipe.
-    Paired,
-    /// Managed, no VF yet.
-    Waiting,
-    /// Not managed, or released (see `reason`).
-    Skipped,
-}
-
-/// One line of `scan`: a NetVSC interface (or a forced stand-in) and what would be done with it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InterfaceReport {
-    pub netvsc: String,
-    pub ifindex: u32,
-    pub mac: String,
-    pub vf: Option<VfReport>,
-    pub state: InterfaceState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failsafe: Option<String>,
-    /// Sidecar mode: the FIFO and state file this interface's fail-safe reads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipe: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addr: Option<String>,
-    /// The context, for managed interfaces.
-    #[serde(skip)]
-    pub id: Option<u32>,
 }
 
 /// Every NetVSC interface of the view plus forced stand-ins, by ifindex.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use netvsc_testkit::FakeSysfs;
 use netvsc_user::lines::Line;
-use netvsc_user::report::{InterfaceReport, InterfaceState, VfReport};
+use netvsc_user::lines::{InterfaceReport, InterfaceState, VfReport};
 use nix::sys::signal::Signal;
 
 mod support;

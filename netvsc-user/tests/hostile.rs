@@ -11,8 +11,8 @@ use netvsc_user::failsafe::reader::read_like_failsafe;
 use nix::sys::signal::Signal;
 
 mod support;
+use netvsc_user::lines::InterfaceState;
 use netvsc_user::lines::Line;
-use netvsc_user::report::InterfaceState;
 use support::{dir_names as names, JsonProcess, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";

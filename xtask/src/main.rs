@@ -11,6 +11,7 @@ mod demo;
 mod figures;
 mod rebuild_check;
 mod stage;
+mod structure;
 mod test;
 mod toolchain;
 mod vm;
