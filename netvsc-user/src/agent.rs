@@ -47,7 +47,7 @@ pub struct Agent {
 
 impl Agent {
     /// Scans the system, admits the selected interfaces, creates their outputs and publishes the
-    /// VFs already present. A bad selection comes back as a [`crate::selection::UsageError`].
+    /// VFs already present. A bad selection comes back as a [`crate::usage::UsageError`].
     pub async fn start(
         mut reader: SystemReader,
         selection: Selection,

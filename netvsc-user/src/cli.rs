@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use macaddr::MacAddr6;
 
-use crate::selection::{parse_mac, Selection, Spec, UsageError};
+use crate::selection::{parse_mac, Selection, Spec};
 pub use crate::source::ebpf::{AttachMode, EbpfOptions};
 pub use crate::source::SourceKind;
+use crate::usage::UsageError;
 
 const EXAMPLES: &str = "\
 Examples:

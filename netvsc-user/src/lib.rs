@@ -23,4 +23,5 @@ pub mod source;
 pub mod sysfs;
 pub mod system;
 pub mod timeline;
+pub mod usage;
 pub mod view;

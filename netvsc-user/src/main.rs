@@ -16,11 +16,11 @@ use netvsc_user::lines::{Line, PassedOver, Ready};
 use netvsc_user::link_list::{KernelLinkList, LinkList};
 use netvsc_user::pairing::Pairing;
 use netvsc_user::report::{interface_line, interface_reports, vdev_arg, Reporter};
-use netvsc_user::selection::UsageError;
 use netvsc_user::signals::Terminations;
 use netvsc_user::source::Opened;
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
+use netvsc_user::usage::UsageError;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -96,7 +96,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if !args.fifo_dir.is_dir() {
-        return Err(UsageError::BadPath(format!("--fifo-dir {}: not a directory", args.fifo_dir.display())).into());
+        return Err(UsageError::FifoDir { path: args.fifo_dir.clone(), why: "not a directory".into() }.into());
     }
     check_measure_path(&args.run)?;
     let reader = system_reader(&args.selection)?;
@@ -164,7 +164,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
 /// `--measure FILE` must be writable; checked before anything is created, without touching FILE.
 fn check_measure_path(args: &RunArgs) -> anyhow::Result<()> {
     let Some(path) = &args.measure else { return Ok(()) };
-    let bad = |why: String| UsageError::BadPath(format!("--measure {}: {why}", path.display()));
+    let bad = |why: String| UsageError::Measure { path: path.clone(), why };
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() => return Err(bad("not a regular file".into()).into()),
         Ok(_) => std::fs::OpenOptions::new().append(true).open(path).map(drop).map_err(|err| bad(err.to_string()))?,
@@ -196,7 +196,8 @@ fn finish_measuring(args: &RunArgs, agent: &Agent) -> anyhow::Result<()> {
 }
 
 fn system_reader(args: &SelectionArgs) -> anyhow::Result<SystemReader> {
-    let sysfs = Sysfs::open(&args.sysfs_root).map_err(|err| UsageError::BadPath(format!("--sysfs-root: {err}")))?;
+    let sysfs = Sysfs::open(&args.sysfs_root)
+        .map_err(|err| UsageError::SysfsRoot { path: args.sysfs_root.clone(), why: err.to_string() })?;
     let handle = rtnetlink_handle()?;
     let links: Option<Box<dyn LinkList>> =
         args.kernel_link_list().then(|| Box::new(KernelLinkList::new(handle.clone())) as Box<dyn LinkList>);

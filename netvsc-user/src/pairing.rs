@@ -4,7 +4,8 @@
 use macaddr::MacAddr6;
 
 use crate::link::{Link, LinkKind};
-use crate::selection::{Admitted, Selection, UsageError};
+use crate::selection::{Admitted, Selection};
+use crate::usage::UsageError;
 use crate::view::{SystemView, Touched};
 
 /// fail-safe instance name of context `id`, as the original names it.

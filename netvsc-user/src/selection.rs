@@ -5,36 +5,8 @@ use macaddr::MacAddr6;
 use tracing::warn;
 
 use crate::link::{Link, LinkKind};
+use crate::usage::UsageError;
 use crate::view::SystemView;
-
-/// Bad input from the user. Every variant names the offending value (clipped, so a huge
-/// argument is not echoed back whole); the CLI exits with 2.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum UsageError {
-    #[error("invalid MAC address {} (expected six hex bytes such as 00:15:5d:01:02:03)", clip(.0))]
-    BadMac(String),
-    #[error("devargs: unknown key {} (expected iface, mac, force or ignore)", clip(.key))]
-    UnknownKey { devargs: String, key: String },
-    #[error("devargs: {}={} is not an integer", clip(.key), clip(.value))]
-    BadInteger { devargs: String, key: String, value: String },
-    #[error("devargs: {} is not key=value", clip(.item))]
-    BadItem { devargs: String, item: String },
-    #[error("interface {} not found", clip(.0))]
-    NotFound(String),
-    #[error("interface {} is not a NetVSC interface (add --force to manage it anyway)", clip(.0))]
-    NotNetvsc(String),
-    #[error("{0}")]
-    BadPath(String),
-}
-
-/// A user's value for an error message: quoted, and cut after 64 characters.
-pub fn clip(value: &str) -> String {
-    const MAX: usize = 64;
-    match value.char_indices().nth(MAX) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
-    }
-}
 
 /// One `iface=`/`mac=` item.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +136,7 @@ impl Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::clip;
 
     fn parsed(devargs: &str) -> Result<Selection, UsageError> {
         let mut selection = Selection::default();

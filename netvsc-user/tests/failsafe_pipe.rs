@@ -140,7 +140,7 @@ fn one_agent_per_directory() {
     let err = Outputs::new(OutputMode::Sidecar { dir: dir.path().to_owned(), file_mode: 0o600 }).err().unwrap();
     let message = format!("{err:#}");
     assert!(message.contains(&format!("another netvsc-watch (pid {})", std::process::id())), "{message}");
-    assert!(err.chain().any(|c| c.is::<netvsc_user::selection::UsageError>()), "a usage error: exit 2");
+    assert!(err.chain().any(|c| c.is::<netvsc_user::usage::UsageError>()), "a usage error: exit 2");
     assert!(dir.path().join("eth1.addr").exists(), "the refused second agent touched nothing");
 }
 

@@ -11,10 +11,11 @@ use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::lines::InterfaceState;
 use netvsc_user::report::{interface_reports, Reporter};
-use netvsc_user::selection::{parse_mac, Selection, Spec, UsageError};
+use netvsc_user::selection::{parse_mac, Selection, Spec};
 use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
+use netvsc_user::usage::UsageError;
 
 const MAC: &str = "00:15:5d:00:00:01";
 const MAC2: &str = "00:15:5d:00:00:02";

@@ -23,7 +23,7 @@ use nix::unistd::{mkfifo, Uid};
 use tracing::{info, warn};
 
 use super::channel::Channel;
-use crate::selection::UsageError;
+use crate::usage::UsageError;
 
 /// The lock and the list of files netvsc-watch made in the directory.
 pub const LOCK_FILE: &str = ".netvsc-watch.lock";
@@ -96,11 +96,8 @@ impl SidecarDir {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let pid = holder.lines().find_map(|l| l.strip_prefix("pid ")).unwrap_or("?").to_owned();
-                return Err(UsageError::BadPath(format!(
-                    "--fifo-dir {}: another netvsc-watch (pid {pid}) serves this directory",
-                    dir.display()
-                ))
-                .into());
+                let why = format!("another netvsc-watch (pid {pid}) serves this directory");
+                return Err(UsageError::FifoDir { path: dir.to_owned(), why }.into());
             }
         };
         let mut listed = String::new();
@@ -290,7 +287,7 @@ fn listed_file(line: &str) -> Option<(String, Option<MacAddr6>)> {
 }
 
 fn bad(path: &Path, why: &str) -> anyhow::Error {
-    UsageError::BadPath(format!("{}: {why}", path.display())).into()
+    UsageError::FifoDir { path: path.to_owned(), why: why.to_owned() }.into()
 }
 
 fn bad_path(path: &Path, err: io::Error) -> anyhow::Error {
