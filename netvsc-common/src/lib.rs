@@ -65,7 +65,7 @@ pub const ARPHRD_ETHER: u16 = 1;
 
 /// One kernel event. Netdevice events fill the netdevice fields; PCI events fill `pci`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelEvent {
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, comparable with the agent's clock.
     pub timestamp_ns: u64,

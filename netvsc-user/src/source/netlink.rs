@@ -166,3 +166,79 @@ fn changed(msg: &LinkMessage) -> LinkEvent {
     }
     LinkEvent::Changed { ifindex: msg.header.index, name, mac }
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_route::address::AddressMessage;
+    use netlink_packet_route::route::RouteMessage;
+
+    use super::*;
+
+    fn link(index: u32, family: AddressFamily, attributes: Vec<LinkAttribute>) -> LinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.interface_family = family;
+        msg.attributes = attributes;
+        msg
+    }
+
+    fn address(index: u32) -> AddressMessage {
+        let mut msg = AddressMessage::default();
+        msg.header.index = index;
+        msg
+    }
+
+    #[test]
+    fn each_message_becomes_the_event_it_stands_for() {
+        let mac = [0x00, 0x15, 0x5d, 0x00, 0x00, 0x01];
+        let named = vec![LinkAttribute::IfName("enP2s2".into()), LinkAttribute::Address(mac.to_vec())];
+        let inner = |m: RouteNetlinkMessage| NetlinkPayload::InnerMessage(m);
+        let cases: Vec<(&str, NetlinkPayload<RouteNetlinkMessage>, Option<LinkEvent>)> = vec![
+            ("overrun", NetlinkPayload::Overrun(Vec::new()), Some(OVERRUN)),
+            (
+                "new link with name and MAC",
+                inner(RouteNetlinkMessage::NewLink(link(7, AddressFamily::Unspec, named.clone()))),
+                Some(LinkEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: Some(mac.into()) }),
+            ),
+            (
+                "new link without attributes",
+                inner(RouteNetlinkMessage::NewLink(link(7, AddressFamily::Unspec, Vec::new()))),
+                Some(LinkEvent::Changed { ifindex: 7, name: None, mac: None }),
+            ),
+            (
+                "a hardware address that is not Ethernet's six bytes",
+                inner(RouteNetlinkMessage::NewLink(link(
+                    9,
+                    AddressFamily::Unspec,
+                    vec![LinkAttribute::Address(vec![1; 20])],
+                ))),
+                Some(LinkEvent::Changed { ifindex: 9, name: None, mac: None }),
+            ),
+            (
+                "link removed",
+                inner(RouteNetlinkMessage::DelLink(link(7, AddressFamily::Unspec, named.clone()))),
+                Some(LinkEvent::Removed { ifindex: 7 }),
+            ),
+            (
+                "a port leaving a bridge (the device stays)",
+                inner(RouteNetlinkMessage::DelLink(link(7, AddressFamily::Bridge, named))),
+                Some(LinkEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: Some(mac.into()) }),
+            ),
+            (
+                "address added",
+                inner(RouteNetlinkMessage::NewAddress(address(3))),
+                Some(LinkEvent::AddressChanged { ifindex: 3 }),
+            ),
+            (
+                "address removed",
+                inner(RouteNetlinkMessage::DelAddress(address(3))),
+                Some(LinkEvent::AddressChanged { ifindex: 3 }),
+            ),
+            ("a route", inner(RouteNetlinkMessage::NewRoute(RouteMessage::default())), None),
+            ("done", NetlinkPayload::Done(Default::default()), None),
+        ];
+        for (what, payload, expected) in cases {
+            assert_eq!(translate(payload), expected, "{what}");
+        }
+    }
+}

@@ -228,3 +228,44 @@ fn bump_memlock_rlimit() {
         debug!("could not raise RLIMIT_MEMLOCK; fine on kernels that account BPF memory by cgroup");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: u32, ifindex: u32, name: &[u8], pci: &[u8]) -> KernelEvent {
+        let mut event = KernelEvent { kind, ifindex, mac: [0, 0x15, 0x5d, 0, 0, 1], ..KernelEvent::default() };
+        event.name[..name.len()].copy_from_slice(name);
+        event.pci[..pci.len()].copy_from_slice(pci);
+        event
+    }
+
+    #[test]
+    fn each_kernel_record_becomes_the_event_it_stands_for() {
+        let mac = Some(MacAddr6::new(0, 0x15, 0x5d, 0, 0, 1));
+        let changed = |name: Option<&str>| LinkEvent::Changed { ifindex: 7, name: name.map(str::to_owned), mac };
+        let cases = [
+            ("registered", event(kind::REGISTERED, 7, b"enP2s2", b""), Some(changed(Some("enP2s2")))),
+            ("renamed", event(kind::RENAMED, 7, b"lan1", b""), Some(changed(Some("lan1")))),
+            ("MAC changed", event(kind::MAC_CHANGED, 7, b"enP2s2", b""), Some(changed(Some("enP2s2")))),
+            // A name that is not UTF-8 is left for sysfs to read.
+            ("non-UTF-8 name", event(kind::REGISTERED, 7, &[0xff, 0xfe], b""), Some(changed(None))),
+            ("unregistered", event(kind::UNREGISTERED, 7, b"enP2s2", b""), Some(LinkEvent::Removed { ifindex: 7 })),
+            (
+                "PCI added",
+                event(kind::PCI_ADDED, 0, b"", b"0002:00:02.0"),
+                Some(LinkEvent::PciDevice { address: "0002:00:02.0".into(), added: true }),
+            ),
+            (
+                "PCI removed",
+                event(kind::PCI_REMOVED, 0, b"", b"0002:00:02.0"),
+                Some(LinkEvent::PciDevice { address: "0002:00:02.0".into(), added: false }),
+            ),
+            ("PCI event without a name", event(kind::PCI_ADDED, 0, b"", b""), None),
+            ("unknown kind", event(99, 7, b"enP2s2", b""), None),
+        ];
+        for (what, record, expected) in cases {
+            assert_eq!(translate(&record), expected, "{what}");
+        }
+    }
+}
