@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod figures;
+mod licenses;
 mod rebuild_check;
 mod stage;
 mod structure;

@@ -1,48 +1,78 @@
 //! What the kernel program needs to know about the running kernel, read from its BTF
-//! (`/sys/kernel/btf/vmlinux`): struct member offsets, and which of several function names
-//! (they change across versions) the kernel has.
+//! (`/sys/kernel/btf/vmlinux`) with `btfparse` (Apache-2.0): struct member offsets, and which of
+//! several function names (they change across versions) the kernel has.
+
+use std::collections::HashMap;
 
 use anyhow::{bail, Context as _};
-use btf_rs::{Btf, Type};
+use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 use netvsc_common::Config;
 
 pub struct KernelBtf {
-    btf: Btf,
+    types: TypeInformation,
+    /// Every type id of each name: a name may belong to a struct, a forward declaration and a
+    /// function at once, and btfparse's own lookup keeps only one of them.
+    by_name: HashMap<String, Vec<u32>>,
+}
+
+/// The BTF file's bytes, read once (sysfs serves it in pages; btfparse reads in small pieces).
+struct Bytes(Vec<u8>);
+
+impl Readable for Bytes {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let piece = start.checked_add(buffer.len()).and_then(|end| self.0.get(start..end));
+        let piece = piece.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buffer.copy_from_slice(piece);
+        Ok(())
+    }
 }
 
 impl KernelBtf {
     pub fn load(path: &str) -> anyhow::Result<Self> {
-        let btf = Btf::from_file(path).with_context(|| format!("no BTF at {path}"))?;
-        Ok(Self { btf })
+        let bytes = std::fs::read(path).with_context(|| format!("no BTF at {path}"))?;
+        let types = TypeInformation::new(&Bytes(bytes))
+            .map_err(|err| anyhow::anyhow!("{err:?}"))
+            .with_context(|| format!("parsing the BTF at {path}"))?;
+        let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
+        for tid in types.get().keys() {
+            if let Some(name) = types.name_of(*tid) {
+                by_name.entry(name).or_default().push(*tid);
+            }
+        }
+        Ok(Self { types, by_name })
+    }
+
+    fn named(&self, name: &str) -> impl Iterator<Item = (u32, TypeVariant)> + '_ {
+        let ids = self.by_name.get(name).map(Vec::as_slice).unwrap_or_default();
+        ids.iter().filter_map(|tid| Some((*tid, self.types.from_id(*tid)?)))
     }
 
     /// Byte offset of `path` (members, outermost first) inside `struct <name>`, looking through
     /// anonymous struct/union members.
     pub fn offset(&self, name: &str, path: &[&str]) -> anyhow::Result<u32> {
-        let mut current = self.named_struct(name)?;
-        let mut bits = 0;
-        for (i, member_name) in path.iter().enumerate() {
-            let (offset, member_type) = self
-                .find_member(&current, member_name)?
-                .with_context(|| format!("struct {name} has no member {}", path[..=i].join(".")))?;
-            bits += offset;
-            if i + 1 < path.len() {
-                current = self.strip(member_type)?;
-            }
+        let tid = self
+            .named(name)
+            .find_map(|(tid, ty)| match ty {
+                TypeVariant::Struct(s) if !s.member_list().is_empty() => Some(tid),
+                _ => None,
+            })
+            .with_context(|| format!("struct {name} not in BTF"))?;
+        let dotted = path.join(".");
+        match self.types.offset_of(tid, &dotted) {
+            Ok((_, Offset::ByteOffset(bytes))) => Ok(bytes),
+            Ok((_, Offset::BitOffsetAndSize(..))) => bail!("{name}.{dotted} is a bitfield"),
+            Err(err) => bail!("struct {name} has no member {dotted} ({err:?})"),
         }
-        if bits % 8 != 0 {
-            bail!("{name}.{} is a bitfield", path.join("."));
-        }
-        Ok(bits / 8)
     }
 
     /// The first of `candidates` that the kernel has as a function taking `params` arguments.
     pub fn function<'a>(&self, candidates: &[&'a str], params: usize) -> Option<&'a str> {
         candidates.iter().copied().find(|name| {
-            self.btf.resolve_types_by_name(name).ok().into_iter().flatten().any(|ty| match ty {
-                Type::Func(func) => matches!(
-                    self.btf.resolve_chained_type(&func),
-                    Ok(Type::FuncProto(proto)) if proto.parameters.len() == params
+            self.named(name).any(|(_, ty)| match ty {
+                TypeVariant::Func(func) => matches!(
+                    self.types.from_id(*func.prototype_tid()),
+                    Some(TypeVariant::FuncProto(proto)) if proto.parameter_list().len() == params
                 ),
                 _ => false,
             })
@@ -65,50 +95,7 @@ impl KernelBtf {
             ..Config::default()
         })
     }
-
-    fn named_struct(&self, name: &str) -> anyhow::Result<Type> {
-        let types = self.btf.resolve_types_by_name(name).with_context(|| format!("struct {name} not in BTF"))?;
-        types
-            .into_iter()
-            .find(|ty| matches!(ty, Type::Struct(s) if !s.members.is_empty()))
-            .with_context(|| format!("struct {name} not in BTF"))
-    }
-
-    /// (bit offset, type) of member `name` of a struct or union, searching anonymous members.
-    fn find_member(&self, ty: &Type, name: &str) -> anyhow::Result<Option<(u32, Type)>> {
-        let members = match ty {
-            Type::Struct(s) | Type::Union(s) => &s.members,
-            _ => return Ok(None),
-        };
-        for member in members {
-            let member_name = self.btf.resolve_name(member).unwrap_or_default();
-            let member_type = self.btf.resolve_chained_type(member)?;
-            if member_name == name {
-                return Ok(Some((member.bit_offset(), member_type)));
-            }
-            if member_name.is_empty() {
-                if let Some((inner, found)) = self.find_member(&self.strip(member_type)?, name)? {
-                    return Ok(Some((member.bit_offset() + inner, found)));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Looks through typedefs and qualifiers.
-    fn strip(&self, mut ty: Type) -> anyhow::Result<Type> {
-        loop {
-            ty = match &ty {
-                Type::Typedef(t) => self.btf.resolve_chained_type(t)?,
-                Type::Const(t) => self.btf.resolve_chained_type(t)?,
-                Type::Volatile(t) => self.btf.resolve_chained_type(t)?,
-                Type::TypeTag(t) => self.btf.resolve_chained_type(t)?,
-                _ => return Ok(ty),
-            };
-        }
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
