@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dpdk_probe::AutoProbe;
 use crate::link::mac_string;
-use crate::pairing::{Release, Vf};
+use crate::pairing::{Match, Release, Vf};
 use crate::source::{LinkEvent, SourceName};
 use crate::timeline::{Failover, Report};
 
@@ -100,15 +100,22 @@ pub struct Stats {
     pub resyncs: u64,
 }
 
+/// A VF as reported: its netdevice, PCI function, the exact line fail-safe's pipe carries, and
+/// how it was matched to its NetVSC interface.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VfReport {
     pub iface: String,
     pub pci: String,
+    /// The pipe line without its newline: `pci`, or `<pci>,mac=<mac>` on a shared function (MANA).
+    pub devargs: String,
+    /// `kernel` (hv_netvsc made the NetVSC interface its master) or `mac`.
+    #[serde(rename = "match")]
+    pub matched: Match,
 }
 
 impl From<&Vf> for VfReport {
     fn from(vf: &Vf) -> Self {
-        Self { iface: vf.name.clone(), pci: vf.pci.clone() }
+        Self { iface: vf.name.clone(), pci: vf.pci.clone(), devargs: vf.devargs.clone(), matched: vf.matched }
     }
 }
 

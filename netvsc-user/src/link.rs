@@ -5,6 +5,10 @@ use macaddr::MacAddr6;
 /// sysfs `device/class_id` of a Hyper-V synthetic network adapter (NetVSC).
 pub const NETVSC_CLASS_ID: &str = "{f8615163-df3e-46c5-913f-f2d2f965ed0e}";
 
+/// PCI vendor and device of MANA (Microsoft Azure Network Adapter) functions.
+pub const MANA_VENDOR: &str = "0x1414";
+pub const MANA_DEVICE: &str = "0x00ba";
+
 /// An Ethernet netdevice as read from sysfs (non-Ethernet devices are never represented).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -12,6 +16,35 @@ pub struct Link {
     pub name: String,
     pub mac: MacAddr6,
     pub kind: LinkKind,
+    /// The ifindex of the device this one is enslaved to (sysfs `master`): for a VF, hv_netvsc
+    /// makes its NetVSC interface the master once it has matched them (the kernel's own
+    /// association). A bond or bridge can be a master too.
+    pub master: Option<u32>,
+}
+
+/// The PCI function a netdevice belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciFunction {
+    /// `0002:00:02.0`.
+    pub address: String,
+    /// A MANA function (vendor 0x1414, device 0x00ba).
+    pub mana: bool,
+    /// How many netdevices the function carries (MANA: one per vPort).
+    pub netdevs: usize,
+}
+
+impl PciFunction {
+    /// The line fail-safe needs for `mac`'s netdevice on this function: its sub-device devargs.
+    /// A function that carries several netdevices (MANA's vPorts) is bound by MAC
+    /// (`<pci>,mac=<mac>`, as Microsoft's DPDK guidance for MANA says); any other is the bare
+    /// address, byte for byte what the original vdev_netvsc writes.
+    pub fn devargs(&self, mac: &MacAddr6) -> String {
+        if self.mana || self.netdevs > 1 {
+            format!("{},mac={}", self.address, mac_string(mac))
+        } else {
+            self.address.clone()
+        }
+    }
 }
 
 /// The parent device of a netdevice, which is what makes it a NetVSC or a VF candidate.
@@ -19,8 +52,8 @@ pub struct Link {
 pub enum LinkKind {
     /// Hyper-V synthetic NIC: its parent's `class_id` is [`NETVSC_CLASS_ID`].
     NetVsc,
-    /// Parent device on the PCI bus: a VF candidate; `address` is the PCI function (`0002:00:02.0`).
-    Pci { address: String },
+    /// Parent device on the PCI bus: a VF candidate.
+    Pci(PciFunction),
     /// No parent (VLAN, bond, bridge, veth, tap ...) or a parent on another bus: never paired.
     Other,
 }
@@ -32,10 +65,19 @@ impl Link {
 
     /// PCI address of the parent device, if the parent is a PCI function.
     pub fn pci_address(&self) -> Option<&str> {
+        self.pci().map(|pci| pci.address.as_str())
+    }
+
+    pub fn pci(&self) -> Option<&PciFunction> {
         match &self.kind {
-            LinkKind::Pci { address } => Some(address),
+            LinkKind::Pci(pci) => Some(pci),
             _ => None,
         }
+    }
+
+    /// What fail-safe's pipe carries for this link as a VF (see [`PciFunction::devargs`]).
+    pub fn devargs(&self) -> Option<String> {
+        self.pci().map(|pci| pci.devargs(&self.mac))
     }
 }
 

@@ -13,18 +13,42 @@ pub fn failsafe_name(id: u32) -> String {
     format!("net_failsafe_vsc{id}")
 }
 
+/// How a VF was found to belong to a NetVSC interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Match {
+    /// The kernel made the NetVSC interface the VF's master (hv_netvsc matched them, by serial
+    /// number or MAC). The authority, once it exists.
+    Kernel,
+    /// Same MAC, as the original matches: at registration, before the kernel has decided.
+    Mac,
+}
+
+impl Match {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Match::Kernel => "kernel",
+            Match::Mac => "mac",
+        }
+    }
+}
+
 /// The VF currently fed to a context's fail-safe instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vf {
     pub ifindex: u32,
     pub name: String,
     pub pci: String,
+    /// The line fail-safe gets: the bare address, or `<pci>,mac=<mac>` on a shared function.
+    pub devargs: String,
+    pub matched: Match,
 }
 
 impl Vf {
-    fn of(link: &Link) -> Option<Vf> {
+    fn of(link: &Link, matched: Match) -> Option<Vf> {
         let pci = link.pci_address()?.to_owned();
-        Some(Vf { ifindex: link.ifindex, name: link.name.clone(), pci })
+        let devargs = link.devargs()?;
+        Some(Vf { ifindex: link.ifindex, name: link.name.clone(), pci, devargs, matched })
     }
 }
 
@@ -230,22 +254,31 @@ impl Pairing {
             }
             refresh_identity(ctx, view, actions);
             let released = ctx.is_released(view);
-            let candidates: Vec<&Link> = view
-                .with_mac(&ctx.mac)
-                .filter(|link| matches!(link.kind, LinkKind::Pci { .. }) && !managed.contains(&link.ifindex))
-                .collect();
+            let is_vf = |link: &&Link| matches!(link.kind, LinkKind::Pci(_)) && !managed.contains(&link.ifindex);
+            // The kernel's association, once hv_netvsc has made it (newest if, transiently, two).
+            let by_kernel = ctx.attached.then(|| view.enslaved_to(ctx.ifindex).filter(is_vf).last()).flatten();
+            // A VF the kernel gave to another NetVSC interface is not ours, whatever its MAC.
+            let elsewhere = |link: &&Link| {
+                link.master.is_some_and(|m| m != ctx.ifindex && view.get(m).is_some_and(Link::is_netvsc))
+            };
+            let candidates: Vec<&Link> = view.with_mac(&ctx.mac).filter(is_vf).filter(|l| !elsewhere(l)).collect();
             // Newest ifindex wins: during a migration the VF registered last is the live one.
-            let chosen = candidates.last().and_then(|link| Vf::of(link));
+            let chosen = match by_kernel {
+                Some(link) => Vf::of(link, Match::Kernel),
+                None => candidates.last().and_then(|link| Vf::of(link, Match::Mac)),
+            };
             let ids: Vec<u32> = candidates.iter().map(|link| link.ifindex).collect();
-            if candidates.len() > 1 && ids != ctx.candidates {
-                let others = candidates[..candidates.len() - 1].iter().filter_map(|l| Vf::of(l)).collect();
+            if by_kernel.is_none() && candidates.len() > 1 && ids != ctx.candidates {
+                let others = candidates[..candidates.len() - 1].iter().filter_map(|l| Vf::of(l, Match::Mac)).collect();
                 let chosen = chosen.clone().expect("more than one candidate");
                 actions.push(Action::Ambiguous { id: ctx.id, netvsc: ctx.name.clone(), chosen, others });
             }
             ctx.candidates = ids;
             let wanted = if released { None } else { chosen };
             match (ctx.vf.take(), wanted) {
-                (Some(old), Some(new)) if old.pci == new.pci => ctx.vf = Some(new),
+                // The same line: nothing to write, also when the kernel's association now
+                // confirms what MAC matching chose.
+                (Some(old), Some(new)) if old.devargs == new.devargs => ctx.vf = Some(new),
                 (_, Some(new)) => {
                     actions.push(Action::Associate { id: ctx.id, netvsc: ctx.name.clone(), vf: new.clone() });
                     ctx.vf = Some(new);

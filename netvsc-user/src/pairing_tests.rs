@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 
 use super::*;
+use crate::link::PciFunction;
 use crate::selection::{parse_mac, Spec};
 
 const MAC_A: &str = "00:15:5d:00:00:0a";
@@ -11,15 +12,22 @@ fn mac(s: &str) -> MacAddr6 {
 }
 
 fn netvsc(ifindex: u32, name: &str, m: &str) -> Link {
-    Link { ifindex, name: name.into(), mac: mac(m), kind: LinkKind::NetVsc }
+    Link { ifindex, name: name.into(), mac: mac(m), kind: LinkKind::NetVsc, master: None }
 }
 
+/// A VF on a function of its own (a Mellanox VF, say).
 fn vf(ifindex: u32, name: &str, m: &str, pci: &str) -> Link {
-    Link { ifindex, name: name.into(), mac: mac(m), kind: LinkKind::Pci { address: pci.into() } }
+    let function = PciFunction { address: pci.into(), mana: false, netdevs: 1 };
+    Link { ifindex, name: name.into(), mac: mac(m), kind: LinkKind::Pci(function), master: None }
 }
 
 fn other(ifindex: u32, name: &str, m: &str) -> Link {
-    Link { ifindex, name: name.into(), mac: mac(m), kind: LinkKind::Other }
+    Link { ifindex, name: name.into(), mac: mac(m), kind: LinkKind::Other, master: None }
+}
+
+/// What pairing makes of a VF link matched by MAC: its line is the bare address.
+fn by_mac(ifindex: u32, name: &str, pci: &str) -> Vf {
+    Vf { ifindex, name: name.into(), pci: pci.into(), devargs: pci.into(), matched: Match::Mac }
 }
 
 fn view(links: Vec<Link>, routed: &[u32]) -> SystemView {
@@ -275,7 +283,7 @@ fn a_netvsc_that_returned_unseen_keeps_its_context() {
     let (mut pairing, _) = Pairing::start(auto(), &v, true).unwrap();
     let v = view(vec![netvsc(7, "eth1", MAC_A), vf(9, "enP1", MAC_A, "0001:00:02.0")], &[]);
     let actions = pairing.reconcile(&v, &Touched::All);
-    let vf_link = Vf { ifindex: 9, name: "enP1".into(), pci: "0001:00:02.0".into() };
+    let vf_link = by_mac(9, "enP1", "0001:00:02.0");
     assert_eq!(
         actions,
         vec![

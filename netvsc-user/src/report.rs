@@ -71,7 +71,7 @@ fn context_report(ctx: &Context, view: &SystemView) -> InterfaceReport {
 /// A human line for `scan` without `--json`.
 pub fn interface_line(r: &InterfaceReport) -> String {
     let what = match (&r.vf, r.state) {
-        (Some(vf), _) => format!("paired with {} ({})", vf.iface, vf.pci),
+        (Some(vf), _) => format!("paired with {} ({}, matched by {})", vf.iface, vf.devargs, vf.matched.as_str()),
         (None, InterfaceState::Skipped) => format!("skipped: {}", r.reason.as_deref().unwrap_or("")),
         (None, _) => "waiting for a VF".to_owned(),
     };
@@ -183,7 +183,7 @@ fn log_action(action: &Action, source: SourceName, reaction_us: f64) {
             info!(netvsc = %netvsc, failsafe = %failsafe_name(*id), "managing interface")
         }
         Action::Associate { netvsc, vf, .. } => {
-            info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, source, reaction_us, "VF associated")
+            info!(netvsc = %netvsc, vf = %vf.name, line = %vf.devargs, matched = vf.matched.as_str(), source, reaction_us, "VF associated")
         }
         Action::Dissociate { netvsc, vf, reason, .. } => {
             info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, reason = reason.as_str(), source, reaction_us, "VF dissociated, pipe emptied")

@@ -122,7 +122,7 @@ impl Selection {
             return Err(UsageError::NotNetvsc(spec.to_string()));
         }
         // Forced: prefer a device that is not itself a VF candidate.
-        matching.sort_by_key(|link| (matches!(link.kind, LinkKind::Pci { .. }), link.ifindex));
+        matching.sort_by_key(|link| (matches!(link.kind, LinkKind::Pci(_)), link.ifindex));
         warn!(iface = %matching[0].name, "non-NetVSC interface forced to be managed as NetVSC");
         Ok(matching[0])
     }

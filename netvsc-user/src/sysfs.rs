@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use macaddr::MacAddr6;
 
-use crate::link::{Link, LinkKind, NETVSC_CLASS_ID};
+use crate::link::{Link, LinkKind, PciFunction, MANA_DEVICE, MANA_VENDOR, NETVSC_CLASS_ID};
 
 /// `ARPHRD_ETHER`: the only link type the original driver (and we) consider.
 const ARPHRD_ETHER: u32 = 1;
@@ -103,7 +103,8 @@ impl Sysfs {
         let ifindex: u32 = parse_file(&dir.join("ifindex"), name)?;
         let mac: MacAddr6 = parse_file(&dir.join("address"), name)?;
         let kind = read_kind(&dir, name)?;
-        Ok(Some(Link { ifindex, name: name.to_owned(), mac, kind }))
+        let master = read_master(&dir);
+        Ok(Some(Link { ifindex, name: name.to_owned(), mac, kind, master }))
     }
 }
 
@@ -133,9 +134,26 @@ fn read_kind(dir: &Path, name: &str) -> Result<LinkKind, ReadError> {
     if subsystem.file_name().is_some_and(|bus| bus == "pci") {
         let address = basename(&target)
             .ok_or_else(|| ReadError::Malformed { path: device.clone(), content: target.display().to_string() })?;
-        return Ok(LinkKind::Pci { address });
+        return Ok(LinkKind::Pci(read_pci_function(&device, address)));
     }
     Ok(LinkKind::Other)
+}
+
+/// The function's identity and how many netdevices it carries (`device/net/*`: one per vPort on
+/// MANA). Missing attributes read as "not MANA" and "one netdevice": the bare-address line.
+fn read_pci_function(device: &Path, address: String) -> PciFunction {
+    let attribute = |name: &str| read_attribute(&device.join(name)).map(|v| v.trim_end().to_owned()).ok();
+    let mana =
+        attribute("vendor").as_deref() == Some(MANA_VENDOR) && attribute("device").as_deref() == Some(MANA_DEVICE);
+    let netdevs = std::fs::read_dir(device.join("net")).map(|entries| entries.count()).unwrap_or(1).max(1);
+    PciFunction { address, mana, netdevs }
+}
+
+/// The ifindex of the device `master` points to; none when there is no master or the link
+/// dangles (the master is being torn down).
+fn read_master(dir: &Path) -> Option<u32> {
+    let ifindex = read_attribute(&dir.join("master/ifindex")).ok()?;
+    ifindex.trim_end().parse().ok()
 }
 
 fn basename(path: &Path) -> Option<String> {

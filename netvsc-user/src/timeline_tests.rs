@@ -1,10 +1,10 @@
 use super::*;
-use crate::pairing::{Release, Vf};
+use crate::pairing::{Match, Release, Vf};
 
 const MS: u64 = 1_000_000;
 
 fn vf(ifindex: u32, pci: &str) -> Vf {
-    Vf { ifindex, name: format!("eth{ifindex}"), pci: pci.into() }
+    Vf { ifindex, name: format!("eth{ifindex}"), pci: pci.into(), devargs: pci.into(), matched: Match::Mac }
 }
 
 fn event(event: LinkEvent, at: u64, kernel: bool) -> SourceEvent {

@@ -11,6 +11,8 @@ use crate::link::Link;
 pub struct SystemView {
     links: BTreeMap<u32, Link>,
     by_mac: HashMap<MacAddr6, BTreeSet<u32>>,
+    /// Master ifindex → the links enslaved to it (a NetVSC's VF, as the kernel matched them).
+    by_master: HashMap<u32, BTreeSet<u32>>,
     routed: HashSet<u32>,
 }
 
@@ -19,7 +21,8 @@ pub struct SystemView {
 pub enum Touched {
     #[default]
     Nothing,
-    /// These links were added, removed or changed; `macs` holds their old and new MACs.
+    /// These links were added, removed or changed, and the masters they left or joined; `macs`
+    /// holds their old and new MACs.
     Links { ifindexes: BTreeSet<u32>, macs: BTreeSet<MacAddr6> },
     /// Everything may have changed (full scan).
     All,
@@ -43,6 +46,14 @@ impl Touched {
 
     pub fn link(ifindex: u32, macs: impl IntoIterator<Item = MacAddr6>) -> Self {
         Touched::Links { ifindexes: BTreeSet::from([ifindex]), macs: macs.into_iter().collect() }
+    }
+
+    /// `link`, plus the masters (old and new) whose association it changes.
+    fn link_and_masters(link: &Link, old: Option<&Link>) -> Self {
+        let mut ifindexes = BTreeSet::from([link.ifindex]);
+        ifindexes.extend(link.master.iter().chain(old.and_then(|o| o.master.as_ref())));
+        let macs = [Some(link.mac), old.map(|o| o.mac)].into_iter().flatten().collect();
+        Touched::Links { ifindexes, macs }
     }
 
     pub fn is_nothing(&self) -> bool {
@@ -78,29 +89,23 @@ impl SystemView {
     /// Inserts or replaces a link; says what changed (nothing if it was already known as is).
     pub fn upsert(&mut self, link: Link) -> Touched {
         let ifindex = link.ifindex;
-        let new_mac = link.mac;
-        match self.links.insert(ifindex, link.clone()) {
-            Some(old) if old == link => Touched::Nothing,
-            Some(old) => {
-                if old.mac != new_mac {
-                    self.unindex(&old.mac, ifindex);
-                    self.by_mac.entry(new_mac).or_default().insert(ifindex);
-                }
-                Touched::link(ifindex, [old.mac, new_mac])
-            }
-            None => {
-                self.by_mac.entry(new_mac).or_default().insert(ifindex);
-                Touched::link(ifindex, [new_mac])
-            }
+        let old = self.links.insert(ifindex, link.clone());
+        if old.as_ref() == Some(&link) {
+            return Touched::Nothing;
         }
+        if let Some(old) = &old {
+            self.unindex(old);
+        }
+        self.index(&link);
+        Touched::link_and_masters(&link, old.as_ref())
     }
 
     pub fn remove(&mut self, ifindex: u32) -> Touched {
         self.routed.remove(&ifindex);
         match self.links.remove(&ifindex) {
             Some(old) => {
-                self.unindex(&old.mac, ifindex);
-                Touched::link(ifindex, [old.mac])
+                self.unindex(&old);
+                Touched::link_and_masters(&old, None)
             }
             None => Touched::Nothing,
         }
@@ -128,6 +133,11 @@ impl SystemView {
         self.by_mac.get(mac).into_iter().flatten().filter_map(|ifindex| self.links.get(ifindex))
     }
 
+    /// Links enslaved to `master`, lowest ifindex first.
+    pub fn enslaved_to(&self, master: u32) -> impl Iterator<Item = &Link> + '_ {
+        self.by_master.get(&master).into_iter().flatten().filter_map(|ifindex| self.links.get(ifindex))
+    }
+
     /// Links named `name` (normally one; two only transiently around renames).
     pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Link> + 'a {
         self.links.values().filter(move |link| link.name == name)
@@ -145,12 +155,26 @@ impl SystemView {
         self.links.is_empty()
     }
 
-    fn unindex(&mut self, mac: &MacAddr6, ifindex: u32) {
-        if let Some(set) = self.by_mac.get_mut(mac) {
-            set.remove(&ifindex);
-            if set.is_empty() {
-                self.by_mac.remove(mac);
-            }
+    fn index(&mut self, link: &Link) {
+        self.by_mac.entry(link.mac).or_default().insert(link.ifindex);
+        if let Some(master) = link.master {
+            self.by_master.entry(master).or_default().insert(link.ifindex);
+        }
+    }
+
+    fn unindex(&mut self, link: &Link) {
+        remove_from(&mut self.by_mac, &link.mac, link.ifindex);
+        if let Some(master) = link.master {
+            remove_from(&mut self.by_master, &master, link.ifindex);
+        }
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(index: &mut HashMap<K, BTreeSet<u32>>, key: &K, ifindex: u32) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(&ifindex);
+        if set.is_empty() {
+            index.remove(key);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use netvsc_testkit::FakeSysfs;
 use netvsc_user::lines::Line;
 use netvsc_user::lines::{InterfaceReport, InterfaceState, VfReport};
+use netvsc_user::pairing::Match;
 use nix::sys::signal::Signal;
 
 mod support;
@@ -66,7 +67,13 @@ fn scan_reports_every_netvsc_interface() {
     assert_eq!(lines[0].ifindex, 90_001);
     assert_eq!(lines[0].mac, MAC);
     assert_eq!(lines[0].state, InterfaceState::Paired);
-    assert_eq!(lines[0].vf, Some(VfReport { iface: "enP2p0s2".into(), pci: "0002:00:02.0".into() }));
+    let vf = VfReport {
+        iface: "enP2p0s2".into(),
+        pci: "0002:00:02.0".into(),
+        devargs: "0002:00:02.0".into(),
+        matched: Match::Mac,
+    };
+    assert_eq!(lines[0].vf, Some(vf));
     assert_eq!(lines[1].netvsc, "eth2");
     assert_eq!(lines[1].state, InterfaceState::Waiting);
     assert_eq!(lines[1].vf, None);

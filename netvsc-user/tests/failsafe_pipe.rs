@@ -4,7 +4,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::pairing::{Action, Release, Vf};
+use netvsc_user::pairing::{Action, Match, Release, Vf};
 
 mod support;
 use support::dir_names as names;
@@ -14,7 +14,7 @@ fn mac(n: u8) -> macaddr::MacAddr6 {
 }
 
 fn vf(pci: &str) -> Vf {
-    Vf { ifindex: 5, name: "enP1".into(), pci: pci.into() }
+    Vf { ifindex: 5, name: "enP1".into(), pci: pci.into(), devargs: pci.into(), matched: Match::Mac }
 }
 
 fn manage(outputs: &mut Outputs) {

@@ -37,11 +37,36 @@ impl FakeSysfs {
         self.add_netdev(name, ifindex, mac, 1, Some(&parent))
     }
 
-    /// A VF: a netdevice whose parent is the PCI function `pci` (e.g. `0002:00:02.0`).
+    /// A VF: a netdevice whose parent is the PCI function `pci` (e.g. `0002:00:02.0`). The
+    /// function lists its netdevices under `net/`, as the kernel's does.
     pub fn add_vf(&self, name: &str, ifindex: u32, mac: &str, pci: &str) -> io::Result<()> {
         let parent = format!("pci/{pci}");
         self.add_device(&parent, "pci", None)?;
+        fs::create_dir_all(self.root.join("devices").join(&parent).join("net").join(name))?;
         self.add_netdev(name, ifindex, mac, 1, Some(&parent))
+    }
+
+    /// A MANA vPort: a netdevice of the MANA function `pci` (vendor 0x1414, device 0x00ba),
+    /// which carries one netdevice per vPort.
+    pub fn add_mana_vport(&self, name: &str, ifindex: u32, mac: &str, pci: &str) -> io::Result<()> {
+        self.add_vf(name, ifindex, mac, pci)?;
+        let function = self.root.join("devices/pci").join(pci);
+        fs::write(function.join("vendor"), "0x1414\n")?;
+        fs::write(function.join("device"), "0x00ba\n")
+    }
+
+    /// Enslaves `name` to `master` (the kernel's `master` link, as hv_netvsc makes it from a VF
+    /// to its NetVSC interface), or frees it with `None`.
+    pub fn set_master(&self, name: &str, master: Option<&str>) -> io::Result<()> {
+        let link = self.netdev(name).join("master");
+        match fs::remove_file(&link) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        match master {
+            Some(master) => symlink(format!("../{master}"), link),
+            None => Ok(()),
+        }
     }
 
     /// A netdevice on another bus (virtio-net, say): neither NetVSC nor a VF.
@@ -78,11 +103,24 @@ impl FakeSysfs {
     }
 
     pub fn remove(&self, name: &str) -> io::Result<()> {
+        self.unlist(name)?;
         fs::remove_dir_all(self.netdev(name))
     }
 
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let listed = self.netdev(from).join("device/net");
+        if listed.join(from).exists() {
+            fs::rename(listed.join(from), listed.join(to))?;
+        }
         fs::rename(self.netdev(from), self.netdev(to))
+    }
+
+    /// Takes `name` off its parent function's `net/` list.
+    fn unlist(&self, name: &str) -> io::Result<()> {
+        match fs::remove_dir(self.netdev(name).join("device/net").join(name)) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
     }
 
     pub fn set_mac(&self, name: &str, mac: &str) -> io::Result<()> {

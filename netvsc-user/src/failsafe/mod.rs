@@ -56,7 +56,7 @@ impl Outputs {
     pub fn apply(&mut self, action: &Action) -> anyhow::Result<()> {
         match action {
             Action::Manage { id, netvsc, mac } => self.create(*id, netvsc, *mac),
-            Action::Associate { id, netvsc, vf } => self.publish(*id, netvsc, Some(&vf.pci)),
+            Action::Associate { id, netvsc, vf } => self.publish(*id, netvsc, Some(&vf.devargs)),
             Action::Dissociate { id, netvsc, .. } => self.publish(*id, netvsc, None),
             Action::Renamed { .. } | Action::Ambiguous { .. } | Action::Attached { .. } => Ok(()),
         }
