@@ -65,7 +65,12 @@ fn one_event(c: &mut Criterion) {
             ))
             .unwrap();
         let removed = SourceEvent::now(LinkEvent::Removed { ifindex: VF_IFINDEX });
-        let added = SourceEvent::now(LinkEvent::Changed { ifindex: VF_IFINDEX, name: Some("enP1".into()), mac: None });
+        let added = SourceEvent::now(LinkEvent::Changed {
+            ifindex: VF_IFINDEX,
+            name: Some("enP1".into()),
+            mac: None,
+            master: None,
+        });
         group.throughput(Throughput::Elements(1));
         // Alternates removal (pipe emptied) and return (one sysfs read, pipe written).
         let mut present = true;

@@ -166,19 +166,39 @@ pub struct SourceTrace {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Detail {
-    Changed { ifindex: u32, name: Option<String>, mac: Option<String> },
-    Removed { ifindex: u32 },
-    Address { ifindex: u32 },
-    Resync { reason: String, lost: bool },
-    Pci { pci: String, added: bool },
+    Changed {
+        ifindex: u32,
+        name: Option<String>,
+        mac: Option<String>,
+        /// The master's ifindex, when the source says the link has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        master: Option<u32>,
+    },
+    Removed {
+        ifindex: u32,
+    },
+    Address {
+        ifindex: u32,
+    },
+    Resync {
+        reason: String,
+        lost: bool,
+    },
+    Pci {
+        pci: String,
+        added: bool,
+    },
 }
 
 impl From<&LinkEvent> for Detail {
     fn from(event: &LinkEvent) -> Self {
         match event {
-            LinkEvent::Changed { ifindex, name, mac } => {
-                Detail::Changed { ifindex: *ifindex, name: name.clone(), mac: mac.as_ref().map(mac_string) }
-            }
+            LinkEvent::Changed { ifindex, name, mac, master } => Detail::Changed {
+                ifindex: *ifindex,
+                name: name.clone(),
+                mac: mac.as_ref().map(mac_string),
+                master: master.flatten(),
+            },
             LinkEvent::Removed { ifindex } => Detail::Removed { ifindex: *ifindex },
             LinkEvent::AddressChanged { ifindex } => Detail::Address { ifindex: *ifindex },
             LinkEvent::Resync { reason, lost } => Detail::Resync { reason: (*reason).to_owned(), lost: *lost },

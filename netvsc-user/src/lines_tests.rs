@@ -69,12 +69,21 @@ fn link_events_become_details_with_their_fields() {
     let mac = macaddr::MacAddr6::new(0, 0x15, 0x5d, 0, 0, 0xab);
     let cases = [
         (
-            LinkEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: Some(mac) },
-            Detail::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: Some("00:15:5d:00:00:ab".into()) },
+            LinkEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: Some(mac), master: None },
+            Detail::Changed {
+                ifindex: 7,
+                name: Some("enP2s2".into()),
+                mac: Some("00:15:5d:00:00:ab".into()),
+                master: None,
+            },
         ),
         (
-            LinkEvent::Changed { ifindex: 7, name: None, mac: None },
-            Detail::Changed { ifindex: 7, name: None, mac: None },
+            LinkEvent::Changed { ifindex: 7, name: None, mac: None, master: None },
+            Detail::Changed { ifindex: 7, name: None, mac: None, master: None },
+        ),
+        (
+            LinkEvent::Changed { ifindex: 7, name: None, mac: None, master: Some(Some(3)) },
+            Detail::Changed { ifindex: 7, name: None, mac: None, master: Some(3) },
         ),
         (LinkEvent::Removed { ifindex: 8 }, Detail::Removed { ifindex: 8 }),
         (LinkEvent::AddressChanged { ifindex: 9 }, Detail::Address { ifindex: 9 }),

@@ -66,9 +66,9 @@ impl SystemReader {
     /// Applies one event to `view` and says what changed.
     pub async fn apply(&mut self, view: &mut SystemView, event: &LinkEvent) -> anyhow::Result<Touched> {
         match event {
-            LinkEvent::Changed { ifindex, name, mac } => {
+            LinkEvent::Changed { ifindex, name, mac, master } => {
                 self.removed.remove(ifindex);
-                self.link_changed(view, *ifindex, name.as_deref(), *mac).await
+                self.link_changed(view, *ifindex, name.as_deref(), *mac, *master).await
             }
             LinkEvent::Removed { ifindex } => {
                 self.removed.insert(*ifindex);
@@ -99,11 +99,13 @@ impl SystemReader {
         ifindex: u32,
         name: Option<&str>,
         mac: Option<macaddr::MacAddr6>,
+        master: Option<Option<u32>>,
     ) -> anyhow::Result<Touched> {
         let known = view.get(ifindex);
-        // Carrier flaps and flag changes repeat what we know: no need to touch sysfs.
-        if let (Some(known), Some(name), Some(mac)) = (known, name, mac) {
-            if known.name == name && known.mac == mac {
+        // Carrier flaps and flag changes repeat what we know: no need to touch sysfs. A master
+        // change (the kernel associating a VF) is news, so the master must match too.
+        if let (Some(known), Some(name), Some(mac), Some(master)) = (known, name, mac, master) {
+            if known.name == name && known.mac == mac && known.master == master {
                 return Ok(Touched::Nothing);
             }
         }

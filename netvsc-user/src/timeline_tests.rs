@@ -41,8 +41,11 @@ fn outage(rec: &mut Recorder, start: u64, kernel: bool) {
     rec.source_event(&gone);
     rec.action(&dissociate(0, vf(5, "0002:00:02.0")), &gone, start + MS + 20_000);
     rec.source_event(&event(back, start + 2_000 * MS, kernel));
-    let registered =
-        event(LinkEvent::Changed { ifindex: 9, name: Some("eth9".into()), mac: None }, start + 2_100 * MS, kernel);
+    let registered = event(
+        LinkEvent::Changed { ifindex: 9, name: Some("eth9".into()), mac: None, master: None },
+        start + 2_100 * MS,
+        kernel,
+    );
     rec.source_event(&registered);
     let done = rec.action(&associate(0, vf(9, "0003:00:02.0")), &registered, start + 2_100 * MS + 40_000).cloned();
     assert_eq!(done.map(|f| f.new_pci), Some(Some("0003:00:02.0".to_owned())));
@@ -105,7 +108,7 @@ fn flag_changes_do_not_move_the_registration_time() {
     let gone = event(LinkEvent::Removed { ifindex: 5 }, MS, false);
     rec.source_event(&gone);
     rec.action(&dissociate(0, vf(5, "p")), &gone, MS);
-    let changed = |at| event(LinkEvent::Changed { ifindex: 9, name: None, mac: None }, at, false);
+    let changed = |at| event(LinkEvent::Changed { ifindex: 9, name: None, mac: None, master: None }, at, false);
     rec.source_event(&changed(5 * MS));
     rec.source_event(&changed(7 * MS));
     rec.action(&associate(0, vf(9, "q")), &changed(7 * MS), 8 * MS);

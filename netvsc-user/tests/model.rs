@@ -178,7 +178,7 @@ impl World {
                 };
                 self.sys.add_vf(&vf.name, ifindex, &mac(nic, true), &vf.pci).unwrap();
                 self.kernel.set(ifindex, true);
-                let event = LinkEvent::Changed { ifindex, name: Some(vf.name.clone()), mac: None };
+                let event = LinkEvent::Changed { ifindex, name: Some(vf.name.clone()), mac: None, master: None };
                 self.nics[nic].vf = Some(vf);
                 self.deliver(event, seen).await;
             }
@@ -198,13 +198,14 @@ impl World {
                 let to = format!("ren{}", self.renames);
                 self.sys.rename(&self.nics[nic].name, &to).unwrap();
                 self.nics[nic].name = to.clone();
-                self.deliver(LinkEvent::Changed { ifindex, name: Some(to), mac: None }, seen).await;
+                self.deliver(LinkEvent::Changed { ifindex, name: Some(to), mac: None, master: None }, seen).await;
             }
             Change::ToggleVfMac { nic } => {
                 let Some(vf) = self.nics[nic].vf.as_mut() else { return };
                 vf.matching = !vf.matching;
                 self.sys.set_mac(&vf.name, &mac(nic, vf.matching)).unwrap();
-                let event = LinkEvent::Changed { ifindex: vf.ifindex, name: Some(vf.name.clone()), mac: None };
+                let event =
+                    LinkEvent::Changed { ifindex: vf.ifindex, name: Some(vf.name.clone()), mac: None, master: None };
                 self.deliver(event, seen).await;
             }
             Change::ToggleNetvsc { nic } => match self.nics[nic].ifindex.take() {
@@ -217,7 +218,7 @@ impl World {
                     self.netvsc_appears(nic);
                     let ifindex = self.nics[nic].ifindex.unwrap();
                     let name = Some(self.nics[nic].name.clone());
-                    self.deliver(LinkEvent::Changed { ifindex, name, mac: None }, seen).await;
+                    self.deliver(LinkEvent::Changed { ifindex, name, mac: None, master: None }, seen).await;
                 }
             },
         }

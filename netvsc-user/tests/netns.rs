@@ -312,3 +312,30 @@ fn an_overrun_discards_the_messages_queued_before_the_rescan() {
     );
     assert!(matches!(events.last(), Some(LinkEvent::Changed { ifindex: 500, .. })), "events flow again: {events:?}");
 }
+
+#[test]
+fn the_kernels_master_link_overrides_mac_matching() {
+    if skip_unless_root("the_kernels_master_link_overrides_mac_matching") {
+        return;
+    }
+    // The NetVSC stand-in is a bridge, so the kernel can make it a VF's master (as hv_netvsc
+    // makes a NetVSC interface its VF's) and announce that with IFLA_MASTER.
+    let stage = Stage::new("master");
+    stage.sys.add_netvsc("eth1", 10, MAC).unwrap();
+    let index = "10";
+    stage.ns.ip(&["link", "add", "eth1", "index", index, "address", MAC, "type", "bridge"]);
+    stage.plug_vf("enP1", 20, MAC, "0001:00:02.0");
+    stage.plug_vf("enP2", 21, MAC, "0002:00:02.0");
+    let mut agent = stage.watch(&["--iface", "eth1"]);
+    let fifo =
+        std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"), "by MAC: the newest");
+
+    // The kernel takes the older VF for eth1.
+    stage.sys.set_master("enP1", Some("eth1")).unwrap();
+    stage.ns.ip(&["link", "set", "enP1", "master", "eth1"]);
+    let moved = agent.change("associated", |c| c.vf.as_ref().is_some_and(|vf| vf.pci == "0001:00:02.0"));
+    assert_eq!(moved.vf.unwrap().matched, netvsc_user::pairing::Match::Kernel);
+    assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0001:00:02.0"));
+    assert_eq!(std::fs::read_to_string(format!("{}/eth1.addr", stage.fifo_dir())).unwrap(), "0001:00:02.0\n");
+}

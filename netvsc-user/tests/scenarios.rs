@@ -1,13 +1,8 @@
 //! The agent in-process against fake sysfs trees, driven by synthetic events: what ends up in
 //! the fail-safe pipes, read as fail-safe reads them.
 
-use std::os::fd::BorrowedFd;
-
-use netvsc_testkit::FakeSysfs;
-use netvsc_testkit::StaticIfindexes as StaticAddresses;
 use netvsc_testkit::StaticIfindexes as StaticLinkList;
 use netvsc_user::agent::Agent;
-use netvsc_user::failsafe::reader::read_like_failsafe;
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::lines::InterfaceState;
 use netvsc_user::report::{interface_reports, Reporter};
@@ -17,55 +12,11 @@ use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 use netvsc_user::usage::UsageError;
 
+mod support;
+use support::rig::{changed, names, pending, pipe, removed, Rig};
+
 const MAC: &str = "00:15:5d:00:00:01";
 const MAC2: &str = "00:15:5d:00:00:02";
-
-struct Rig {
-    _dir: tempfile::TempDir,
-    sys: FakeSysfs,
-    addresses: StaticAddresses,
-}
-
-impl Rig {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = FakeSysfs::create(dir.path()).unwrap();
-        Self { _dir: dir, sys, addresses: StaticAddresses::default() }
-    }
-
-    async fn agent(&self, selection: Selection, sidecar: bool) -> anyhow::Result<Agent> {
-        let reader = SystemReader::new(Sysfs::open(self.sys.root()).unwrap(), Box::new(self.addresses.clone()), None);
-        Agent::start(reader, selection, sidecar, Outputs::new(OutputMode::Pipes).unwrap(), Reporter::new(false)).await
-    }
-
-    fn route(&self, ifindex: u32, routed: bool) {
-        self.addresses.set(ifindex, routed);
-    }
-}
-
-/// What fail-safe would read from context `id`'s pipe right now.
-fn pipe(agent: &Agent, id: u32) -> Option<String> {
-    let fd = agent.outputs().child_fd(id).expect("context has a pipe");
-    // SAFETY: the agent owns the fd and outlives this call.
-    read_like_failsafe(unsafe { BorrowedFd::borrow_raw(fd) }).unwrap()
-}
-
-fn pending(agent: &Agent) -> usize {
-    agent.outputs().channel(0).unwrap().pending_bytes().unwrap()
-}
-
-async fn changed(agent: &mut Agent, ifindex: u32, name: &str) -> usize {
-    let event = SourceEvent::now(LinkEvent::Changed { ifindex, name: Some(name.into()), mac: None });
-    agent.handle(&event, SourceName::Netlink).await.unwrap().len()
-}
-
-async fn removed(agent: &mut Agent, ifindex: u32) {
-    agent.handle(&SourceEvent::now(LinkEvent::Removed { ifindex }), SourceName::Netlink).await.unwrap();
-}
-
-fn names(agent: &Agent) -> Vec<String> {
-    agent.pairing().contexts().iter().map(|c| c.name.clone()).collect()
-}
 
 #[tokio::test]
 async fn vf_comes_and_goes_and_the_pipe_follows() {
@@ -171,6 +122,7 @@ async fn mac_change_is_re_evaluated() {
         ifindex: 10,
         name: Some("enP1".into()),
         mac: Some(parse_mac(MAC).unwrap()),
+        master: None,
     });
     agent.handle(&event, SourceName::Netlink).await.unwrap();
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0001:00:02.0"));
@@ -221,6 +173,7 @@ async fn an_event_reads_only_what_it_names() {
         ifindex: 10,
         name: Some("enP1".into()),
         mac: Some(parse_mac(MAC).unwrap()),
+        master: None,
     });
     assert!(agent.handle(&event, SourceName::Netlink).await.unwrap().is_empty());
     assert!(agent.view().get(10).is_some());

@@ -14,9 +14,10 @@ pub use open::{open, Opened, SourceKind};
 /// What happened, as precisely as the source knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
-    /// A link appeared or changed. `name`/`mac` are hints: when they match what the agent
-    /// already knows about `ifindex`, sysfs is not read again.
-    Changed { ifindex: u32, name: Option<String>, mac: Option<MacAddr6> },
+    /// A link appeared or changed. `name`/`mac`/`master` are hints: when all three match what
+    /// the agent already knows about `ifindex`, sysfs is not read again. `master`: `None` when
+    /// the source does not know, `Some(None)` when the link has no master.
+    Changed { ifindex: u32, name: Option<String>, mac: Option<MacAddr6>, master: Option<Option<u32>> },
     /// A link is gone. Authoritative: the kernel announces removal before sysfs is torn down.
     Removed { ifindex: u32 },
     /// An IP address was added to or removed from `ifindex`.

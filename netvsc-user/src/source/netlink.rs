@@ -157,14 +157,17 @@ pub fn translate(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<LinkEve
 fn changed(msg: &LinkMessage) -> LinkEvent {
     let mut name = None;
     let mut mac = None;
+    // Every RTM_NEWLINK carries IFLA_MASTER when the link has one: its absence says "none".
+    let mut master = None;
     for attribute in &msg.attributes {
         match attribute {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(Into::into),
+            LinkAttribute::Controller(index) => master = Some(*index),
             _ => {}
         }
     }
-    LinkEvent::Changed { ifindex: msg.header.index, name, mac }
+    LinkEvent::Changed { ifindex: msg.header.index, name, mac, master: Some(master) }
 }
 
 #[cfg(test)]
@@ -198,12 +201,17 @@ mod tests {
             (
                 "new link with name and MAC",
                 inner(RouteNetlinkMessage::NewLink(link(7, AddressFamily::Unspec, named.clone()))),
-                Some(LinkEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: Some(mac.into()) }),
+                Some(LinkEvent::Changed {
+                    ifindex: 7,
+                    name: Some("enP2s2".into()),
+                    mac: Some(mac.into()),
+                    master: Some(None),
+                }),
             ),
             (
                 "new link without attributes",
                 inner(RouteNetlinkMessage::NewLink(link(7, AddressFamily::Unspec, Vec::new()))),
-                Some(LinkEvent::Changed { ifindex: 7, name: None, mac: None }),
+                Some(LinkEvent::Changed { ifindex: 7, name: None, mac: None, master: Some(None) }),
             ),
             (
                 "a hardware address that is not Ethernet's six bytes",
@@ -212,7 +220,12 @@ mod tests {
                     AddressFamily::Unspec,
                     vec![LinkAttribute::Address(vec![1; 20])],
                 ))),
-                Some(LinkEvent::Changed { ifindex: 9, name: None, mac: None }),
+                Some(LinkEvent::Changed { ifindex: 9, name: None, mac: None, master: Some(None) }),
+            ),
+            (
+                "a link enslaved to ifindex 3 (the kernel's VF association, or a bridge)",
+                inner(RouteNetlinkMessage::NewLink(link(7, AddressFamily::Unspec, vec![LinkAttribute::Controller(3)]))),
+                Some(LinkEvent::Changed { ifindex: 7, name: None, mac: None, master: Some(Some(3)) }),
             ),
             (
                 "link removed",
@@ -222,7 +235,12 @@ mod tests {
             (
                 "a port leaving a bridge (the device stays)",
                 inner(RouteNetlinkMessage::DelLink(link(7, AddressFamily::Bridge, named))),
-                Some(LinkEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: Some(mac.into()) }),
+                Some(LinkEvent::Changed {
+                    ifindex: 7,
+                    name: Some("enP2s2".into()),
+                    mac: Some(mac.into()),
+                    master: Some(None),
+                }),
             ),
             (
                 "address added",

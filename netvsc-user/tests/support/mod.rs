@@ -7,6 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod rig;
+
 use netvsc_testkit::follow::Order;
 use netvsc_testkit::{JsonLines, Output, WaitError};
 use netvsc_user::lines::{Change, Line, Ready};

@@ -211,6 +211,7 @@ pub fn translate(event: &KernelEvent) -> Option<LinkEvent> {
             ifindex: event.ifindex,
             name: text(event.name_bytes()),
             mac: Some(MacAddr6::from(event.mac)),
+            master: None,
         },
         kind::UNREGISTERED => LinkEvent::Removed { ifindex: event.ifindex },
         kind::PCI_ADDED | kind::PCI_REMOVED => {
@@ -243,7 +244,8 @@ mod tests {
     #[test]
     fn each_kernel_record_becomes_the_event_it_stands_for() {
         let mac = Some(MacAddr6::new(0, 0x15, 0x5d, 0, 0, 1));
-        let changed = |name: Option<&str>| LinkEvent::Changed { ifindex: 7, name: name.map(str::to_owned), mac };
+        let changed =
+            |name: Option<&str>| LinkEvent::Changed { ifindex: 7, name: name.map(str::to_owned), mac, master: None };
         let cases = [
             ("registered", event(kind::REGISTERED, 7, b"enP2s2", b""), Some(changed(Some("enP2s2")))),
             ("renamed", event(kind::RENAMED, 7, b"lan1", b""), Some(changed(Some("lan1")))),
