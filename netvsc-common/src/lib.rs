@@ -10,6 +10,9 @@ pub mod kind {
     pub const MAC_CHANGED: u32 = 4;
     pub const PCI_ADDED: u32 = 5;
     pub const PCI_REMOVED: u32 = 6;
+    /// The netdevice gained or lost its master (hv_netvsc taking a VF as its lower device, or
+    /// a bridge/bond): the agent re-reads who the master is.
+    pub const MASTER_CHANGED: u32 = 7;
 
     /// The kind's name in traces and reports.
     pub fn name(kind: u32) -> &'static str {
@@ -20,6 +23,7 @@ pub mod kind {
             MAC_CHANGED => "mac_changed",
             PCI_ADDED => "pci_added",
             PCI_REMOVED => "pci_removed",
+            MASTER_CHANGED => "master_changed",
             _ => "unknown",
         }
     }
@@ -36,8 +40,18 @@ pub mod hook {
     pub const NETDEV_MAC_CHANGED: &str = "netdev_mac_changed";
     pub const PCI_ADDED: &str = "pci_added";
     pub const PCI_REMOVING: &str = "pci_removing";
-    pub const ALL: [&str; 6] =
-        [NETDEV_REGISTERED, NETDEV_UNREGISTERING, NETDEV_RENAMED, NETDEV_MAC_CHANGED, PCI_ADDED, PCI_REMOVING];
+    pub const NETDEV_MASTER_LINKED: &str = "netdev_master_linked";
+    pub const NETDEV_MASTER_UNLINKED: &str = "netdev_master_unlinked";
+    pub const ALL: [&str; 8] = [
+        NETDEV_REGISTERED,
+        NETDEV_UNREGISTERING,
+        NETDEV_RENAMED,
+        NETDEV_MAC_CHANGED,
+        PCI_ADDED,
+        PCI_REMOVING,
+        NETDEV_MASTER_LINKED,
+        NETDEV_MASTER_UNLINKED,
+    ];
 }
 
 /// Bus of a netdevice's parent device, as far as the kernel program tells them apart.

@@ -186,6 +186,22 @@ pub fn netdev_mac_changed(ctx: FExitContext) -> i32 {
     netdev_exit(&ctx, 3, kind::MAC_CHANGED)
 }
 
+/// netdev_master_upper_dev_link(dev, upper_dev, upper_priv, upper_info, extack) -> int: hv_netvsc
+/// taking a VF (`dev`) as its lower device, the kernel's own NetVSC↔VF association.
+#[fexit]
+pub fn netdev_master_linked(ctx: FExitContext) -> i32 {
+    netdev_exit(&ctx, 5, kind::MASTER_CHANGED)
+}
+
+/// netdev_upper_dev_unlink(dev, upper_dev), void: reported after the link is gone.
+#[fexit]
+pub fn netdev_master_unlinked(ctx: FExitContext) -> i32 {
+    // SAFETY: the first argument is the lower netdevice.
+    let dev: *const u8 = unsafe { ctx.arg(0) };
+    let _ = netdev_event(&ctx, dev, kind::MASTER_CHANGED);
+    0
+}
+
 #[fexit]
 pub fn pci_added(ctx: FExitContext) -> i32 {
     // SAFETY: pci_device_add(struct pci_dev *dev, struct pci_bus *bus).
@@ -209,6 +225,8 @@ const HOOK_REGISTER: u64 = 1;
 const HOOK_RENAME: u64 = 2;
 const HOOK_MAC: u64 = 3;
 const HOOK_PCI_ADD: u64 = 4;
+const HOOK_MASTER_LINK: u64 = 5;
+const HOOK_MASTER_UNLINK: u64 = 6;
 
 /// pid/tgid use at most 22 bits each, so the top byte is free for the hook.
 fn pending_key(hook: u64) -> u64 {
@@ -232,7 +250,8 @@ fn take_first_arg(hook: u64) -> Option<*const u8> {
 
 fn on_return(ctx: &RetProbeContext, hook: u64, event_kind: u32) -> u32 {
     let Some(arg) = take_first_arg(hook) else { return 0 };
-    let ok = hook == HOOK_PCI_ADD || ctx.ret::<i32>() == Some(0);
+    // pci_device_add and netdev_upper_dev_unlink return nothing to check.
+    let ok = hook == HOOK_PCI_ADD || hook == HOOK_MASTER_UNLINK || ctx.ret::<i32>() == Some(0);
     if ok {
         let _ = if hook == HOOK_PCI_ADD { pci_event(arg, event_kind) } else { netdev_event(ctx, arg, event_kind) };
     }
@@ -275,6 +294,26 @@ pub fn netdev_mac_changed_entry(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn netdev_mac_changed_return(ctx: RetProbeContext) -> u32 {
     on_return(&ctx, HOOK_MAC, kind::MAC_CHANGED)
+}
+
+#[kprobe]
+pub fn netdev_master_linked_entry(ctx: ProbeContext) -> u32 {
+    remember_first_arg(&ctx, HOOK_MASTER_LINK)
+}
+
+#[kretprobe]
+pub fn netdev_master_linked_return(ctx: RetProbeContext) -> u32 {
+    on_return(&ctx, HOOK_MASTER_LINK, kind::MASTER_CHANGED)
+}
+
+#[kprobe]
+pub fn netdev_master_unlinked_entry(ctx: ProbeContext) -> u32 {
+    remember_first_arg(&ctx, HOOK_MASTER_UNLINK)
+}
+
+#[kretprobe]
+pub fn netdev_master_unlinked_return(ctx: RetProbeContext) -> u32 {
+    on_return(&ctx, HOOK_MASTER_UNLINK, kind::MASTER_CHANGED)
 }
 
 #[kprobe]

@@ -210,7 +210,8 @@ impl From<&LinkEvent> for Detail {
 /// The eBPF program's record as the kernel wrote it, decoded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelRecord {
-    /// `registered`, `unregistered`, `renamed`, `mac_changed`, `pci_added`, `pci_removed`.
+    /// `registered`, `unregistered`, `renamed`, `mac_changed`, `pci_added`, `pci_removed`,
+    /// `master_changed`.
     pub kind: String,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
     pub timestamp_ns: u64,

@@ -122,3 +122,22 @@ fn real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it() {
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_eq!(log.matches("net_vdev_netvsc: invoked as").count(), 1, "{log}");
 }
+
+#[test]
+fn real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac() {
+    let Some(_) = testpmd("real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    sys.add_netvsc("eth1", 90_001, "00:22:48:00:00:0a").unwrap();
+    sys.add_mana_vport("enP30832s1", 90_002, "00:22:48:00:00:0a", "7870:00:00.0").unwrap();
+    sys.add_netvsc("eth2", 90_003, "00:22:48:00:00:0b").unwrap();
+    sys.add_mana_vport("enP30832s1d1", 90_004, "00:22:48:00:00:0b", "7870:00:00.0").unwrap();
+    let out = run_testpmd(&sys, &[]);
+    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // Each fail-safe instance read its own line from its pipe and parsed it whole: the vPort's
+    // PCI function with the MAC that selects the port.
+    for line in ["7870:00:00.0,mac=00:22:48:00:00:0a", "7870:00:00.0,mac=00:22:48:00:00:0b"] {
+        assert!(log.contains(&format!("net_failsafe: {line}")), "fail-safe did not parse {line}: {log}");
+    }
+    assert_eq!(log.matches("Initializing Fail-safe PMD for").count(), 2, "{log}");
+}

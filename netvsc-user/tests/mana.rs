@@ -111,3 +111,17 @@ async fn a_bridge_as_master_is_no_association() {
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0005:00:02.0"));
     assert_eq!(agent.pairing().contexts()[0].vf.as_ref().unwrap().matched, Match::Mac);
 }
+
+#[tokio::test]
+async fn a_rescan_finds_the_kernels_association_too() {
+    // The poll source (and every safety resync) sees the master link in sysfs.
+    let rig = Rig::new();
+    two_netvscs(&rig);
+    let mut agent = rig.agent(Selection::default(), true).await.unwrap();
+    rig.sys.add_vf("enP5", 10, MAC_A, "0005:00:02.0").unwrap();
+    rig.sys.set_master("enP5", Some("eth2")).unwrap();
+    let resync = LinkEvent::Resync { reason: "poll", lost: false };
+    agent.handle(&SourceEvent::now(resync), SourceName::Poll).await.unwrap();
+    assert_eq!(pipe(&agent, 0), None, "not eth1's, whatever its MAC");
+    assert_eq!(pipe(&agent, 1).as_deref(), Some("0005:00:02.0"));
+}

@@ -205,6 +205,12 @@ impl JsonLines {
         got
     }
 
+    /// With [`Order::Any`]: drops the kept lines `pred` accepts, so that a later wait sees only
+    /// new ones (say, the answer to a request that an earlier, unanswered one would shadow).
+    pub fn discard(&mut self, pred: impl Fn(&Output) -> bool) {
+        self.backlog.retain(|output| !pred(output));
+    }
+
     /// Lines already received and not yet looked at, without waiting.
     pub fn take_received(&mut self) -> Vec<Output> {
         let got: Vec<Output> = self.lines.try_iter().collect();
@@ -260,6 +266,17 @@ mod tests {
         follow.wait_line("stats", Duration::from_secs(5), |l| matches!(l, Line::Stats { .. })).unwrap();
         let resync = follow.wait_line("resync", Duration::from_secs(5), |l| matches!(l, Line::Resync { .. })).unwrap();
         assert!(matches!(resync, Line::Resync { ref reason, .. } if reason == "overrun"), "{resync:?}");
+    }
+
+    #[test]
+    fn discarded_lines_no_longer_satisfy_a_wait() {
+        let mut follow = lines(STREAM, Order::Any);
+        follow.wait_other("argv", Duration::from_secs(5), |v| v.get("argv").is_some()).unwrap();
+        follow.collect_for(Duration::from_millis(100));
+        follow.discard(|o| matches!(o.line(), Some(Line::Stats { .. })));
+        let stats = follow.wait_line("stats", Duration::from_millis(200), |l| matches!(l, Line::Stats { .. }));
+        assert!(matches!(stats, Err(WaitError::Ended { .. })), "{stats:?}");
+        assert!(follow.wait_line("resync", Duration::from_secs(5), |l| matches!(l, Line::Resync { .. })).is_ok());
     }
 
     #[test]

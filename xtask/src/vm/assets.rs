@@ -8,8 +8,9 @@ use std::process::Command;
 use anyhow::{bail, Context as _};
 
 /// Drivers the guest needs: virtio-net (the NetVSC stand-in) on virtio-pci, e1000e (the VF
-/// stand-in) and veth. Their dependencies are found from the modules themselves.
-const WANTED: &[&str] = &["virtio_pci", "virtio_net", "e1000e", "veth"];
+/// stand-in), veth, and bridge (a master to enslave a VF to, as hv_netvsc does). Their
+/// dependencies are found from the modules themselves.
+const WANTED: &[&str] = &["virtio_pci", "virtio_net", "e1000e", "veth", "bridge"];
 
 pub struct Assets {
     pub kernel: PathBuf,

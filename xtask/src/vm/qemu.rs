@@ -216,6 +216,11 @@ impl Vm {
         self.lines.collect_for(period)
     }
 
+    /// Forgets the agent's kept lines `pred` accepts, so the next wait for one sees a new one.
+    pub fn discard(&mut self, pred: impl Fn(&Line) -> bool) {
+        self.lines.discard(|output| output.line().is_some_and(&pred));
+    }
+
     /// The agent's lines received so far, in order.
     pub fn seen_lines(&self) -> Vec<Line> {
         self.lines.seen_lines().cloned().collect()

@@ -113,6 +113,9 @@ mod tests {
         assert_eq!(btf.function(&["no_such_function", "register_netdevice"], 1), Some("register_netdevice"));
         assert_eq!(btf.function(&["register_netdevice"], 3), None, "wrong arity is not a match");
         assert!(btf.function(&["unregister_netdevice_queue"], 2).is_some());
+        // The kernel's VF association (hv_netvsc, bridges and bonds link the same way).
+        assert!(btf.function(&["netdev_master_upper_dev_link"], 5).is_some());
+        assert!(btf.function(&["netdev_upper_dev_unlink"], 2).is_some());
         assert!(btf.offset("net_device", &["no_such_member"]).is_err());
     }
 }

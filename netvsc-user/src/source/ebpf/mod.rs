@@ -213,6 +213,10 @@ pub fn translate(event: &KernelEvent) -> Option<LinkEvent> {
             mac: Some(MacAddr6::from(event.mac)),
             master: None,
         },
+        // Who the master is now is for sysfs to say: no name/MAC hint, so it is always re-read.
+        kind::MASTER_CHANGED => {
+            LinkEvent::Changed { ifindex: event.ifindex, name: text(event.name_bytes()), mac: None, master: None }
+        }
         kind::UNREGISTERED => LinkEvent::Removed { ifindex: event.ifindex },
         kind::PCI_ADDED | kind::PCI_REMOVED => {
             LinkEvent::PciDevice { address: text(event.pci_bytes())?, added: event.kind == kind::PCI_ADDED }
@@ -264,6 +268,11 @@ mod tests {
                 Some(LinkEvent::PciDevice { address: "0002:00:02.0".into(), added: false }),
             ),
             ("PCI event without a name", event(kind::PCI_ADDED, 0, b"", b""), None),
+            (
+                "master changed",
+                event(kind::MASTER_CHANGED, 7, b"enP2s2", b""),
+                Some(LinkEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: None, master: None }),
+            ),
             ("unknown kind", event(99, 7, b"enP2s2", b""), None),
         ];
         for (what, record, expected) in cases {
