@@ -303,3 +303,23 @@ fn watch_keeps_serving_when_one_late_interface_cannot_get_its_files() {
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me", "the symlink was not followed");
     assert!(agent.child.try_wait().unwrap().is_none(), "the agent is still running");
 }
+
+#[test]
+fn on_mana_scan_and_the_sidecar_files_carry_the_line_with_the_mac() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
+    sys.add_netvsc("eth1", 90_001, "00:22:48:00:00:0a").unwrap();
+    sys.add_mana_vport("enP30832s1", 90_002, "00:22:48:00:00:0a", "7870:00:00.0").unwrap();
+    let line = "7870:00:00.0,mac=00:22:48:00:00:0a";
+    let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--json"]);
+    let reports = interfaces(scan_lines(&out.stdout));
+    assert_eq!(reports[0].vf.as_ref().map(|vf| vf.devargs.as_str()), Some(line), "{reports:?}");
+
+    let fifo_dir = dir.path().join("run");
+    std::fs::create_dir(&fifo_dir).unwrap();
+    let mut agent = sidecar(&sys, &fifo_dir);
+    agent.ready();
+    assert_eq!(std::fs::read_to_string(fifo_dir.join("eth1.addr")).unwrap(), format!("{line}\n"));
+    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(fifo_dir.join("eth1.pipe")).unwrap();
+    assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(), Some(line));
+}
