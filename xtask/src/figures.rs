@@ -14,6 +14,14 @@ impl Latencies {
     pub fn spread(&self) -> Spread {
         Spread::of(self.samples_us.iter().copied())
     }
+
+    /// The mean: with plugs at a random phase, what a poller costs on average.
+    pub fn mean(&self) -> f64 {
+        if self.samples_us.is_empty() {
+            return f64::NAN;
+        }
+        self.samples_us.iter().sum::<f64>() / self.samples_us.len() as f64
+    }
 }
 
 /// CPU time and wakeups of the agent over some period.
@@ -32,6 +40,8 @@ pub struct Cost {
 
 #[derive(Default)]
 pub struct Results {
+    /// Seed of the plug delays (bench/phase.rs).
+    pub seed: u64,
     pub host_latency: Vec<Latencies>,
     pub host_costs: Vec<Cost>,
     /// (interfaces, full scan in ms)

@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod figures;
 mod licenses;
+mod phase;
 mod rebuild_check;
 mod stage;
 mod structure;

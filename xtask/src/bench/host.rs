@@ -9,6 +9,7 @@ use netvsc_user::clock::monotonic_ns;
 use super::usage::Usage;
 use super::BenchArgs;
 use crate::figures::{Cost, Latencies, Results};
+use crate::phase::Phase;
 use crate::stage::{Agent, Stage};
 
 const MAC: &str = "00:15:5d:be:00:01";
@@ -24,10 +25,11 @@ pub const SOURCES: [(&str, &[&str]); 3] = [
     ("poll 1000 ms", &["--source", "poll", "--poll-interval", "1000"]),
 ];
 
-pub fn run(bin: &Path, args: &BenchArgs, results: &mut Results) -> anyhow::Result<()> {
+pub fn run(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) -> anyhow::Result<()> {
     for (label, options) in SOURCES {
         println!("bench[host/{label}]: {} hot-plug cycles", args.cycles);
-        results.host_latency.push(Latencies { source: label.into(), samples_us: latency(bin, options, args.cycles)? });
+        let samples_us = latency(bin, options, args.cycles, &mut Phase::new(seed))?;
+        results.host_latency.push(Latencies { source: label.into(), samples_us });
         for interfaces in [10, 1000] {
             println!("bench[host/{label}]: idle for {} s with {interfaces} interfaces", args.idle_secs);
             results.host_costs.push(idle(bin, label, options, interfaces, args.idle_secs)?);
@@ -60,12 +62,14 @@ fn start(stage: &Stage, bin: &Path, options: &[&str]) -> anyhow::Result<Agent> {
 }
 
 /// From just before the VF appears (fake sysfs entry, then the veth) to the address in the pipe.
-fn latency(bin: &Path, options: &[&str], cycles: u32) -> anyhow::Result<Vec<f64>> {
+/// Each plug at a random phase after the previous unplug (see crate::phase).
+fn latency(bin: &Path, options: &[&str], cycles: u32, phase: &mut Phase) -> anyhow::Result<Vec<f64>> {
     let stage = stage(0)?;
     let mut agent = start(&stage, bin, options)?;
     let mut batch = stage.batch()?;
     let mut samples = Vec::new();
     for cycle in 0..cycles {
+        std::thread::sleep(phase.next_delay());
         let (name, ifindex, pci) = (format!("vf{cycle}"), 100 + cycle, PCI[cycle as usize % 2]);
         let appeared = monotonic_ns();
         stage.sys.add_vf(&name, ifindex, MAC, pci)?;

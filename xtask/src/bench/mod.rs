@@ -15,6 +15,7 @@ mod report;
 mod usage;
 
 use crate::figures::Results;
+use crate::phase;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -33,6 +34,9 @@ pub struct BenchArgs {
     /// Skip the VM (real PCI hot-plug) workload
     #[arg(long)]
     no_vm: bool,
+    /// Seed of the random plug delays (printed by every run, so a run can be repeated)
+    #[arg(long)]
+    seed: Option<u64>,
     /// Where the report and the plot go (the report replaces the results section there)
     #[arg(long, default_value = "docs/benchmarks.md")]
     docs: PathBuf,
@@ -40,14 +44,19 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bin = crate::toolchain::build_agent()?;
-    let mut results = Results::default();
+    let seed = args.seed.unwrap_or_else(phase::fresh_seed);
+    println!(
+        "bench: each plug waits a random delay in [0, {} ms) after the unplug; seed {seed} (--seed {seed} repeats it)",
+        phase::PERIOD.as_millis()
+    );
+    let mut results = Results { seed, ..Results::default() };
     results.environment.push(report::machine());
     if args.no_host {
         println!("bench: host workload skipped (--no-host)");
     } else if !nix::unistd::geteuid().is_root() {
         println!("bench: host workload skipped: needs root for a network namespace");
     } else {
-        host::run(&bin, &args, &mut results)?;
+        host::run(&bin, &args, seed, &mut results)?;
     }
     results.scale = full_scan_times()?;
     if args.no_vm {
@@ -55,7 +64,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else if let Some(reason) = crate::vm::unavailable() {
         println!("bench: VM workload skipped: {reason}");
     } else {
-        crate::vm::bench(args.cycles, args.churn_pairs, &mut results)?;
+        crate::vm::bench(args.cycles, args.churn_pairs, seed, &mut results)?;
     }
     let docs = crate::workspace::root().join(&args.docs);
     let plot_name = "benchmarks-latency.svg";

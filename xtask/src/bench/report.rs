@@ -27,23 +27,46 @@ fn latency_table(out: &mut String, title: &str, series: &[Latencies]) {
     if series.is_empty() {
         return;
     }
-    let original = series.iter().find(|s| s.source == ORIGINAL).map(|s| s.spread());
-    let _ = writeln!(out, "\n**{title}**\n\n| source | plugs | p50 | p99 | max | p50 vs the original (poll 1000 ms) |");
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let original = series.iter().find(|s| s.source == ORIGINAL).map(Latencies::mean);
+    let _ =
+        writeln!(out, "\n**{title}**\n\n| source | plugs | mean | p50 | p99 | max | the original's mean ÷ this mean |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for s in series {
         let spread = s.spread();
-        let ratio = original.as_ref().map_or("-".into(), |o| format!("{:.0}× faster", o.p50 / spread.p50));
+        let ratio = original.map_or("-".into(), |o| format!("{:.0}×", o / s.mean()));
         let ratio = if s.source == ORIGINAL { "1×".into() } else { ratio };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {ratio} |",
+            "| {} | {} | {} | {} | {} | {} | {ratio} |",
             s.source,
             spread.count,
+            duration(s.mean()),
             duration(spread.p50),
             duration(spread.p99),
             duration(spread.max)
         );
     }
+    if let Some(warning) = phase_check(series) {
+        println!("bench: {warning}");
+        let _ = writeln!(out, "\n**{warning}**");
+    }
+}
+
+/// With plugs at a random phase, the original's 1000 ms poll waits half a period on average on
+/// top of what the fastest source pays (the registration itself): 400–600 ms for 20 plugs or
+/// more. Outside that, the run is suspect (phase-locked plugs, a stalled machine).
+pub fn phase_check(series: &[Latencies]) -> Option<String> {
+    let original = series.iter().find(|s| s.source == ORIGINAL)?;
+    let floor =
+        series.iter().filter(|s| !s.source.starts_with("poll")).map(Latencies::mean).fold(f64::INFINITY, f64::min);
+    let floor = if floor.is_finite() { floor } else { 0.0 };
+    let waited_ms = (original.mean() - floor) / 1e3;
+    (!(400.0..=600.0).contains(&waited_ms)).then(|| {
+        format!(
+            "suspect run: {ORIGINAL} waited {waited_ms:.0} ms on average beyond the fastest source, \
+             not the 400–600 ms a random plug phase gives"
+        )
+    })
 }
 
 fn cost_table(out: &mut String, title: &str, costs: &[Cost]) {
@@ -70,7 +93,11 @@ fn duration(us: f64) -> String {
 }
 
 pub fn markdown(results: &Results, plot: &str) -> String {
-    let mut out = format!("{BEGIN}\n\nMeasured on: {}.\n", results.environment.join("; "));
+    let mut out = format!(
+        "{BEGIN}\n\nMeasured on: {}. Plugs at a random phase (uniform over 1 s after each unplug; seed {}).\n",
+        results.environment.join("; "),
+        results.seed
+    );
     latency_table(&mut out, "Host, network namespace: VF appears (fake sysfs entry, then `ip link add` via `ip -batch`) → address in the pipe", &results.host_latency);
     latency_table(
         &mut out,
@@ -120,15 +147,30 @@ mod tests {
     }
 
     #[test]
-    fn ratios_are_to_the_original_poll() {
+    fn ratios_are_of_means_to_the_original_poll() {
         let results = Results {
-            host_latency: vec![latencies("netlink", &[100.0, 100.0]), latencies(ORIGINAL, &[500_000.0, 500_000.0])],
+            host_latency: vec![latencies("netlink", &[100.0, 300.0]), latencies(ORIGINAL, &[100_000.0, 900_000.0])],
+            seed: 42,
             ..Results::default()
         };
         let text = markdown(&results, "plot.svg");
-        assert!(text.contains("| netlink | 2 | 100 µs | 100 µs | 100 µs | 5000× faster |"), "{text}");
+        assert!(text.contains("| netlink | 2 | 200 µs |"), "{text}");
+        assert!(text.contains("| 2500× |"), "the ratio of means (500 ms / 200 µs): {text}");
         assert!(text.contains("| poll 1000 ms | 2 | 500.0 ms |"), "{text}");
+        assert!(text.contains("seed 42"), "{text}");
+        assert!(!text.contains("suspect"), "{text}");
         assert!(text.contains("![latency distributions per source](plot.svg)"), "{text}");
+    }
+
+    #[test]
+    fn a_phase_locked_original_is_flagged() {
+        // Every plug just after a tick: the poller waits nearly the whole period each time.
+        let locked = [latencies("netlink", &[200.0; 20]), latencies(ORIGINAL, &[880_000.0; 20])];
+        let warning = phase_check(&locked).expect("flagged");
+        assert!(warning.contains("880 ms"), "{warning}");
+        let fair = [latencies("netlink", &[2_000.0; 20]), latencies(ORIGINAL, &[502_000.0; 20])];
+        assert_eq!(phase_check(&fair), None);
+        assert_eq!(phase_check(&fair[..1]), None, "no original row, nothing to check");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use netvsc_user::source::SourceName;
 use super::ebpf_checks::churn;
 use super::guest::{boot, pci_of, Guest, Setup, MAC_A};
 use crate::figures::{Cost, Latencies, Results};
+use crate::phase::Phase;
 
 /// (label, --source, extra agent options)
 const SOURCES: [(&str, &str, &[&str]); 4] = [
@@ -24,7 +25,7 @@ const SOURCES: [(&str, &str, &[&str]); 4] = [
 const OBSERVER: &str = "mkdir -p /tmp/observer && netvsc-watch watch --source ebpf --json --trace-events \
     --mac 52:54:00:aa:00:01 --force --fifo-dir /tmp/observer --resync-interval 0 >/dev/ttyS1 2>/dev/null &";
 
-pub fn run(setup: &Setup, cycles: u32, churn_pairs: u32, results: &mut Results) -> anyhow::Result<()> {
+pub fn run(setup: &Setup, cycles: u32, churn_pairs: u32, seed: u64, results: &mut Results) -> anyhow::Result<()> {
     for (label, source, options) in SOURCES {
         let mut guest = boot(setup, source, options).with_context(|| format!("booting the guest for {label}"))?;
         if results.environment.len() < 2 {
@@ -42,7 +43,7 @@ pub fn run(setup: &Setup, cycles: u32, churn_pairs: u32, results: &mut Results) 
         // The start-up association, so that later ones are the plugs'.
         guest.vm.change("the start-up association", "associated", |c| c.source != SourceName::Ebpf)?;
         println!("bench[vm/{label}]: {cycles} hot-plug cycles ({})", guest.vm.accel.name());
-        let samples = hotplug(&mut guest, source, cycles)?;
+        let samples = hotplug(&mut guest, source, cycles, &mut Phase::new(seed))?;
         results.vm_latency.push(Latencies { source: label.into(), samples_us: samples });
         if source != "poll" || options.contains(&"100") {
             let pairs = churn_pairs.min(200);
@@ -62,7 +63,7 @@ pub fn run(setup: &Setup, cycles: u32, churn_pairs: u32, results: &mut Results) 
 }
 
 /// Moves VF A between two ports `cycles` times; returns kernel registration → pipe in µs.
-fn hotplug(guest: &mut Guest, source: &str, cycles: u32) -> anyhow::Result<Vec<f64>> {
+fn hotplug(guest: &mut Guest, source: &str, cycles: u32, phase: &mut Phase) -> anyhow::Result<Vec<f64>> {
     // The measured agent's own lines (an observer agent may share the port), including changes
     // its safety resync found.
     let measured = |c: &Change| c.source.as_str() == source || (source != "ebpf" && c.source == SourceName::Resync);
@@ -71,6 +72,8 @@ fn hotplug(guest: &mut Guest, source: &str, cycles: u32) -> anyhow::Result<Vec<f
         let (id, port) = guest.vf_a.take().context("VF A present")?;
         guest.vm.unplug(&id)?;
         guest.vm.change("the pipe emptied", "dissociated", measured)?;
+        // Not right after the tick that reported the unplug: at a random phase.
+        std::thread::sleep(phase.next_delay());
         let (id, port) = (format!("bench{cycle}"), 3 - port);
         guest.vm.plug_vf(&id, port, MAC_A)?;
         let pci = pci_of(port);

@@ -92,9 +92,9 @@ fn prepare() -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
 }
 
 /// The VM workload of `cargo xtask bench`.
-pub fn bench(cycles: u32, churn_pairs: u32, results: &mut crate::figures::Results) -> anyhow::Result<()> {
+pub fn bench(cycles: u32, churn_pairs: u32, seed: u64, results: &mut crate::figures::Results) -> anyhow::Result<()> {
     let (setup, _work) = prepare()?;
-    bench::run(&setup, cycles, churn_pairs, results)
+    bench::run(&setup, cycles, churn_pairs, seed, results)
 }
 
 /// Builds the agent, prepares the guest and runs every scenario for every source.
