@@ -97,9 +97,13 @@ fn testpmd(test: &str) -> Option<&'static str> {
 
 /// `netvsc-watch exec -- dpdk-testpmd` without hugepages or PCI, non-interactive: its output.
 fn run_testpmd(sys: &FakeSysfs, app_vdevs: &[&str]) -> std::process::Output {
+    // EAL locks its runtime directory by file prefix: one per run, as tests run in parallel.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let prefix = format!("nvw{}-{run}", std::process::id());
     let mut command = Command::new(NETVSC_WATCH);
     command.args(["exec", "--source", "poll", "--sysfs-root", sys.root().to_str().unwrap(), "--", "dpdk-testpmd"]);
-    command.args(["--no-huge", "-m", "256", "--no-pci", "--file-prefix", &format!("nvw{}", std::process::id())]);
+    command.args(["--no-huge", "-m", "256", "--no-pci", "--file-prefix", &prefix]);
     command.args(["--log-level=pmd.net.vdev_netvsc:debug", "--log-level=pmd.net.failsafe:debug"]);
     command.args(app_vdevs).args(["--", "--total-num-mbufs", "2048"]);
     command.stdin(std::process::Stdio::null()).output().unwrap()
