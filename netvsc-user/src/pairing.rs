@@ -1,6 +1,8 @@
 //! Pairing: which VF belongs to which managed NetVSC interface. Pure: a view and what changed
 //! go in, actions come out; no I/O, so every rule is unit-tested.
 
+use std::collections::BTreeMap;
+
 use macaddr::MacAddr6;
 
 use crate::link::{Link, LinkKind};
@@ -167,6 +169,10 @@ pub struct Pairing {
     /// Sidecar mode picks up NetVSC interfaces that appear later; the launcher cannot.
     admit_later: bool,
     next_id: u32,
+    /// VF ifindex → the NetVSC ifindex the kernel last made its master, kept while the VF
+    /// exists. hv_netvsc unlinks a VF just before unregistering it: in that moment the master
+    /// link is gone but the VF is not, and MAC matching must not hand it to another interface.
+    kernel_owner: BTreeMap<u32, u32>,
 }
 
 impl Pairing {
@@ -177,12 +183,14 @@ impl Pairing {
         admit_later: bool,
     ) -> Result<(Self, Vec<Action>), UsageError> {
         let admitted = selection.resolve(view)?;
-        let mut pairing = Pairing { selection, contexts: Vec::new(), admit_later, next_id: 0 };
+        let mut pairing =
+            Pairing { selection, contexts: Vec::new(), admit_later, next_id: 0, kernel_owner: BTreeMap::new() };
         let mut actions = Vec::new();
         for Admitted { ifindex, auto } in admitted {
             let link = view.get(ifindex).expect("resolve returns links of the view");
             pairing.add_context(link, auto, &mut actions);
         }
+        pairing.note_kernel_owners(view, &Touched::All);
         pairing.evaluate(view, &Touched::All, &mut actions);
         Ok((pairing, actions))
     }
@@ -199,9 +207,35 @@ impl Pairing {
     /// their MACs, never on the total number of links (except for `Touched::All`).
     pub fn reconcile(&mut self, view: &SystemView, touched: &Touched) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.note_kernel_owners(view, touched);
         self.admit(view, touched, &mut actions);
         self.evaluate(view, touched, &mut actions);
         actions
+    }
+
+    /// Records which NetVSC the kernel made each touched VF's master; forgets VFs that are gone.
+    fn note_kernel_owners(&mut self, view: &SystemView, touched: &Touched) {
+        let ifindexes: Vec<u32> = match touched {
+            Touched::Nothing => return,
+            Touched::Links { ifindexes, .. } => ifindexes.iter().copied().collect(),
+            Touched::All => {
+                self.kernel_owner.retain(|vf, _| view.get(*vf).is_some());
+                view.links().map(|link| link.ifindex).collect()
+            }
+        };
+        for ifindex in ifindexes {
+            match view.get(ifindex) {
+                None => {
+                    self.kernel_owner.remove(&ifindex);
+                }
+                Some(link) if link.pci().is_some() => {
+                    if let Some(master) = link.master.filter(|m| view.get(*m).is_some_and(Link::is_netvsc)) {
+                        self.kernel_owner.insert(ifindex, master);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     fn admit(&mut self, view: &SystemView, touched: &Touched, actions: &mut Vec<Action>) {
@@ -249,18 +283,27 @@ impl Pairing {
     fn evaluate(&mut self, view: &SystemView, touched: &Touched, actions: &mut Vec<Action>) {
         let managed: Vec<u32> = self.contexts.iter().map(|ctx| ctx.ifindex).collect();
         for ctx in &mut self.contexts {
-            if !(touched.covers_ifindex(ctx.ifindex) || touched.covers_mac(&ctx.mac)) {
+            // Its own link, its MAC, or its VF (which, matched by the kernel, may carry another
+            // MAC: its removal must still reach this context).
+            let own_vf = ctx.vf.as_ref().is_some_and(|vf| touched.covers_ifindex(vf.ifindex));
+            if !(touched.covers_ifindex(ctx.ifindex) || touched.covers_mac(&ctx.mac) || own_vf) {
                 continue;
             }
             refresh_identity(ctx, view, actions);
             let released = ctx.is_released(view);
             let is_vf = |link: &&Link| matches!(link.kind, LinkKind::Pci(_)) && !managed.contains(&link.ifindex);
-            // The kernel's association, once hv_netvsc has made it (newest if, transiently, two).
-            let by_kernel = ctx.attached.then(|| view.enslaved_to(ctx.ifindex).filter(is_vf).last()).flatten();
+            let owner = |link: &Link| self.kernel_owner.get(&link.ifindex).copied();
+            // The kernel's association, once hv_netvsc has made it (newest if, transiently, two);
+            // it stands until the VF is gone, also through the unlink just before removal.
+            let by_kernel = ctx
+                .attached
+                .then(|| {
+                    let owned = self.kernel_owner.iter().filter(|(_, netvsc)| **netvsc == ctx.ifindex);
+                    owned.filter_map(|(vf, _)| view.get(*vf)).filter(is_vf).max_by_key(|link| link.ifindex)
+                })
+                .flatten();
             // A VF the kernel gave to another NetVSC interface is not ours, whatever its MAC.
-            let elsewhere = |link: &&Link| {
-                link.master.is_some_and(|m| m != ctx.ifindex && view.get(m).is_some_and(Link::is_netvsc))
-            };
+            let elsewhere = |link: &&Link| owner(link).is_some_and(|netvsc| netvsc != ctx.ifindex);
             let candidates: Vec<&Link> = view.with_mac(&ctx.mac).filter(is_vf).filter(|l| !elsewhere(l)).collect();
             // Newest ifindex wins: during a migration the VF registered last is the live one.
             let chosen = match by_kernel {

@@ -124,3 +124,22 @@ fn the_kernel_agreeing_later_rewrites_nothing_and_disagreeing_rewrites_once() {
     touched.merge(v.upsert(enslaved(b, 3)));
     assert_eq!(lines(&pairing.reconcile(&v, &touched)), [("eth1".into(), "0009:00:02.0".into(), Match::Kernel)]);
 }
+
+#[test]
+fn the_unlink_just_before_removal_hands_the_vf_to_no_one_else() {
+    // The kernel gave enP5 (MAC A) to eth2; hv_netvsc unlinks it just before unregistering it.
+    let owned = enslaved(vf(5, "enP5", MAC_A, "0005:00:02.0"), 4);
+    let v = view(vec![netvsc(3, "eth1", MAC_A), netvsc(4, "eth2", MAC_B), owned.clone()], &[]);
+    let (mut pairing, actions) = Pairing::start(named(&["eth1", "eth2"], false), &v, true).unwrap();
+    assert_eq!(lines(&actions), [("eth2".into(), "0005:00:02.0".into(), Match::Kernel)]);
+    let mut v = view(vec![netvsc(3, "eth1", MAC_A), netvsc(4, "eth2", MAC_B), owned.clone()], &[]);
+    let mut unlinked = owned;
+    unlinked.master = None;
+    let touched = v.upsert(unlinked);
+    assert_eq!(pairing.reconcile(&v, &touched), [], "eth1 must not get eth2's VF by MAC in that moment");
+    let touched = v.remove(5);
+    assert_eq!(dissociated(&pairing.reconcile(&v, &touched)), [("eth2".to_owned(), Release::VfGone)]);
+    // Gone is gone: a new VF with the same ifindex and MAC A is matched by MAC again.
+    let touched = v.upsert(vf(5, "enP5", MAC_A, "0006:00:02.0"));
+    assert_eq!(lines(&pairing.reconcile(&v, &touched)), [("eth1".into(), "0006:00:02.0".into(), Match::Mac)]);
+}

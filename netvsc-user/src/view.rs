@@ -11,8 +11,6 @@ use crate::link::Link;
 pub struct SystemView {
     links: BTreeMap<u32, Link>,
     by_mac: HashMap<MacAddr6, BTreeSet<u32>>,
-    /// Master ifindex → the links enslaved to it (a NetVSC's VF, as the kernel matched them).
-    by_master: HashMap<u32, BTreeSet<u32>>,
     routed: HashSet<u32>,
 }
 
@@ -133,11 +131,6 @@ impl SystemView {
         self.by_mac.get(mac).into_iter().flatten().filter_map(|ifindex| self.links.get(ifindex))
     }
 
-    /// Links enslaved to `master`, lowest ifindex first.
-    pub fn enslaved_to(&self, master: u32) -> impl Iterator<Item = &Link> + '_ {
-        self.by_master.get(&master).into_iter().flatten().filter_map(|ifindex| self.links.get(ifindex))
-    }
-
     /// Links named `name` (normally one; two only transiently around renames).
     pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Link> + 'a {
         self.links.values().filter(move |link| link.name == name)
@@ -157,24 +150,14 @@ impl SystemView {
 
     fn index(&mut self, link: &Link) {
         self.by_mac.entry(link.mac).or_default().insert(link.ifindex);
-        if let Some(master) = link.master {
-            self.by_master.entry(master).or_default().insert(link.ifindex);
-        }
     }
 
     fn unindex(&mut self, link: &Link) {
-        remove_from(&mut self.by_mac, &link.mac, link.ifindex);
-        if let Some(master) = link.master {
-            remove_from(&mut self.by_master, &master, link.ifindex);
-        }
-    }
-}
-
-fn remove_from<K: std::hash::Hash + Eq>(index: &mut HashMap<K, BTreeSet<u32>>, key: &K, ifindex: u32) {
-    if let Some(set) = index.get_mut(key) {
-        set.remove(&ifindex);
-        if set.is_empty() {
-            index.remove(key);
+        if let Some(set) = self.by_mac.get_mut(&link.mac) {
+            set.remove(&link.ifindex);
+            if set.is_empty() {
+                self.by_mac.remove(&link.mac);
+            }
         }
     }
 }

@@ -98,6 +98,14 @@ async fn the_kernels_association_overrides_a_mac_match_that_disagrees() {
     assert_eq!(pipe(&agent, 0), None, "taken from eth1");
     assert_eq!(pipe(&agent, 1).as_deref(), Some("0005:00:02.0"), "given to eth2");
     assert_eq!(agent.pairing().contexts()[1].vf.as_ref().unwrap().matched, Match::Kernel);
+    agent.refill();
+    // hv_netvsc unlinks it just before it unregisters: eth1 must not get it by MAC meanwhile.
+    rig.sys.set_master("enP5", None).unwrap();
+    assert_eq!(netlink_changed(&mut agent, 10, "enP5", None).await, 0);
+    assert_eq!(pending(&agent), 0, "eth1's pipe stays empty");
+    // Its removal empties eth2's pipe, though the VF's MAC is not eth2's.
+    removed(&mut agent, 10).await;
+    assert_eq!(agent.outputs().channel(1).unwrap().pending_bytes().unwrap(), 0);
 }
 
 #[tokio::test]
