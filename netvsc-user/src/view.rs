@@ -131,21 +131,8 @@ impl SystemView {
         self.by_mac.get(mac).into_iter().flatten().filter_map(|ifindex| self.links.get(ifindex))
     }
 
-    /// Links named `name` (normally one; two only transiently around renames).
-    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Link> + 'a {
-        self.links.values().filter(move |link| link.name == name)
-    }
-
     pub fn links(&self) -> impl Iterator<Item = &Link> {
         self.links.values()
-    }
-
-    pub fn len(&self) -> usize {
-        self.links.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
     }
 
     fn index(&mut self, link: &Link) {
@@ -159,5 +146,48 @@ impl SystemView {
                 self.by_mac.remove(&link.mac);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{LinkKind, PciFunction};
+
+    fn mac(last: u8) -> MacAddr6 {
+        MacAddr6::new(0, 0x15, 0x5d, 0, 0, last)
+    }
+
+    fn vf(ifindex: u32, last: u8, master: Option<u32>) -> Link {
+        let function = PciFunction { address: "0001:00:02.0".into(), mana: false, netdevs: 1 };
+        Link { ifindex, name: format!("enP{ifindex}"), mac: mac(last), kind: LinkKind::Pci(function), master }
+    }
+
+    /// What an event touches decides which contexts pairing re-evaluates: exactly the changed
+    /// link, its old and new MAC, and the masters it left or joined; nothing when nothing changed.
+    #[test]
+    fn a_change_touches_exactly_what_it_changed() {
+        let mut view = SystemView::default();
+        let added = view.upsert(vf(5, 1, None));
+        assert!(added.covers_ifindex(5) && added.covers_mac(&mac(1)));
+        assert!(!added.covers_ifindex(6) && !added.covers_mac(&mac(2)) && !added.is_nothing());
+        assert!(view.upsert(vf(5, 1, None)).is_nothing(), "the same link again changes nothing");
+
+        let moved = view.upsert(vf(5, 2, Some(3)));
+        assert!(moved.covers_mac(&mac(1)) && moved.covers_mac(&mac(2)), "old and new MAC");
+        assert!(moved.covers_ifindex(5) && moved.covers_ifindex(3), "the link and its new master");
+        assert!(!moved.covers_ifindex(4));
+        assert_eq!(view.with_mac(&mac(1)).count(), 0);
+        assert_eq!(view.with_mac(&mac(2)).map(|l| l.ifindex).collect::<Vec<_>>(), [5]);
+
+        let left = view.upsert(vf(5, 2, Some(4)));
+        assert!(left.covers_ifindex(3) && left.covers_ifindex(4), "the master it left and the one it joined");
+
+        let removed = view.remove(5);
+        assert!(removed.covers_ifindex(5) && removed.covers_mac(&mac(2)) && removed.covers_ifindex(4));
+        assert!(view.remove(5).is_nothing(), "removing what is gone changes nothing");
+
+        assert!(!Touched::Nothing.covers_ifindex(5) && !Touched::Nothing.covers_mac(&mac(1)));
+        assert!(Touched::All.covers_ifindex(5) && Touched::All.covers_mac(&mac(1)) && !Touched::All.is_nothing());
     }
 }

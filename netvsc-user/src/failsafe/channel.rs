@@ -32,11 +32,6 @@ impl Channel {
         Self { tx, rx, line: None }
     }
 
-    /// The address currently published, if any.
-    pub fn current(&self) -> Option<&str> {
-        self.line.as_deref()
-    }
-
     /// Replaces the pipe content with `address` + `\n`, or empties it for `None`.
     pub fn publish(&mut self, address: Option<&str>) -> io::Result<()> {
         if let Some(address) = address {
@@ -104,5 +99,36 @@ impl Channel {
                 Err(err) => Err(err.into()),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::fcntl::OFlag;
+    use nix::unistd::pipe2;
+
+    use super::*;
+
+    fn channel() -> Channel {
+        let (rx, tx) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
+        Channel::new(tx, Some(rx))
+    }
+
+    #[test]
+    fn a_line_up_to_the_limit_is_published_and_a_bad_one_leaves_the_pipe_as_it_was() {
+        let mut channel = channel();
+        channel.publish(Some("0002:00:02.0")).unwrap();
+        assert_eq!(channel.pending_bytes().unwrap(), "0002:00:02.0\n".len());
+        // The longest line that fits, newline included.
+        let longest = "a".repeat(MAX_LINE - 1);
+        channel.publish(Some(&longest)).unwrap();
+        assert_eq!(channel.pending_bytes().unwrap(), MAX_LINE);
+        for bad in ["a".repeat(MAX_LINE), "0002:00:02.0\n0003:00:02.0".to_owned()] {
+            let err = channel.publish(Some(&bad)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+            assert_eq!(channel.pending_bytes().unwrap(), MAX_LINE, "refused before touching the pipe: {bad:?}");
+        }
+        channel.publish(None).unwrap();
+        assert_eq!(channel.pending_bytes().unwrap(), 0);
     }
 }
