@@ -10,10 +10,12 @@ use std::collections::VecDeque;
 use std::io;
 
 use anyhow::Context as _;
+use bytes::BytesMut;
 use futures::future::BoxFuture;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_proto::{NetlinkCodec, NetlinkMessageCodec as _};
 use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket as _, AsyncSocketExt as _, SocketAddr, TokioSocket};
 
 use super::{LinkEvent, Source, SourceEvent};
@@ -118,18 +120,12 @@ impl Source for NetlinkSource {
 /// What an overrun turns into.
 pub const OVERRUN: LinkEvent = LinkEvent::Resync { reason: "rtnetlink receive buffer overrun", lost: true };
 
-/// The payloads of the netlink messages in one datagram; a malformed one ends the datagram.
-pub fn messages(datagram: &[u8]) -> impl Iterator<Item = NetlinkPayload<RouteNetlinkMessage>> + '_ {
-    let mut offset = 0;
+/// The payloads of the netlink messages in one datagram, split as rtnetlink's own connection
+/// does it (netlink-proto's codec: a malformed message is skipped, a bad length ends the datagram).
+fn messages(datagram: &[u8]) -> impl Iterator<Item = NetlinkPayload<RouteNetlinkMessage>> {
+    let mut buffer = BytesMut::from(datagram);
     std::iter::from_fn(move || {
-        let rest = datagram.get(offset..).filter(|rest| !rest.is_empty())?;
-        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest).ok()?;
-        let length = message.header.length as usize;
-        if length == 0 {
-            return None;
-        }
-        // Messages in a datagram are 4-byte aligned (NLMSG_ALIGN).
-        offset += (length + 3) & !3;
+        let message = NetlinkCodec::decode::<RouteNetlinkMessage>(&mut buffer).ok()??;
         Some(message.payload)
     })
 }
@@ -189,6 +185,33 @@ mod tests {
         let mut msg = AddressMessage::default();
         msg.header.index = index;
         msg
+    }
+
+    #[test]
+    fn every_message_of_a_datagram_is_read() {
+        let mut datagram = Vec::new();
+        for index in [7, 8] {
+            let name = vec![LinkAttribute::IfName(format!("enP{index}"))];
+            let mut message = netlink_packet_core::NetlinkMessage::from(RouteNetlinkMessage::NewLink(link(
+                index,
+                AddressFamily::Unspec,
+                name,
+            )));
+            message.finalize();
+            let mut bytes = vec![0; message.buffer_len()];
+            message.serialize(&mut bytes);
+            datagram.extend(bytes);
+        }
+        let events: Vec<_> = messages(&datagram).filter_map(translate).collect();
+        let names: Vec<_> = events
+            .iter()
+            .map(|e| match e {
+                LinkEvent::Changed { ifindex, name, .. } => (*ifindex, name.clone().unwrap()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, [(7, "enP7".to_owned()), (8, "enP8".to_owned())]);
+        assert_eq!(messages(&datagram[..10]).count(), 0, "a truncated datagram yields nothing");
     }
 
     #[test]
