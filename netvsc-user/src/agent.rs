@@ -101,6 +101,11 @@ impl Agent {
         &self.outputs
     }
 
+    /// What `scan` would report, with the sidecar files of the managed interfaces.
+    pub fn interface_reports(&self) -> Vec<crate::lines::InterfaceReport> {
+        crate::report::interface_reports(&self.pairing, &self.view, Some(&self.outputs))
+    }
+
     /// Starts recording failover timelines; `source` names the clock of events without kernel times.
     pub fn measure(&mut self, source: SourceName) {
         self.measuring = Some(Measuring::new(source));

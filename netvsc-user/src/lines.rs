@@ -148,9 +148,6 @@ pub struct InterfaceReport {
     pub pipe: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
-    /// The context, for managed interfaces.
-    #[serde(skip)]
-    pub id: Option<u32>,
 }
 
 /// A `source` line: the event and, from the eBPF source, the kernel's own record.

@@ -60,20 +60,19 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let mut reader = system_reader(&args.selection)?;
     let view = reader.full_scan().await?;
     let (pairing, _) = Pairing::start(selection, &view, false)?;
-    let reporter = Reporter::new(args.json);
     // One line per interface, then what `exec` would add for DPDK's own vdev_netvsc.
     let auto_probe = AutoProbe::detect(&view, &[], false);
     let mut out = std::io::stdout().lock();
-    for report in interface_reports(&pairing, &view) {
+    for report in interface_reports(&pairing, &view, None) {
         let written = if args.json {
-            reporter.line_to(&mut out, &Line::Interface(report))
+            Reporter::line_to(&mut out, &Line::Interface(report))
         } else {
             writeln!(out, "{}", interface_line(&report))
         };
         stop_on_closed_stdout(written)?;
     }
     let written = if args.json {
-        reporter.line_to(&mut out, &Line::DpdkAutoProbe { dpdk_auto_probe: auto_probe })
+        Reporter::line_to(&mut out, &Line::DpdkAutoProbe { dpdk_auto_probe: auto_probe })
     } else {
         writeln!(out, "{}", auto_probe.summary())
     };
@@ -213,14 +212,7 @@ fn event_source(args: &RunArgs) -> anyhow::Result<Opened> {
 /// Tells scripts (and tests) that start-up is done and events are being watched, by which
 /// source, and why sources tried before it were passed over.
 fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent, auto_probe: &AutoProbe) {
-    let mut contexts: Vec<_> =
-        interface_reports(agent.pairing(), agent.view()).into_iter().filter(|r| r.failsafe.is_some()).collect();
-    for report in &mut contexts {
-        if let Some((pipe, addr)) = report.id.and_then(|id| agent.outputs().paths(id)) {
-            report.pipe = Some(pipe.display().to_string());
-            report.addr = Some(addr.display().to_string());
-        }
-    }
+    let contexts = agent.interface_reports().into_iter().filter(|r| r.failsafe.is_some()).collect();
     let passed_over = opened
         .passed_over
         .iter()

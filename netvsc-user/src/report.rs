@@ -5,6 +5,7 @@ use std::io::Write;
 
 use tracing::{info, warn};
 
+use crate::failsafe::Outputs;
 use crate::lines::{Change, Detail, InterfaceReport, InterfaceState, KernelRecord, Line, SourceTrace, VfReport};
 use crate::link::mac_string;
 use crate::pairing::{failsafe_name, Action, Context, Pairing, Release, Vf};
@@ -19,9 +20,11 @@ pub fn vdev_arg(id: u32, fd: i32, netvsc: &str) -> String {
     format!("{},fd({fd}),dev(net_tap_vsc{id},remote={netvsc})", failsafe_name(id))
 }
 
-/// Every NetVSC interface of the view plus forced stand-ins, by ifindex.
-pub fn interface_reports(pairing: &Pairing, view: &SystemView) -> Vec<InterfaceReport> {
-    let mut reports: Vec<InterfaceReport> = pairing.contexts().iter().map(|ctx| context_report(ctx, view)).collect();
+/// Every NetVSC interface of the view plus forced stand-ins, by ifindex; with `outputs`, the
+/// managed ones name their sidecar files.
+pub fn interface_reports(pairing: &Pairing, view: &SystemView, outputs: Option<&Outputs>) -> Vec<InterfaceReport> {
+    let mut reports: Vec<InterfaceReport> =
+        pairing.contexts().iter().map(|ctx| context_report(ctx, view, outputs)).collect();
     for link in view.links().filter(|l| l.is_netvsc()) {
         if pairing.contexts().iter().any(|ctx| ctx.ifindex == link.ifindex) {
             continue;
@@ -41,15 +44,15 @@ pub fn interface_reports(pairing: &Pairing, view: &SystemView) -> Vec<InterfaceR
             failsafe: None,
             pipe: None,
             addr: None,
-            id: None,
         });
     }
     reports.sort_by_key(|r| r.ifindex);
     reports
 }
 
-fn context_report(ctx: &Context, view: &SystemView) -> InterfaceReport {
+fn context_report(ctx: &Context, view: &SystemView, outputs: Option<&Outputs>) -> InterfaceReport {
     let released = ctx.is_released(view);
+    let paths = outputs.and_then(|o| o.paths(ctx.id));
     InterfaceReport {
         netvsc: ctx.name.clone(),
         ifindex: ctx.ifindex,
@@ -62,9 +65,8 @@ fn context_report(ctx: &Context, view: &SystemView) -> InterfaceReport {
         },
         reason: released.then(|| Release::Routed.explanation().to_owned()),
         failsafe: Some(failsafe_name(ctx.id)),
-        pipe: None,
-        addr: None,
-        id: Some(ctx.id),
+        pipe: paths.map(|(pipe, _)| pipe.display().to_string()),
+        addr: paths.map(|(_, addr)| addr.display().to_string()),
     }
 }
 
@@ -122,19 +124,17 @@ impl Reporter {
         }
     }
 
-    /// One JSON line to `out` (`scan --json`), so the caller sees a closed stdout.
-    pub fn line_to(&self, out: &mut impl Write, line: &Line) -> std::io::Result<()> {
+    /// One JSON line to `out`, in one write, so that lines of other writers sharing the stream
+    /// (a serial port, a pipe) never land inside it. `scan --json` sees a closed stdout here.
+    pub fn line_to(out: &mut impl Write, line: &Line) -> std::io::Result<()> {
         out.write_all(&line.to_json())?;
         out.flush()
     }
 
-    /// Prints one JSON line (when `--json`). The line goes out in one write, so that lines of
-    /// other writers sharing the stream (a serial port, a pipe) never land inside it.
+    /// Prints one JSON line on stdout (when `--json`); a reader that went away is not an error.
     pub fn line(&self, line: &Line) {
         if self.json {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&line.to_json());
-            let _ = out.flush();
+            let _ = Self::line_to(&mut std::io::stdout().lock(), line);
         }
     }
 }

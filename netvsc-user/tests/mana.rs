@@ -3,7 +3,6 @@
 //! wins over MAC matching without ever rewriting a line that is already right.
 
 use netvsc_user::pairing::Match;
-use netvsc_user::report::interface_reports;
 use netvsc_user::selection::Selection;
 use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
 
@@ -41,7 +40,7 @@ async fn each_mana_vport_gets_its_own_line_and_leaves_alone() {
     assert_eq!(pipe(&agent, 0), Some(format!("{MANA},mac={MAC_A}")));
     assert_eq!(pipe(&agent, 1), Some(format!("{MANA},mac={MAC_B}")));
     agent.refill();
-    let reports = interface_reports(agent.pairing(), agent.view());
+    let reports = agent.interface_reports();
     let devargs: Vec<_> = reports.iter().map(|r| r.vf.as_ref().map(|vf| vf.devargs.clone())).collect();
     assert_eq!(devargs, [Some(format!("{MANA},mac={MAC_A}")), Some(format!("{MANA},mac={MAC_B}"))]);
 

@@ -5,7 +5,7 @@ use netvsc_testkit::StaticIfindexes as StaticLinkList;
 use netvsc_user::agent::Agent;
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::lines::InterfaceState;
-use netvsc_user::report::{interface_reports, Reporter};
+use netvsc_user::report::Reporter;
 use netvsc_user::selection::{parse_mac, Selection, Spec};
 use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
 use netvsc_user::sysfs::Sysfs;
@@ -57,7 +57,7 @@ async fn routed_netvsc_is_skipped_unless_named() {
 
     let agent = rig.agent(Selection::default(), false).await.unwrap();
     assert_eq!(names(&agent), ["eth1"]);
-    let reports = interface_reports(agent.pairing(), agent.view());
+    let reports = agent.interface_reports();
     let eth0 = reports.iter().find(|r| r.netvsc == "eth0").unwrap();
     assert_eq!(eth0.state, InterfaceState::Skipped);
     assert!(eth0.reason.as_deref().unwrap().contains("routed"));
