@@ -40,15 +40,6 @@ impl Output {
         }
     }
 
-    /// The line as JSON; an agent line as the agent wrote it.
-    pub fn value(&self) -> Value {
-        match self {
-            Output::Agent(line) => serde_json::to_value(line).expect("a Line always serialises"),
-            Output::Other(value) => value.clone(),
-            Output::Malformed { text, .. } => serde_json::from_str(text).unwrap_or(Value::Null),
-        }
-    }
-
     pub fn other(&self) -> Option<&Value> {
         match self {
             Output::Other(value) => Some(value),
@@ -171,17 +162,6 @@ impl JsonLines {
         })
     }
 
-    /// The next line of any writer whose JSON `pred` accepts (agent lines checked against the
-    /// schema first).
-    pub fn wait_value(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Result<Value, WaitError> {
-        self.wait_for(what, timeout, |o| Some(o.value()).filter(|v| pred(v)))
-    }
-
     /// The next line of another writer that `pred` accepts.
     pub fn wait_other(
         &mut self,
@@ -209,18 +189,6 @@ impl JsonLines {
     /// new ones (say, the answer to a request that an earlier, unanswered one would shadow).
     pub fn discard(&mut self, pred: impl Fn(&Output) -> bool) {
         self.backlog.retain(|output| !pred(output));
-    }
-
-    /// Lines already received and not yet looked at, without waiting.
-    pub fn take_received(&mut self) -> Vec<Output> {
-        let got: Vec<Output> = self.lines.try_iter().collect();
-        self.seen.extend(got.iter().cloned());
-        got
-    }
-
-    /// Every line seen so far, as JSON.
-    pub fn seen_values(&self) -> Vec<Value> {
-        self.seen.iter().map(Output::value).collect()
     }
 
     /// The agent lines seen so far.

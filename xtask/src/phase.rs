@@ -25,11 +25,6 @@ impl Phase {
     }
 }
 
-/// A seed for a run that was given none.
-pub fn fresh_seed() -> u64 {
-    fastrand::u64(..)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,8 +155,9 @@ impl Agent {
         Ok(self.lines.wait_other(what, WAIT, pred)?)
     }
 
+    /// failsafe-sim's lines arriving within `period`.
     pub fn collect_for(&mut self, period: Duration) -> Vec<Value> {
-        self.lines.collect_for(period).iter().map(Output::value).collect()
+        self.lines.collect_for(period).iter().filter_map(Output::other).cloned().collect()
     }
 }
 

@@ -44,7 +44,7 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bin = crate::toolchain::build_agent()?;
-    let seed = args.seed.unwrap_or_else(phase::fresh_seed);
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     println!(
         "bench: each plug waits a random delay in [0, {} ms) after the unplug; seed {seed} (--seed {seed} repeats it)",
         phase::PERIOD.as_millis()

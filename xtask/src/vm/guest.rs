@@ -159,7 +159,7 @@ pub(super) fn unplug(guest: &mut Guest, id: &str, side: Side) -> anyhow::Result<
     }
     let emptied_at = emptied.at_ns;
     guest.vm.collect_for(Duration::from_millis(READ_POLL_MS * 10));
-    let seen = guest.vm.seen();
+    let seen = guest.vm.seen_others();
     let stale: Vec<&Value> = seen
         .iter()
         .filter(|v| v["failsafe"] == ctx.as_str() && v["read"] == old_pci.as_str())

@@ -185,8 +185,8 @@ impl Vm {
         Duration::from_secs(if self.accel == Accel::Kvm { 10 } else { 60 })
     }
 
-    /// Waits for the next guest line (the agent's, failsafe-sim's, the guest's own) whose JSON
-    /// `pred` accepts.
+    /// Waits for the next line of the guest's own or failsafe-sim's that `pred` accepts (the
+    /// agent's lines are read typed, with the methods below).
     pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
         self.expect_within(what, self.timeout(), pred)
     }
@@ -208,7 +208,7 @@ impl Vm {
     }
 
     fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        Ok(self.lines.wait_value(what, timeout, pred)?)
+        Ok(self.lines.wait_other(what, timeout, pred)?)
     }
 
     /// Everything the guest says within `period`.
@@ -226,9 +226,9 @@ impl Vm {
         self.lines.seen_lines().cloned().collect()
     }
 
-    /// Every line received so far, in order, as JSON.
-    pub fn seen(&self) -> Vec<Value> {
-        self.lines.seen_values()
+    /// The lines of the guest and of failsafe-sim received so far, in order.
+    pub fn seen_others(&self) -> Vec<Value> {
+        self.lines.seen.iter().filter_map(Output::other).cloned().collect()
     }
 
     /// Runs a shell command in the guest (`$AGENT` is the agent's pid) and waits for it.

@@ -138,12 +138,9 @@ fn never_returns(guest: &mut Guest) -> anyhow::Result<()> {
         .iter()
         .filter(|output| match output {
             Output::Agent(Line::Associated(change)) => change.failsafe == ctx,
-            Output::Agent(_) => false,
             // The guest's own lines and failsafe-sim's reads.
-            other => {
-                let v = other.value();
-                v["guest"] == "exited" || (v["failsafe"] == ctx.as_str() && v.get("read").is_some())
-            }
+            Output::Other(v) => v["guest"] == "exited" || (v["failsafe"] == ctx.as_str() && v.get("read").is_some()),
+            _ => false,
         })
         .collect();
     ensure!(wrong.is_empty(), "with no VF, nothing may be written, read, or exit: {wrong:?}");
