@@ -11,7 +11,7 @@ use netvsc_user::pairing::Match;
 use nix::sys::signal::Signal;
 
 mod support;
-use support::{dir_names, scan_lines, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+use support::{dir_names, open_fifo, scan_lines, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
@@ -256,7 +256,7 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
     assert_eq!(ready.interfaces.len(), 2);
     let state = fifo_dir.join("eth1.addr");
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "0002:00:02.0\n");
-    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(fifo_dir.join("eth1.pipe")).unwrap();
+    let fifo = open_fifo(fifo_dir.join("eth1.pipe"));
     assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"));
 
     sys.remove("enP2p0s2").unwrap();
@@ -280,7 +280,7 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
         "state files removed at exit; FIFOs kept for DPDK, which may hold them open"
     );
     for fifo in ["eth1.pipe", "eth2.pipe", "eth3.pipe"] {
-        let fifo = std::fs::OpenOptions::new().read(true).write(true).open(fifo_dir.join(fifo)).unwrap();
+        let fifo = open_fifo(fifo_dir.join(fifo));
         assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap(), None, "emptied at exit");
     }
 }
@@ -320,6 +320,6 @@ fn on_mana_scan_and_the_sidecar_files_carry_the_line_with_the_mac() {
     let mut agent = sidecar(&sys, &fifo_dir);
     agent.ready();
     assert_eq!(std::fs::read_to_string(fifo_dir.join("eth1.addr")).unwrap(), format!("{line}\n"));
-    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(fifo_dir.join("eth1.pipe")).unwrap();
+    let fifo = open_fifo(fifo_dir.join("eth1.pipe"));
     assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(), Some(line));
 }

@@ -7,7 +7,7 @@ use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::pairing::{Action, Match, Release, Vf};
 
 mod support;
-use support::dir_names as names;
+use support::{dir_names as names, open_fifo};
 
 fn mac(n: u8) -> macaddr::MacAddr6 {
     macaddr::MacAddr6::new(0x00, 0x15, 0x5d, 0, 0, n)
@@ -81,7 +81,7 @@ fn sidecar_fifo_and_state_file() {
     assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o7777, 0o640);
 
     // The DPDK side: `exec N<>DIR/eth1.pipe`, then fd(N).
-    let consumer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let consumer = open_fifo(&fifo);
     associate(&mut outputs, "0002:00:02.0");
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "0002:00:02.0\n");
     assert_eq!(read_like_failsafe(&consumer).unwrap().as_deref(), Some("0002:00:02.0"));
@@ -105,7 +105,7 @@ fn a_clean_restart_keeps_the_consumers_descriptor_working() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = sidecar(dir.path());
     manage(&mut first);
-    let consumer = std::fs::OpenOptions::new().read(true).write(true).open(dir.path().join("eth1.pipe")).unwrap();
+    let consumer = open_fifo(dir.path().join("eth1.pipe"));
     associate(&mut first, "0002:00:02.0");
     first.close();
     assert_eq!(read_like_failsafe(&consumer).unwrap(), None, "emptied at exit");
@@ -121,7 +121,7 @@ fn a_stale_address_left_by_a_killed_run_never_reaches_the_consumer() {
     let dir = tempfile::tempdir().unwrap();
     let mut killed = sidecar(dir.path());
     manage(&mut killed);
-    let consumer = std::fs::OpenOptions::new().read(true).write(true).open(dir.path().join("eth1.pipe")).unwrap();
+    let consumer = open_fifo(dir.path().join("eth1.pipe"));
     associate(&mut killed, "0002:00:02.0");
     drop(killed); // as after kill -9: the lock goes, the files stay as they were
     assert_eq!(std::fs::read_to_string(dir.path().join("eth1.addr")).unwrap(), "0002:00:02.0\n");

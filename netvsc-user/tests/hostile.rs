@@ -1,7 +1,6 @@
 //! The binary as a hostile user (and Kubernetes) treats it: restarts while DPDK keeps its
 //! descriptor, a second instance, foreign files, failed start-ups, odd signals and odd trees.
 
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use nix::sys::signal::Signal;
 mod support;
 use netvsc_user::lines::InterfaceState;
 use netvsc_user::lines::Line;
-use support::{dir_names as names, JsonProcess, NETVSC_WATCH};
+use support::{dir_names as names, open_fifo, JsonProcess, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
@@ -62,7 +61,7 @@ impl Stage {
 
     /// DPDK's side: `exec 10<>DIR/eth1.pipe`, held for its whole life.
     fn open_like_dpdk(&self) -> std::fs::File {
-        OpenOptions::new().read(true).write(true).open(self.run_dir().join("eth1.pipe")).unwrap()
+        open_fifo(self.run_dir().join("eth1.pipe"))
     }
 }
 

@@ -15,7 +15,7 @@ use netvsc_user::lines::Line;
 use netvsc_user::pairing::Release;
 use netvsc_user::source::SourceName;
 use netvsc_user::timeline::{Clock, Report};
-use support::{skip_unless_root, JsonProcess, Netns, FAILSAFE_SIM, NETVSC_WATCH};
+use support::{open_fifo, skip_unless_root, JsonProcess, Netns, FAILSAFE_SIM, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 const MAC2: &str = "00:15:5d:00:00:02";
@@ -80,8 +80,7 @@ fn netlink_events_alone_follow_vf_hotplug() {
     let stage = Stage::new("hotplug");
     stage.netvsc("eth1", 10, MAC);
     let mut agent = stage.watch(&[]);
-    let fifo =
-        std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifo_dir()));
 
     for (cycle, pci) in ["0002:00:02.0", "0003:00:02.0", "0002:00:02.0"].iter().enumerate() {
         let name = format!("enP{cycle}");
@@ -143,8 +142,7 @@ fn interfaces_with_ip_addresses_are_left_alone() {
     // An automatically chosen interface that gains an IPv6 address at run time is released.
     stage.plug_vf("enP1", 20, MAC2, "0001:00:02.0");
     let mut agent = stage.watch(&[]);
-    let fifo =
-        std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifo_dir()));
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0001:00:02.0"));
     stage.ns.ip(&["addr", "add", "2001:db8::11/64", "dev", "eth1", "nodad"]);
     let released = agent.change("dissociated", |_| true);
@@ -192,8 +190,7 @@ fn measure_records_each_failover_and_its_read() {
     stage.plug_vf("enP0", 20, MAC, "0002:00:02.0");
     let report_path = stage.dir.path().join("failovers.json");
     let mut agent = stage.watch(&["--measure", report_path.to_str().unwrap()]);
-    let fifo =
-        std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifo_dir()));
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"));
 
     let pcis = ["0003:00:02.0", "0002:00:02.0"];
@@ -260,7 +257,7 @@ fn a_resync_in_the_removal_window_does_not_resurrect_the_vf() {
         later.iter().all(|o| !matches!(o.line(), Some(Line::Associated(_)))),
         "a resync brought the removed VF back: {later:#?}"
     );
-    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(format!("{fifo_dir}/eth1.pipe")).unwrap();
+    let fifo = open_fifo(format!("{fifo_dir}/eth1.pipe"));
     assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
 }
 
@@ -327,8 +324,7 @@ fn the_kernels_master_link_overrides_mac_matching() {
     stage.plug_vf("enP1", 20, MAC, "0001:00:02.0");
     stage.plug_vf("enP2", 21, MAC, "0002:00:02.0");
     let mut agent = stage.watch(&["--iface", "eth1"]);
-    let fifo =
-        std::fs::OpenOptions::new().read(true).write(true).open(format!("{}/eth1.pipe", stage.fifo_dir())).unwrap();
+    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifo_dir()));
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"), "by MAC: the newest");
 
     // The kernel takes the older VF for eth1.

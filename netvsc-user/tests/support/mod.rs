@@ -189,6 +189,16 @@ pub fn run(program: &str, args: &[&str]) {
     assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A FIFO opened as DPDK's container opens it (`exec N<>FIFO`): read-write, so it never blocks.
+pub fn open_fifo(path: impl AsRef<std::path::Path>) -> std::fs::File {
+    let path = path.as_ref();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|err| panic!("opening {}: {err}", path.display()))
+}
+
 /// The names in `dir`, sorted.
 pub fn dir_names(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> =
