@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use macaddr::MacAddr6;
 
-use crate::link::{Link, LinkKind};
+use crate::link::Link;
 use crate::selection::{Admitted, Selection};
 use crate::usage::UsageError;
 use crate::view::{SystemView, Touched};
@@ -291,8 +291,7 @@ impl Pairing {
             }
             refresh_identity(ctx, view, actions);
             let released = ctx.is_released(view);
-            let is_vf = |link: &&Link| matches!(link.kind, LinkKind::Pci(_)) && !managed.contains(&link.ifindex);
-            let owner = |link: &Link| self.kernel_owner.get(&link.ifindex).copied();
+            let is_vf = |link: &&Link| link.pci().is_some() && !managed.contains(&link.ifindex);
             // The kernel's association, once hv_netvsc has made it (newest if, transiently, two);
             // it stands until the VF is gone, also through the unlink just before removal.
             let by_kernel = ctx
@@ -303,7 +302,8 @@ impl Pairing {
                 })
                 .flatten();
             // A VF the kernel gave to another NetVSC interface is not ours, whatever its MAC.
-            let elsewhere = |link: &&Link| owner(link).is_some_and(|netvsc| netvsc != ctx.ifindex);
+            let elsewhere =
+                |link: &&Link| self.kernel_owner.get(&link.ifindex).is_some_and(|netvsc| *netvsc != ctx.ifindex);
             let candidates: Vec<&Link> = view.with_mac(&ctx.mac).filter(is_vf).filter(|l| !elsewhere(l)).collect();
             // Newest ifindex wins: during a migration the VF registered last is the live one.
             let chosen = match by_kernel {

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 
 use super::*;
-use crate::link::PciFunction;
+use crate::link::{LinkKind, PciFunction};
 use crate::selection::{parse_mac, Spec};
 
 const MAC_A: &str = "00:15:5d:00:00:0a";
