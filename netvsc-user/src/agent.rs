@@ -9,6 +9,7 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::monotonic_ns;
+use crate::deferred::Deferred;
 use crate::failsafe::Outputs;
 use crate::lines::{Line, Stats};
 use crate::measuring::Measuring;
@@ -38,6 +39,8 @@ pub struct Agent {
     /// MACs of the managed interfaces last handed to the source (the eBPF one filters on them).
     watched: Vec<macaddr::MacAddr6>,
     stats: Stats,
+    /// Events that cannot change a pipe, handled when the source is quiet.
+    deferred: Deferred,
     reader: SystemReader,
     view: SystemView,
     pairing: Pairing,
@@ -81,6 +84,7 @@ impl Agent {
             measuring: None,
             watched: Vec::new(),
             stats: Stats::default(),
+            deferred: Deferred::default(),
             reader,
             view,
             pairing,
@@ -128,11 +132,14 @@ impl Agent {
             return Ok(Vec::new());
         }
         let actions = self.pairing.reconcile(&self.view, &touched);
-        for action in &actions {
-            if let Err(err) = self.outputs.apply(action) {
+        // Fail-safe waits on the pipes: every pipe of this event is written (and its time taken)
+        // before any state file, log line, JSON line or timeline bookkeeping.
+        let written: Vec<(anyhow::Result<()>, u64)> =
+            actions.iter().map(|action| (self.outputs.apply_channel(action), monotonic_ns())).collect();
+        for (action, (written, done_ns)) in actions.iter().zip(written) {
+            if let Err(err) = written.and_then(|()| self.outputs.apply_files(action)) {
                 error!(error = %format!("{err:#}"), "could not carry out {action:?}");
             }
-            let done_ns = monotonic_ns();
             self.reporter.action(action, source, event.seen_at_ns, done_ns, self.outputs.paths(action.id()));
             if let Some(line) = self.measuring.as_mut().and_then(|m| m.action(action, event, done_ns)) {
                 self.reporter.line(&line);
@@ -165,27 +172,11 @@ impl Agent {
         info!(source = name.as_str(), contexts = self.pairing.contexts().len(), "watching");
         loop {
             self.sync_watched(source)?;
+            // Biased: the rare timers and signals first (cheap, and never starved by a flood of
+            // events), then the source, and only when nothing else is ready an event that waited.
             tokio::select! {
+                biased;
                 result = &mut stop => return Ok(result),
-                event = source.next() => {
-                    let event = event.with_context(|| format!("{name} event source failed"))?;
-                    self.stats.events += 1;
-                    if timers.trace_events {
-                        self.reporter.source_event(&event, name);
-                    }
-                    if let LinkEvent::Resync { reason, .. } = event.event {
-                        debug!(source = name.as_str(), reason, "full rescan");
-                        self.stats.resyncs += 1;
-                        if !name.always_rescans() {
-                            self.reporter.line(&Line::Resync { source: name, reason: reason.to_owned() });
-                        }
-                    }
-                    match self.handle(&event, name).await {
-                        Ok(actions) if !actions.is_empty() => self.stats.relevant += 1,
-                        Ok(_) => {}
-                        Err(err) => warn!(source = name.as_str(), error = %format!("{err:#}"), "could not handle an event; the next resync retries"),
-                    }
-                }
                 _ = usr1.recv() => {
                     info!(stats = ?self.stats, "statistics");
                     self.reporter.line(&Line::Stats { source: name, stats: self.stats });
@@ -208,6 +199,7 @@ impl Agent {
                 }
                 _ = resync.tick(), if timers.resync.is_some() => {
                     let event = SourceEvent::now(LinkEvent::Resync { reason: "safety resync", lost: false });
+                    self.deferred.offer(&event, &self.view, &self.watched);
                     match self.handle(&event, SourceName::Resync).await {
                         Ok(actions) if !actions.is_empty() => {
                             info!(changes = actions.len(), "safety resync found changes the events had not shown")
@@ -216,6 +208,40 @@ impl Agent {
                         Err(err) => warn!(error = %format!("{err:#}"), "safety resync failed"),
                     }
                 }
+                event = source.next() => {
+                    let event = event.with_context(|| format!("{name} event source failed"))?;
+                    self.stats.events += 1;
+                    if timers.trace_events {
+                        self.reporter.source_event(&event, name);
+                    }
+                    if let LinkEvent::Resync { reason, .. } = event.event {
+                        debug!(source = name.as_str(), reason, "full rescan");
+                        self.stats.resyncs += 1;
+                        if !name.always_rescans() {
+                            self.reporter.line(&Line::Resync { source: name, reason: reason.to_owned() });
+                        }
+                    }
+                    if !self.deferred.offer(&event, &self.view, &self.watched) {
+                        self.handle_logged(&event, name).await;
+                    }
+                }
+                // (Popped in the handler: select! builds every enabled branch's future up front.)
+                _ = std::future::ready(()), if !self.deferred.is_empty() => {
+                    if let Some(event) = self.deferred.pop() {
+                        self.handle_logged(&event, name).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Agent::handle`] for the loop: a failure is logged (the next resync retries).
+    async fn handle_logged(&mut self, event: &SourceEvent, name: SourceName) {
+        match self.handle(event, name).await {
+            Ok(actions) if !actions.is_empty() => self.stats.relevant += 1,
+            Ok(_) => {}
+            Err(err) => {
+                warn!(source = name.as_str(), error = %format!("{err:#}"), "could not handle an event; the next resync retries")
             }
         }
     }

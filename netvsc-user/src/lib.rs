@@ -8,6 +8,7 @@ pub mod addresses;
 pub mod agent;
 pub mod cli;
 pub mod clock;
+pub mod deferred;
 pub mod dpdk_probe;
 pub mod exec;
 pub mod failsafe;

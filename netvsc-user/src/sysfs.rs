@@ -92,24 +92,44 @@ impl Sysfs {
 
     /// Reads one netdevice by name. `Ok(None)`: it exists but is not Ethernet.
     pub fn read(&self, name: &str) -> Result<Option<Link>, ReadError> {
+        self.read_with(name, None, Hints::default())
+    }
+
+    /// Reads one netdevice by name, taking what `hints` say as said when sysfs shows it under
+    /// `ifindex` (the name may have moved to another device since the event). The ifindex is
+    /// always read: it is what ties the name to the event's device.
+    pub fn read_with(&self, name: &str, ifindex: Option<u32>, hints: Hints) -> Result<Option<Link>, ReadError> {
         let dir = self.net.join(name);
-        if !dir.exists() {
-            return Err(ReadError::Vanished { name: name.to_owned() });
-        }
-        let link_type: u32 = parse_file(&dir.join("type"), name)?;
-        if link_type != ARPHRD_ETHER {
-            return Ok(None);
-        }
-        let ifindex: u32 = parse_file(&dir.join("ifindex"), name)?;
-        let mac: MacAddr6 = parse_file(&dir.join("address"), name)?;
+        let found: u32 = parse_file(&dir.join("ifindex"), name)?;
+        let hints = if Some(found) == ifindex { hints } else { Hints::default() };
+        let mac = match hints.mac {
+            Some(mac) => mac,
+            None => {
+                let link_type: u32 = parse_file(&dir.join("type"), name)?;
+                if link_type != ARPHRD_ETHER {
+                    return Ok(None);
+                }
+                parse_file(&dir.join("address"), name)?
+            }
+        };
         let kind = read_kind(&dir, name)?;
-        let master = read_master(&dir);
-        Ok(Some(Link { ifindex, name: name.to_owned(), mac, kind, master }))
+        let master = hints.master.unwrap_or_else(|| read_master(&dir));
+        Ok(Some(Link { ifindex: found, name: name.to_owned(), mac, kind, master }))
     }
 }
 
-/// Classifies the parent device, as the original does: NetVSC by class id, VF candidate by the
-/// basename of `device/subsystem` being `pci`.
+/// What an event already said about a link, so that sysfs is not asked again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// The link's MAC. Sources give one only for Ethernet links, so it also answers `type`.
+    pub mac: Option<MacAddr6>,
+    /// The link's master (`Some(None)`: none).
+    pub master: Option<Option<u32>>,
+}
+
+/// Classifies the parent device, as the original does: VF candidate by the basename of
+/// `device/subsystem` being `pci`, NetVSC by class id (a vmbus attribute no PCI device has, so
+/// it is not looked for on one).
 fn read_kind(dir: &Path, name: &str) -> Result<LinkKind, ReadError> {
     let device = dir.join("device");
     let target = match std::fs::read_link(&device) {
@@ -124,25 +144,25 @@ fn read_kind(dir: &Path, name: &str) -> Result<LinkKind, ReadError> {
         // A parent without a bus (rare) is not a VF; it may still carry a class id.
         Err(_) => PathBuf::new(),
     };
-    let class_id_path = device.join("class_id");
-    match read_attribute(&class_id_path) {
-        Ok(class_id) if class_id.trim_end() == NETVSC_CLASS_ID => return Ok(LinkKind::NetVsc),
-        Ok(_) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(io_error(class_id_path, source, name)),
-    }
     if subsystem.file_name().is_some_and(|bus| bus == "pci") {
         let address = basename(&target)
             .ok_or_else(|| ReadError::Malformed { path: device.clone(), content: target.display().to_string() })?;
         return Ok(LinkKind::Pci(read_pci_function(&device, address)));
     }
-    Ok(LinkKind::Other)
+    let class_id_path = device.join("class_id");
+    match read_attribute(&class_id_path) {
+        Ok(class_id) if class_id.trim_end() == NETVSC_CLASS_ID => Ok(LinkKind::NetVsc),
+        Ok(_) => Ok(LinkKind::Other),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(LinkKind::Other),
+        Err(source) => Err(io_error(class_id_path, source, name)),
+    }
 }
 
 /// The function's identity and how many netdevices it carries (`device/net/*`: one per vPort on
 /// MANA). Missing attributes read as "not MANA" and "one netdevice": the bare-address line.
 fn read_pci_function(device: &Path, address: String) -> PciFunction {
     let attribute = |name: &str| read_attribute(&device.join(name)).map(|v| v.trim_end().to_owned()).ok();
+    // The device id is only asked of Microsoft's functions.
     let mana =
         attribute("vendor").as_deref() == Some(MANA_VENDOR) && attribute("device").as_deref() == Some(MANA_DEVICE);
     let netdevs = std::fs::read_dir(device.join("net")).map(|entries| entries.count()).unwrap_or(1).max(1);
@@ -182,10 +202,19 @@ pub fn read_attribute(path: &Path) -> io::Result<String> {
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
     }
-    let mut content = String::new();
-    file.take(MAX_ATTRIBUTE_BYTES as u64 + 1).read_to_string(&mut content)?;
-    if content.len() > MAX_ATTRIBUTE_BYTES {
+    // One read: sysfs hands an attribute over whole, and a regular file reads short only at its
+    // end (a second read to see the end would be one more system call on the hot path).
+    let mut buf = [0u8; MAX_ATTRIBUTE_BYTES + 1];
+    let length = loop {
+        match (&file).read(&mut buf) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
+    if length > MAX_ATTRIBUTE_BYTES {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("longer than {MAX_ATTRIBUTE_BYTES} bytes")));
     }
+    let content = String::from_utf8(buf[..length].to_vec())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))?;
     Ok(content)
 }

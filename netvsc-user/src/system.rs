@@ -14,7 +14,7 @@ use crate::addresses::AddressOracle;
 use crate::link::Link;
 use crate::link_list::LinkList;
 use crate::source::LinkEvent;
-use crate::sysfs::{ReadError, Sysfs};
+use crate::sysfs::{Hints, ReadError, Sysfs};
 use crate::view::{SystemView, Touched};
 
 pub struct SystemReader {
@@ -113,7 +113,7 @@ impl SystemReader {
             return Ok(Touched::Nothing);
         };
         let was_netvsc = known.is_some_and(Link::is_netvsc);
-        match self.sysfs.read(&name) {
+        match self.sysfs.read_with(&name, Some(ifindex), Hints { mac, master }) {
             Ok(Some(link)) => {
                 let mut touched = Touched::Nothing;
                 if link.ifindex != ifindex {

@@ -96,6 +96,33 @@ fn sidecar_fifo_and_state_file() {
     assert_eq!(read_like_failsafe(&consumer).unwrap(), None, "and it is emptied at exit");
 }
 
+/// The hot path writes the FIFO first and the state file (a temporary file and a rename) after:
+/// the two halves of an action are separate steps.
+#[test]
+fn the_fifo_is_written_before_the_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = sidecar(dir.path());
+    manage(&mut outputs);
+    let consumer = open_fifo(dir.path().join("eth1.pipe"));
+    let state = dir.path().join("eth1.addr");
+    let action = Action::Associate { id: 0, netvsc: "eth1".into(), vf: vf("0002:00:02.0") };
+    outputs.apply_channel(&action).unwrap();
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "", "the state file waits for the second step");
+    outputs.apply_files(&action).unwrap();
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "0002:00:02.0\n");
+    assert_eq!(read_like_failsafe(&consumer).unwrap().as_deref(), Some("0002:00:02.0"));
+
+    let action = Action::Dissociate { id: 0, netvsc: "eth1".into(), vf: vf("0002:00:02.0"), reason: Release::VfGone };
+    outputs.apply_channel(&action).unwrap();
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "0002:00:02.0\n");
+    assert_eq!(outputs.channel(0).unwrap().pending_bytes().unwrap(), 0, "the FIFO is emptied at once");
+    outputs.apply_files(&action).unwrap();
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "");
+    let rename = Action::Renamed { id: 0, from: "eth1".into(), to: "eth9".into() };
+    outputs.apply_files(&rename).unwrap();
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "", "only (dis)associations touch the state file");
+}
+
 fn sidecar(dir: &std::path::Path) -> Outputs {
     Outputs::new(OutputMode::Sidecar { dir: dir.to_owned(), file_mode: 0o600 }).unwrap()
 }

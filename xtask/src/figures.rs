@@ -43,6 +43,12 @@ pub struct Results {
     /// Seed of the plug delays (bench/phase.rs).
     pub seed: u64,
     pub host_latency: Vec<Latencies>,
+    /// Kernel broadcast (the bench's own listener) → address written: the agent in both modes
+    /// and the minimal reactor, the last row being the floor.
+    pub host_failover: Vec<Latencies>,
+    /// Per row of `host_failover`: the shares (%) of plugs in the fullest and emptiest tenth of
+    /// a second.
+    pub host_failover_phase: Vec<(f64, f64)>,
     pub host_costs: Vec<Cost>,
     /// (interfaces, full scan in ms)
     pub scale: Vec<(u32, f64)>,

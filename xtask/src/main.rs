@@ -51,6 +51,9 @@ enum Task {
     EbpfRebuildCheck,
     /// QEMU guest with real PCI hot-plug (fetch the guest, run the VF scenarios)
     Vm(vm::VmArgs),
+    /// The bench's floor: rtnetlink → one pipe write, nothing else (run by `bench` itself)
+    #[command(hide = true)]
+    MinimalReactor(bench::floor::FloorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Task::Vm(args) => vm::run(args),
         Task::Bench(args) => bench::run(args),
         Task::EbpfRebuildCheck => rebuild_check::run(),
+        Task::MinimalReactor(args) => bench::floor::run(args),
     }
 }
 

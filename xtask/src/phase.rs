@@ -21,7 +21,13 @@ impl Phase {
 
     /// The wait before the next plug: uniform over [0, PERIOD).
     pub fn next_delay(&mut self) -> Duration {
-        Duration::from_micros(self.rng.u64(0..PERIOD.as_micros() as u64))
+        self.next_delay_under(PERIOD)
+    }
+
+    /// The wait before the next plug, uniform over [0, `limit`): for a workload of many plugs,
+    /// whose plug times still fall evenly across every period of the agent's timers.
+    pub fn next_delay_under(&mut self, limit: Duration) -> Duration {
+        Duration::from_micros(self.rng.u64(0..limit.as_micros() as u64))
     }
 }
 

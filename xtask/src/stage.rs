@@ -94,7 +94,8 @@ impl Drop for Stage {
 /// How long a wait for one line lasts.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The agent in launcher mode with failsafe-sim as the DPDK application; their JSON lines.
+/// The agent in launcher mode (failsafe-sim as the DPDK application) or sidecar mode; the JSON
+/// lines of both.
 pub struct Agent {
     child: Child,
     lines: JsonLines,
@@ -104,21 +105,40 @@ impl Agent {
     /// `netvsc-watch exec --json OPTIONS` in the stage's namespace and sysfs tree, with
     /// failsafe-sim reading every `hotplug_poll` ms as the application.
     pub fn start(stage: &Stage, bin: &std::path::Path, options: &[&str], hotplug_poll: u64) -> anyhow::Result<Self> {
-        let sysfs_root = stage.dir.path().join("sys");
-        let mut child = Command::new("ip")
+        let mut command = Self::command(stage, bin, "exec", options);
+        command.arg("--").arg(bin.join("failsafe-sim")).args(["--poll-ms", &hotplug_poll.to_string()]);
+        Self::spawn(command)
+    }
+
+    /// `netvsc-watch watch --json --fifo-dir DIR OPTIONS`: the sidecar mode.
+    pub fn watch(
+        stage: &Stage,
+        bin: &std::path::Path,
+        options: &[&str],
+        fifo_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let mut command = Self::command(stage, bin, "watch", options);
+        command.arg("--fifo-dir").arg(fifo_dir);
+        Self::spawn(command)
+    }
+
+    fn command(stage: &Stage, bin: &std::path::Path, mode: &str, options: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &stage.netns])
             .arg(bin.join("netvsc-watch"))
-            .args(["exec", "--json"])
+            .args([mode, "--json"])
             .args(options)
             .arg("--sysfs-root")
-            .arg(&sysfs_root)
-            .arg("--")
-            .arg(bin.join("failsafe-sim"))
-            .args(["--poll-ms", &hotplug_poll.to_string()])
+            .arg(stage.dir.path().join("sys"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .spawn()
-            .context("starting netvsc-watch")?;
+            .stderr(std::fs::File::create("/tmp/agent-dbg.log").unwrap());
+        command
+    }
+
+    fn spawn(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command.spawn().context("starting netvsc-watch")?;
         let stdout = child.stdout.take().context("agent stdout")?;
         Ok(Self { child, lines: JsonLines::follow(stdout, Order::Strict) })
     }

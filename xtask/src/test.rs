@@ -82,6 +82,7 @@ pub fn run() -> anyhow::Result<()> {
     let status = child.wait()?;
     if status.success() {
         rebuild_check(&mut totals);
+        failover_bench_check(&mut totals);
         vm_scenarios(&mut totals);
     }
     // libtest counts a skipped test as passed.
@@ -105,6 +106,27 @@ fn rebuild_check(totals: &mut Totals) {
         Ok(()) => totals.passed += 1,
         Err(err) => {
             println!("ebpf-rebuild-check: FAIL {err:#}");
+            totals.failed += 1;
+        }
+    }
+}
+
+/// The host failover bench's three rows with a few plugs each: the reference listener, the
+/// minimal reactor and the agent in both modes keep working (one test; needs root).
+fn failover_bench_check(totals: &mut Totals) {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP failover bench check: needs root for a network namespace");
+        totals.skipped += 1;
+        totals.passed += 1;
+        return;
+    }
+    match crate::bench::failover_check(5) {
+        Ok(()) => {
+            println!("failover bench check: ok");
+            totals.passed += 1;
+        }
+        Err(err) => {
+            println!("failover bench check: FAIL {err:#}");
             totals.failed += 1;
         }
     }

@@ -52,14 +52,33 @@ impl Outputs {
         Ok(Self { mode, dir, by_context: BTreeMap::new() })
     }
 
-    /// Carries out one pairing action. Errors name the interface and file.
+    /// Carries out one pairing action completely (start-up). Errors name the interface and file.
     pub fn apply(&mut self, action: &Action) -> anyhow::Result<()> {
+        self.apply_channel(action)?;
+        self.apply_files(action)
+    }
+
+    /// The part of `action` fail-safe waits for: the pipe/FIFO line (and, for a new context,
+    /// its outputs). On the hot path this runs for every action of an event before anything else.
+    pub fn apply_channel(&mut self, action: &Action) -> anyhow::Result<()> {
         match action {
             Action::Manage { id, netvsc, mac } => self.create(*id, netvsc, *mac),
             Action::Associate { id, netvsc, vf } => self.publish(*id, netvsc, Some(&vf.devargs)),
             Action::Dissociate { id, netvsc, .. } => self.publish(*id, netvsc, None),
             Action::Renamed { .. } | Action::Ambiguous { .. } | Action::Attached { .. } => Ok(()),
         }
+    }
+
+    /// The rest of `action`: the sidecar state file (a temporary file and a rename, hundreds of
+    /// microseconds), after every pipe of the event is written.
+    pub fn apply_files(&mut self, action: &Action) -> anyhow::Result<()> {
+        let (id, netvsc, address) = match action {
+            Action::Associate { id, netvsc, vf } => (*id, netvsc, Some(vf.devargs.as_str())),
+            Action::Dissociate { id, netvsc, .. } => (*id, netvsc, None),
+            _ => return Ok(()),
+        };
+        let Some(files) = self.by_context.get(&id).and_then(|output| output.files.as_ref()) else { return Ok(()) };
+        files.write_state(address).with_context(|| format!("updating the state file of {netvsc}"))
     }
 
     /// Restores lines consumed while the VF is still present; returns how many were restored.
@@ -138,10 +157,6 @@ impl Outputs {
 
     fn publish(&mut self, id: u32, netvsc: &str, address: Option<&str>) -> anyhow::Result<()> {
         let Some(output) = self.by_context.get_mut(&id) else { return Ok(()) };
-        output.channel.publish(address).with_context(|| format!("writing the control pipe of {netvsc}"))?;
-        if let Some(files) = &output.files {
-            files.write_state(address).with_context(|| format!("updating the state file of {netvsc}"))?;
-        }
-        Ok(())
+        output.channel.publish(address).with_context(|| format!("writing the control pipe of {netvsc}"))
     }
 }

@@ -15,8 +15,11 @@ pub use open::{open, Opened, SourceKind};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
     /// A link appeared or changed. `name`/`mac`/`master` are hints: when all three match what
-    /// the agent already knows about `ifindex`, sysfs is not read again. `master`: `None` when
-    /// the source does not know, `Some(None)` when the link has no master.
+    /// the agent already knows about `ifindex`, sysfs is not read again, and for a new link
+    /// sysfs is asked only what they leave open. `mac` is given only for Ethernet links (the
+    /// eBPF program reports nothing else; netlink checks the header's type), so it also says
+    /// the link is Ethernet. `master`: `None` when the source does not know, `Some(None)` when
+    /// the link has no master.
     Changed { ifindex: u32, name: Option<String>, mac: Option<MacAddr6>, master: Option<Option<u32>> },
     /// A link is gone. Authoritative: the kernel announces removal before sysfs is torn down.
     Removed { ifindex: u32 },

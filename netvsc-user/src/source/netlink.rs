@@ -10,13 +10,13 @@ use std::collections::VecDeque;
 use std::io;
 
 use anyhow::Context as _;
-use bytes::BytesMut;
 use futures::future::BoxFuture;
-use netlink_packet_core::NetlinkPayload;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_proto::{NetlinkCodec, NetlinkMessageCodec as _};
-use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket as _, AsyncSocketExt as _, SocketAddr, TokioSocket};
+use netlink_packet_core::{NetlinkBuffer, NlasIterator, ParseableParametrized as _};
+use netlink_packet_route::address::AddressHeader;
+use netlink_packet_route::link::{LinkAttribute, LinkHeader, LinkLayerType};
+use netlink_packet_route::AddressFamily;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use tokio::io::unix::AsyncFd;
 
 use super::{LinkEvent, Source, SourceEvent};
 
@@ -29,8 +29,14 @@ const RTNLGRP_LINK: u32 = 1;
 const RTNLGRP_IPV4_IFADDR: u32 = 5;
 const RTNLGRP_IPV6_IFADDR: u32 = 9;
 
+/// The first size of the datagram buffer; a larger datagram grows it (after a rescan, since the
+/// one that did not fit was cut).
+const DATAGRAM_BYTES: usize = 64 * 1024;
+
 pub struct NetlinkSource {
-    socket: TokioSocket,
+    socket: AsyncFd<Socket>,
+    /// Where datagrams are received: one allocation for the life of the source.
+    datagram: Vec<u8>,
     /// Events of a datagram already read, in order.
     pending: VecDeque<SourceEvent>,
 }
@@ -53,8 +59,7 @@ impl NetlinkSource {
     }
 
     fn subscribe_to(groups: &[u32], receive_buffer: usize) -> anyhow::Result<Self> {
-        let mut socket = TokioSocket::new(NETLINK_ROUTE).context("opening an rtnetlink socket")?;
-        let raw = socket.socket_mut();
+        let mut raw = Socket::new(NETLINK_ROUTE).context("opening an rtnetlink socket")?;
         raw.bind(&SocketAddr::new(0, 0)).context("binding the rtnetlink socket")?;
         for group in groups {
             raw.add_membership(*group).with_context(|| format!("joining rtnetlink group {group}"))?;
@@ -62,7 +67,13 @@ impl NetlinkSource {
         if let Err(err) = raw.set_rx_buf_sz(receive_buffer) {
             tracing::debug!(%err, "could not size the rtnetlink receive buffer");
         }
-        Ok(Self { socket, pending: VecDeque::new() })
+        raw.set_non_blocking(true).context("making the rtnetlink socket non-blocking")?;
+        // SAFETY: the Socket owns its descriptor, which stays open and unchanged until the AsyncFd
+        // (which owns the Socket) is dropped.
+        let socket = unsafe { AsyncFd::register_with_interest(raw, tokio::io::Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)
+            .context("registering the rtnetlink socket with the runtime")?;
+        Ok(Self { socket, datagram: Vec::with_capacity(DATAGRAM_BYTES), pending: VecDeque::new() })
     }
 
     /// Throws away every message queued on the socket; returns how many datagrams.
@@ -72,13 +83,28 @@ impl NetlinkSource {
         let mut buf = Vec::with_capacity(64 * 1024);
         loop {
             buf.clear();
-            match self.socket.socket_ref().recv(&mut buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+            match self.socket.get_ref().recv(&mut buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
                 Ok(_) => discarded += 1,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(discarded),
                 // A second overrun while draining: still only older messages to discard.
                 Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => continue,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+impl NetlinkSource {
+    /// Receives one datagram into `self.datagram` with one system call when it is ready; returns
+    /// its full length (`MSG_TRUNC`), larger than the buffer when it was cut short.
+    async fn receive(&mut self) -> io::Result<usize> {
+        loop {
+            let mut ready = self.socket.readable().await?;
+            self.datagram.clear();
+            match ready.try_io(|socket| socket.get_ref().recv(&mut self.datagram, libc::MSG_TRUNC)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
             }
         }
     }
@@ -95,10 +121,17 @@ impl Source for NetlinkSource {
                 if let Some(event) = self.pending.pop_front() {
                     return Ok(event);
                 }
-                match self.socket.recv_from_full().await {
-                    Ok((datagram, _)) => {
+                match self.receive().await {
+                    Ok(length) if length > self.datagram.capacity() => {
+                        // Cut short: the messages past the buffer are lost.
+                        let discarded = self.discard_queued().context("discarding queued rtnetlink messages")?;
+                        tracing::warn!(length, discarded, "an rtnetlink datagram larger than the buffer; rescanning");
+                        self.datagram = Vec::with_capacity(length.next_power_of_two());
+                        return Ok(SourceEvent::now(TRUNCATED));
+                    }
+                    Ok(_) => {
                         let seen = crate::clock::monotonic_ns();
-                        self.pending.extend(messages(&datagram).filter_map(translate).map(|event| SourceEvent {
+                        self.pending.extend(events(&self.datagram).map(|event| SourceEvent {
                             event,
                             seen_at_ns: seen,
                             kernel: None,
@@ -119,57 +152,91 @@ impl Source for NetlinkSource {
 
 /// What an overrun turns into.
 pub const OVERRUN: LinkEvent = LinkEvent::Resync { reason: "rtnetlink receive buffer overrun", lost: true };
+/// What a datagram cut short by the buffer turns into.
+const TRUNCATED: LinkEvent = LinkEvent::Resync { reason: "rtnetlink datagram larger than the buffer", lost: true };
 
-/// The payloads of the netlink messages in one datagram, split as rtnetlink's own connection
-/// does it (netlink-proto's codec: a malformed message is skipped, a bad length ends the datagram).
-fn messages(datagram: &[u8]) -> impl Iterator<Item = NetlinkPayload<RouteNetlinkMessage>> {
-    let mut buffer = BytesMut::from(datagram);
-    std::iter::from_fn(move || {
-        let message = NetlinkCodec::decode::<RouteNetlinkMessage>(&mut buffer).ok()??;
-        Some(message.payload)
+/// Message types (linux/netlink.h, linux/rtnetlink.h).
+const NLMSG_OVERRUN: u16 = 4;
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+/// Link attributes the agent reads (linux/if_link.h).
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MASTER: u16 = 10;
+/// `ifinfomsg`'s length: a link message's attributes follow it.
+const LINK_HEADER_LEN: usize = 16;
+
+/// The events of one datagram, in order. Each message is split off by its length (a bad length
+/// ends the datagram), and of a link message only the header and the three attributes the agent
+/// uses are decoded: a full decode builds every statistic and per-family setting of the link,
+/// tens of microseconds spent before the pipe is written. A malformed message is skipped.
+pub fn events(datagram: &[u8]) -> impl Iterator<Item = LinkEvent> + '_ {
+    let mut rest = datagram;
+    std::iter::from_fn(move || loop {
+        let message = NetlinkBuffer::new_checked(rest).ok()?;
+        let length = (message.length() as usize).next_multiple_of(4).min(rest.len());
+        let event = translate(message.message_type(), message.payload());
+        rest = &rest[length..];
+        if event.is_some() {
+            return event;
+        }
     })
 }
 
 /// Maps one rtnetlink message to a link event; `None` for messages that change nothing we track.
-pub fn translate(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<LinkEvent> {
-    match payload {
-        NetlinkPayload::Overrun(_) => Some(OVERRUN),
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(msg)) => Some(changed(&msg)),
+fn translate(message_type: u16, payload: &[u8]) -> Option<LinkEvent> {
+    match message_type {
+        NLMSG_OVERRUN => Some(OVERRUN),
+        RTM_NEWLINK => Some(changed(payload)?),
         // A port leaving a bridge is an AF_BRIDGE DELLINK; the device itself still exists.
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) => {
-            if msg.header.interface_family == AddressFamily::Bridge {
-                Some(changed(&msg))
+        RTM_DELLINK => {
+            let header = LinkHeader::parse(payload).ok()?;
+            if header.interface_family == AddressFamily::Bridge {
+                changed(payload)
             } else {
-                Some(LinkEvent::Removed { ifindex: msg.header.index })
+                Some(LinkEvent::Removed { ifindex: header.index })
             }
         }
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(msg) | RouteNetlinkMessage::DelAddress(msg)) => {
-            Some(LinkEvent::AddressChanged { ifindex: msg.header.index })
+        RTM_NEWADDR | RTM_DELADDR => {
+            Some(LinkEvent::AddressChanged { ifindex: AddressHeader::parse(payload).ok()?.index })
         }
         _ => None,
     }
 }
 
-fn changed(msg: &LinkMessage) -> LinkEvent {
+fn changed(payload: &[u8]) -> Option<LinkEvent> {
+    let header = LinkHeader::parse(payload).ok()?;
+    let ethernet = header.link_layer_type == LinkLayerType::Ether;
     let mut name = None;
     let mut mac = None;
     // Every RTM_NEWLINK carries IFLA_MASTER when the link has one: its absence says "none".
     let mut master = None;
-    for attribute in &msg.attributes {
-        match attribute {
-            LinkAttribute::IfName(n) => name = Some(n.clone()),
-            LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(Into::into),
-            LinkAttribute::Controller(index) => master = Some(*index),
+    let attributes = payload.get(LINK_HEADER_LEN..).unwrap_or_default();
+    for nla in NlasIterator::new(attributes).flatten() {
+        if !matches!(nla.kind(), IFLA_ADDRESS | IFLA_IFNAME | IFLA_MASTER) {
+            continue;
+        }
+        match LinkAttribute::parse_with_param(&nla, header.interface_family) {
+            Ok(LinkAttribute::IfName(n)) => name = Some(n),
+            Ok(LinkAttribute::Address(bytes)) if ethernet => {
+                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(Into::into)
+            }
+            Ok(LinkAttribute::Controller(index)) => master = Some(index),
             _ => {}
         }
     }
-    LinkEvent::Changed { ifindex: msg.header.index, name, mac, master: Some(master) }
+    Some(LinkEvent::Changed { ifindex: header.index, name, mac, master: Some(master) })
 }
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
     use netlink_packet_route::address::AddressMessage;
+    use netlink_packet_route::link::LinkMessage;
     use netlink_packet_route::route::RouteMessage;
+    use netlink_packet_route::RouteNetlinkMessage;
 
     use super::*;
 
@@ -177,6 +244,7 @@ mod tests {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         msg.header.interface_family = family;
+        msg.header.link_layer_type = LinkLayerType::Ether;
         msg.attributes = attributes;
         msg
     }
@@ -187,38 +255,50 @@ mod tests {
         msg
     }
 
-    #[test]
-    fn every_message_of_a_datagram_is_read() {
+    /// The messages as the kernel sends them: serialized back to back in one datagram.
+    fn datagram(payloads: impl IntoIterator<Item = NetlinkPayload<RouteNetlinkMessage>>) -> Vec<u8> {
         let mut datagram = Vec::new();
-        for index in [7, 8] {
-            let name = vec![LinkAttribute::IfName(format!("enP{index}"))];
-            let mut message = netlink_packet_core::NetlinkMessage::from(RouteNetlinkMessage::NewLink(link(
-                index,
-                AddressFamily::Unspec,
-                name,
-            )));
+        for payload in payloads {
+            let mut message = NetlinkMessage::new(Default::default(), payload);
             message.finalize();
             let mut bytes = vec![0; message.buffer_len()];
             message.serialize(&mut bytes);
             datagram.extend(bytes);
         }
-        let events: Vec<_> = messages(&datagram).filter_map(translate).collect();
-        let names: Vec<_> = events
-            .iter()
+        datagram
+    }
+
+    fn inner(message: RouteNetlinkMessage) -> NetlinkPayload<RouteNetlinkMessage> {
+        NetlinkPayload::InnerMessage(message)
+    }
+
+    #[test]
+    fn every_message_of_a_datagram_is_read() {
+        let named = |index: u32| vec![LinkAttribute::IfName(format!("enP{index}"))];
+        let bytes = datagram([
+            inner(RouteNetlinkMessage::NewLink(link(7, AddressFamily::Unspec, named(7)))),
+            inner(RouteNetlinkMessage::NewRoute(RouteMessage::default())),
+            inner(RouteNetlinkMessage::NewLink(link(8, AddressFamily::Unspec, named(8)))),
+        ]);
+        let names: Vec<_> = events(&bytes)
             .map(|e| match e {
-                LinkEvent::Changed { ifindex, name, .. } => (*ifindex, name.clone().unwrap()),
+                LinkEvent::Changed { ifindex, name, .. } => (ifindex, name.unwrap()),
                 other => panic!("{other:?}"),
             })
             .collect();
         assert_eq!(names, [(7, "enP7".to_owned()), (8, "enP8".to_owned())]);
-        assert_eq!(messages(&datagram[..10]).count(), 0, "a truncated datagram yields nothing");
+        assert_eq!(events(&bytes[..10]).count(), 0, "a truncated datagram yields nothing");
+        let mut bad_length = bytes.clone();
+        bad_length[0] = 0xff;
+        assert_eq!(events(&bad_length).count(), 0, "a length beyond the datagram ends it");
     }
 
     #[test]
     fn each_message_becomes_the_event_it_stands_for() {
         let mac = [0x00, 0x15, 0x5d, 0x00, 0x00, 0x01];
         let named = vec![LinkAttribute::IfName("enP2s2".into()), LinkAttribute::Address(mac.to_vec())];
-        let inner = |m: RouteNetlinkMessage| NetlinkPayload::InnerMessage(m);
+        let mut infiniband = link(9, AddressFamily::Unspec, named.clone());
+        infiniband.header.link_layer_type = LinkLayerType::Infiniband;
         let cases: Vec<(&str, NetlinkPayload<RouteNetlinkMessage>, Option<LinkEvent>)> = vec![
             ("overrun", NetlinkPayload::Overrun(Vec::new()), Some(OVERRUN)),
             (
@@ -244,6 +324,11 @@ mod tests {
                     vec![LinkAttribute::Address(vec![1; 20])],
                 ))),
                 Some(LinkEvent::Changed { ifindex: 9, name: None, mac: None, master: Some(None) }),
+            ),
+            (
+                "a link that is not Ethernet: its address is no MAC hint (sysfs says what it is)",
+                inner(RouteNetlinkMessage::NewLink(infiniband)),
+                Some(LinkEvent::Changed { ifindex: 9, name: Some("enP2s2".into()), mac: None, master: Some(None) }),
             ),
             (
                 "a link enslaved to ifindex 3 (the kernel's VF association, or a bridge)",
@@ -279,7 +364,8 @@ mod tests {
             ("done", NetlinkPayload::Done(Default::default()), None),
         ];
         for (what, payload, expected) in cases {
-            assert_eq!(translate(payload), expected, "{what}");
+            let bytes = datagram([payload]);
+            assert_eq!(events(&bytes).next(), expected, "{what}");
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use netvsc_user::clock::monotonic_ns;
 
+use super::failover::{self, Reactor, PLUG_SPACING};
 use super::usage::Usage;
 use super::BenchArgs;
 use crate::figures::{Cost, Latencies, Results};
@@ -26,6 +27,7 @@ pub const SOURCES: [(&str, &[&str]); 3] = [
 ];
 
 pub fn run(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) -> anyhow::Result<()> {
+    failover(bin, args, seed, results)?;
     for (label, options) in SOURCES {
         println!("bench[host/{label}]: {} hot-plug cycles", args.cycles);
         let samples_us = latency(bin, options, args.cycles, &mut Phase::new(seed))?;
@@ -36,6 +38,22 @@ pub fn run(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) -> an
         }
         println!("bench[host/{label}]: {} unrelated veth pairs created and deleted", args.churn_pairs);
         results.host_costs.push(churn(bin, label, options, args.churn_pairs)?);
+    }
+    Ok(())
+}
+
+/// The failover table: every [`Reactor`] over the same plug sequence.
+pub fn failover(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) -> anyhow::Result<()> {
+    for reactor in Reactor::ALL {
+        println!(
+            "bench[host/{}]: {} plugs, each within {} ms of the last unplug",
+            reactor.label(),
+            args.plugs,
+            PLUG_SPACING.as_millis()
+        );
+        let (latencies, plugged_at) = failover::row(bin, reactor, args.plugs, seed)?;
+        results.host_failover.push(latencies);
+        results.host_failover_phase.push(failover::phase_spread(&plugged_at));
     }
     Ok(())
 }

@@ -9,9 +9,13 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+mod failover;
+pub mod floor;
 mod host;
+mod listener;
 mod plot;
 mod report;
+mod rtnl;
 mod usage;
 
 use crate::figures::Results;
@@ -22,12 +26,19 @@ pub struct BenchArgs {
     /// Hot-plug cycles per source
     #[arg(long, default_value_t = 20)]
     cycles: u32,
+    /// Plugs per row of the host failover table (kernel broadcast → address written)
+    #[arg(long, default_value_t = 1000)]
+    plugs: u32,
     /// Seconds of idleness measured per source and interface count
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
     /// Unrelated veth pairs created and deleted in the churn workload
     #[arg(long, default_value_t = 1000)]
     churn_pairs: u32,
+    /// Only the host failover table (kernel broadcast → address written), nothing else; the
+    /// report is printed, docs/benchmarks.md left alone
+    #[arg(long)]
+    failover_only: bool,
     /// Skip the host (network namespace) workload
     #[arg(long)]
     no_host: bool,
@@ -51,6 +62,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let mut results = Results { seed, ..Results::default() };
     results.environment.push(report::machine());
+    if args.failover_only {
+        anyhow::ensure!(nix::unistd::geteuid().is_root(), "--failover-only needs root for a network namespace");
+        host::failover(&bin, &args, seed, &mut results)?;
+        println!("\n{}", report::markdown(&results, ""));
+        return Ok(());
+    }
     if args.no_host {
         println!("bench: host workload skipped (--no-host)");
     } else if !nix::unistd::geteuid().is_root() {
@@ -74,6 +91,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("\n{markdown}");
     report::write_into(&docs, &markdown).with_context(|| format!("updating {}", docs.display()))?;
     println!("bench: results written to {} and {}", docs.display(), plot_path.display());
+    Ok(())
+}
+
+/// Every row of the failover table with `plugs` plugs: each must yield one sample per plug, and
+/// the table must show every row.
+pub fn failover_check(plugs: u32) -> anyhow::Result<()> {
+    let bin = crate::toolchain::build_agent()?;
+    let mut results = Results::default();
+    for reactor in failover::Reactor::ALL {
+        let (latencies, _) = failover::row(&bin, reactor, plugs, 1)?;
+        anyhow::ensure!(
+            latencies.samples_us.len() == plugs as usize,
+            "{}: {} samples for {plugs} plugs",
+            reactor.label(),
+            latencies.samples_us.len()
+        );
+        results.host_failover.push(latencies);
+        results.host_failover_phase.push((10.0, 10.0));
+    }
+    let table = report::markdown(&results, "");
+    for reactor in failover::Reactor::ALL {
+        anyhow::ensure!(
+            table.contains(&format!("| {} | {plugs} |", reactor.label())),
+            "{} missing from\n{table}",
+            reactor.label()
+        );
+    }
     Ok(())
 }
 

@@ -69,6 +69,98 @@ pub fn phase_check(series: &[Latencies]) -> Option<String> {
     })
 }
 
+/// Exact quantile `q` of `sorted` (nearest rank); signed, unlike the histograms of the agent.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The issue's targets for the agent's rows (µs): p50, p99, max, and p50 within 2× of the floor.
+const TARGET_P50_US: f64 = 50.0;
+const TARGET_P99_US: f64 = 200.0;
+const TARGET_MAX_US: f64 = 1000.0;
+const TARGET_FLOOR_RATIO: f64 = 2.0;
+
+/// Kernel broadcast → address written, the last row being the floor; each row's ratio to it.
+fn failover_table(out: &mut String, rows: &[Latencies], phases: &[(f64, f64)]) {
+    let Some(floor) = rows.last() else { return };
+    let sorted = |s: &Latencies| {
+        let mut v = s.samples_us.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let floor_sorted = sorted(floor);
+    let (floor_p50, floor_p99) = (quantile(&floor_sorted, 0.5), quantile(&floor_sorted, 0.99));
+    let _ = writeln!(
+        out,
+        "\n**Host, failover from the kernel's broadcast: the VF's `RTM_NEWLINK` received by the bench's own rtnetlink \
+         listener → address written (writer's clock after write(2)); one plug every 0–{} ms**\n",
+        super::failover::PLUG_SPACING.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "| writer | plugs | p50 | p90 | p99 | max | p50 ÷ floor's | p99 ÷ floor's | targets (p50 ≤ 50 µs, p99 ≤ 200 µs, max < 1 ms, p50 ≤ 2× floor's) |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for (i, row) in rows.iter().enumerate() {
+        let v = sorted(row);
+        let (p50, p90, p99, max) = (quantile(&v, 0.5), quantile(&v, 0.9), quantile(&v, 0.99), quantile(&v, 1.0));
+        let is_floor = i == rows.len() - 1;
+        let targets = if is_floor {
+            "(the floor)".to_owned()
+        } else {
+            let missed: Vec<&str> = [
+                (p50 > TARGET_P50_US, "p50"),
+                (p99 > TARGET_P99_US, "p99"),
+                (max >= TARGET_MAX_US, "max"),
+                (p50 > TARGET_FLOOR_RATIO * floor_p50, "2× floor"),
+            ]
+            .into_iter()
+            .filter_map(|(missed, what)| missed.then_some(what))
+            .collect();
+            if missed.is_empty() {
+                "met".to_owned()
+            } else {
+                format!("missed: {}", missed.join(", "))
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {targets} |",
+            row.source,
+            v.len(),
+            signed_duration(p50),
+            signed_duration(p90),
+            signed_duration(p99),
+            signed_duration(max),
+            ratio(p50, floor_p50),
+            ratio(p99, floor_p99),
+        );
+    }
+    let below_zero: usize = rows.iter().map(|r| r.samples_us.iter().filter(|s| **s < 0.0).count()).sum();
+    if below_zero > 0 {
+        let _ = writeln!(
+            out,
+            "\n{below_zero} samples are below zero: the writer had written before the listener, woken by the same \
+             broadcast, read its clock. They are kept as measured."
+        );
+    }
+    for (row, (fullest, emptiest)) in rows.iter().zip(phases) {
+        if row.samples_us.len() >= 200 && (*fullest > 15.0 || *emptiest < 5.0) {
+            let warning = format!(
+                "suspect run: the plugs of {} fell unevenly across the second ({fullest:.0} % in the fullest tenth, \
+                 {emptiest:.0} % in the emptiest)",
+                row.source
+            );
+            println!("bench: {warning}");
+            let _ = writeln!(out, "\n**{warning}**");
+        }
+    }
+}
+
 fn cost_table(out: &mut String, title: &str, costs: &[Cost]) {
     if costs.is_empty() {
         return;
@@ -80,6 +172,25 @@ fn cost_table(out: &mut String, title: &str, costs: &[Cost]) {
         let cpu = if c.cpu_ms.is_nan() { "-".into() } else { format!("{:.1} ms{unit}", c.cpu_ms) };
         let events = c.events.map_or("-".into(), |e| format!("{e}{unit}"));
         let _ = writeln!(out, "| {} | {} | {cpu} | {}{unit} | {events} |", c.workload, c.source, c.wakeups);
+    }
+}
+
+/// `value ÷ floor`, or "-" when the floor is too close to zero to divide by (its writer woke
+/// before the reference listener): a huge or negative ratio would say nothing.
+fn ratio(value: f64, floor: f64) -> String {
+    if floor < 1.0 {
+        "-".into()
+    } else {
+        format!("{:.1}×", value / floor)
+    }
+}
+
+/// µs as a readable duration, below zero too.
+fn signed_duration(us: f64) -> String {
+    if us < 0.0 {
+        format!("−{}", duration(-us))
+    } else {
+        duration(us)
     }
 }
 
@@ -99,6 +210,7 @@ pub fn markdown(results: &Results, plot: &str) -> String {
         results.seed
     );
     latency_table(&mut out, "Host, network namespace: VF appears (fake sysfs entry, then `ip link add` via `ip -batch`) → address in the pipe", &results.host_latency);
+    failover_table(&mut out, &results.host_failover, &results.host_failover_phase);
     latency_table(
         &mut out,
         "VM, real PCI hot-plug: kernel registers the VF (eBPF timestamp) → address in the pipe",
@@ -160,6 +272,49 @@ mod tests {
         assert!(text.contains("seed 42"), "{text}");
         assert!(!text.contains("suspect"), "{text}");
         assert!(text.contains("![latency distributions per source](plot.svg)"), "{text}");
+    }
+
+    #[test]
+    fn the_failover_table_compares_every_row_with_the_floor() {
+        let agent: Vec<f64> = (1..=100).map(f64::from).collect();
+        let floor: Vec<f64> = (1..=100).map(|v| f64::from(v) / 4.0).collect();
+        let results = Results {
+            host_failover: vec![latencies("exec", &agent), latencies("floor", &floor)],
+            host_failover_phase: vec![(10.0, 10.0), (10.0, 10.0)],
+            ..Results::default()
+        };
+        let text = markdown(&results, "plot.svg");
+        // p50 50, p90 90, p99 99, max 100; the floor's p50 12.5 and p99 24.75.
+        assert!(
+            text.contains("| exec | 100 | 50 µs | 90 µs | 99 µs | 100 µs | 4.0× | 4.0× | missed: 2× floor |"),
+            "{text}"
+        );
+        assert!(text.contains("| floor | 100 | 12 µs |"), "{text}");
+        assert!(text.contains("(the floor)"), "{text}");
+        assert!(!text.contains("below zero"), "{text}");
+
+        let early = Results {
+            host_failover: vec![latencies("exec", &[-5.0, 300.0, 1500.0]), latencies("floor", &[1.0, 2.0, 3.0])],
+            host_failover_phase: vec![(10.0, 10.0), (10.0, 10.0)],
+            ..Results::default()
+        };
+        let text = markdown(&early, "plot.svg");
+        assert!(text.contains("| exec | 3 | 300 µs |"), "{text}");
+        assert!(text.contains("missed: p50, p99, max, 2× floor"), "{text}");
+        assert!(text.contains("1 samples are below zero"), "{text}");
+    }
+
+    #[test]
+    fn uneven_plug_phases_are_flagged() {
+        let many: Vec<f64> = vec![10.0; 300];
+        let results = Results {
+            host_failover: vec![latencies("exec", &many), latencies("floor", &many)],
+            host_failover_phase: vec![(40.0, 0.0), (10.0, 10.0)],
+            ..Results::default()
+        };
+        let text = markdown(&results, "plot.svg");
+        assert!(text.contains("suspect run: the plugs of exec fell unevenly"), "{text}");
+        assert!(!text.contains("plugs of floor"), "{text}");
     }
 
     #[test]

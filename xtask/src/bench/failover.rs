@@ -1,0 +1,191 @@
+//! Host failover latency from the kernel's broadcast: the VF stand-in's `RTM_NEWLINK` as the
+//! bench's own rtnetlink listener received it (listener.rs) → the address written to the pipe,
+//! for the agent in both modes (`exec`: an anonymous pipe; `watch`: the sidecar FIFO and state
+//! file) and for the minimal reactor (floor.rs), the floor every row is compared with.
+//!
+//! The end is the writer's own clock reading right after write(2) returned (the agent's
+//! `associated` line carries it as `at_ns`); the start is the listener's, which neither writer
+//! controls. Both wake on the same broadcast, so a writer that wakes first and writes quickly
+//! can come out below zero: such samples are kept as they are.
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use super::listener::Listener;
+use crate::figures::Latencies;
+use crate::phase::Phase;
+use crate::stage::{Agent, Stage};
+
+const MAC: &str = "00:15:5d:be:00:01";
+const NETVSC_IFINDEX: u32 = 10;
+const PCI: &str = "0002:00:02.0";
+/// The longest a plug or unplug may take to be noticed.
+const WAIT: Duration = Duration::from_secs(10);
+/// Each plug follows the previous unplug by a random delay under this: over hundreds of plugs
+/// the plug times fall evenly across the agent's 1 s refill period (see phase_spread).
+pub const PLUG_SPACING: Duration = Duration::from_millis(100);
+
+/// What reacts to the plugs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reactor {
+    /// `netvsc-watch exec --source netlink -- failsafe-sim`.
+    Exec,
+    /// `netvsc-watch watch --source netlink --fifo-dir DIR`.
+    Watch,
+    /// `xtask minimal-reactor`: listener → pipe write, nothing else.
+    Floor,
+}
+
+impl Reactor {
+    pub const ALL: [Reactor; 3] = [Reactor::Exec, Reactor::Watch, Reactor::Floor];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Reactor::Exec => "netvsc-watch exec (netlink)",
+            Reactor::Watch => "netvsc-watch watch (netlink)",
+            Reactor::Floor => "minimal reactor (floor)",
+        }
+    }
+}
+
+/// The row of `reactor`: `plugs` plugs, each at a random delay under [`PLUG_SPACING`], and the
+/// listener's receive time of each plug (for the phase check).
+pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Result<(Latencies, Vec<u64>)> {
+    let stage = Stage::new("failover")?;
+    stage.add_veth("eth1", NETVSC_IFINDEX, MAC, "p10")?;
+    stage.sys.add_netvsc("eth1", NETVSC_IFINDEX, MAC)?;
+    let mut running = Running::start(&stage, bin, reactor)?;
+    let listener = Listener::start(&stage.netns)?;
+    let mut phase = Phase::new(seed);
+    let mut batch = stage.batch()?;
+    let (mut samples_us, mut plugged_at) = (Vec::new(), Vec::new());
+    for plug in 0..plugs {
+        std::thread::sleep(phase.next_delay_under(PLUG_SPACING));
+        let (name, ifindex) = (format!("vf{plug}"), 100 + plug);
+        stage.sys.add_vf(&name, ifindex, MAC, PCI)?;
+        batch.send(&format!("link add {name} index {ifindex} address {MAC} type veth peer name q{plug}"))?;
+        let written_ns = running.written(&name, ifindex)?;
+        let heard_ns = listener.heard(ifindex, true, WAIT)?;
+        samples_us.push((written_ns as f64 - heard_ns as f64) / 1e3);
+        plugged_at.push(heard_ns);
+        batch.send(&format!("link del {name}"))?;
+        stage.sys.remove(&name)?;
+        listener.heard(ifindex, false, WAIT)?;
+        running.emptied()?;
+        if (plug + 1) % 100 == 0 {
+            println!("bench[host/{}]: {} of {plugs} plugs", reactor.label(), plug + 1);
+        }
+    }
+    batch.finish()?;
+    Ok((Latencies { source: reactor.label().into(), samples_us }, plugged_at))
+}
+
+enum Running {
+    Agent(Agent),
+    Floor { child: Child, stdout: std::io::BufReader<std::process::ChildStdout> },
+}
+
+impl Running {
+    fn start(stage: &Stage, bin: &Path, reactor: Reactor) -> anyhow::Result<Self> {
+        let options = ["--source", "netlink"];
+        let mut agent = match reactor {
+            // failsafe-sim reads every 20 ms, as fail-safe would with a short hotplug_poll.
+            Reactor::Exec => Agent::start(stage, bin, &options, 20)?,
+            Reactor::Watch => {
+                let fifo_dir = stage.dir.path().join("fifo");
+                std::fs::create_dir(&fifo_dir)?;
+                Agent::watch(stage, bin, &options, &fifo_dir)?
+            }
+            Reactor::Floor => return Self::floor(stage),
+        };
+        agent.ready()?;
+        Ok(Running::Agent(agent))
+    }
+
+    fn floor(stage: &Stage) -> anyhow::Result<Self> {
+        let xtask = std::env::current_exe().context("locating xtask")?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &stage.netns])
+            .arg(xtask)
+            .args(["minimal-reactor", "--mac", MAC, "--ignore-ifindex", &NETVSC_IFINDEX.to_string(), "--line", PCI])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the minimal reactor")?;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().context("minimal reactor stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("the minimal reactor did not start: {line:?}");
+        }
+        Ok(Running::Floor { child, stdout })
+    }
+
+    /// When the address for VF `name` (`ifindex`) was written, by the writer's clock.
+    fn written(&mut self, name: &str, ifindex: u32) -> anyhow::Result<u64> {
+        match self {
+            Running::Agent(agent) => {
+                let change = agent.change("the address in the pipe", "associated", |c| {
+                    c.vf.as_ref().is_some_and(|vf| vf.iface == name)
+                })?;
+                Ok(change.at_ns)
+            }
+            Running::Floor { stdout, .. } => {
+                let mut line = String::new();
+                stdout.read_line(&mut line)?;
+                let parsed = line
+                    .split_once(' ')
+                    .and_then(|(i, t)| Some((i.parse::<u32>().ok()?, t.trim().parse::<u64>().ok()?)));
+                match parsed {
+                    Some((index, written_ns)) if index == ifindex => Ok(written_ns),
+                    _ => bail!("the minimal reactor wrote {line:?}, expected a line for ifindex {ifindex}"),
+                }
+            }
+        }
+    }
+
+    /// Waits until the unplug emptied the pipe (the floor has nothing to empty).
+    fn emptied(&mut self) -> anyhow::Result<()> {
+        if let Running::Agent(agent) = self {
+            agent.change("the pipe emptied", "dissociated", |_| true)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Floor { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How evenly the plug times fall across a 1 s period (the agent's refill tick): the share of
+/// plugs in the fullest and emptiest of ten slices. Even is 10 % each.
+pub fn phase_spread(plugged_at_ns: &[u64]) -> (f64, f64) {
+    let mut slices = [0u32; 10];
+    for at in plugged_at_ns {
+        slices[((at % 1_000_000_000) / 100_000_000) as usize] += 1;
+    }
+    let share = |n: u32| f64::from(n) * 100.0 / plugged_at_ns.len().max(1) as f64;
+    (share(*slices.iter().max().unwrap_or(&0)), share(*slices.iter().min().unwrap_or(&0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_phase_spread_finds_crowded_and_empty_slices() {
+        let even: Vec<u64> = (0..1000).map(|i| i * 1_000_000 + 7).collect();
+        assert_eq!(phase_spread(&even), (10.0, 10.0));
+        // Every plug just after a tick of the same period: one slice has them all.
+        let locked: Vec<u64> = (0..100).map(|i| i * 1_000_000_000 + 5_000_000).collect();
+        assert_eq!(phase_spread(&locked), (100.0, 0.0));
+    }
+}

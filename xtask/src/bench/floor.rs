@@ -1,0 +1,61 @@
+//! `xtask minimal-reactor`: the floor the agent is compared with. The least any reactor can do:
+//! block on an rtnetlink socket, and on a new link with the watched MAC write one fixed line to a
+//! pipe; no sysfs, no runtime, no logging. It prints `<ifindex> <written_ns>` (CLOCK_MONOTONIC,
+//! taken right after write(2) returned) per reaction, and `ready` once subscribed.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use netvsc_user::clock::monotonic_ns;
+use nix::fcntl::OFlag;
+
+use super::rtnl;
+
+#[derive(clap::Args)]
+pub struct FloorArgs {
+    /// The MAC a VF registers with
+    #[arg(long)]
+    mac: macaddr::MacAddr6,
+    /// A link with that MAC never to react to (the NetVSC stand-in)
+    #[arg(long)]
+    ignore_ifindex: u32,
+    /// What is written to the pipe
+    #[arg(long, default_value = "0002:00:02.0")]
+    line: String,
+}
+
+pub fn run(args: FloorArgs) -> anyhow::Result<()> {
+    let socket = rtnl::subscribe(None)?;
+    let (pipe_rx, pipe_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("creating the pipe")?;
+    let line = format!("{}\n", args.line);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready")?;
+    stdout.flush()?;
+    let mut present = HashSet::new();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut drain = [0u8; 64];
+    loop {
+        buf.clear();
+        match socket.recv(&mut buf, 0) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err).context("reading rtnetlink"),
+        }
+        for message in rtnl::link_messages(&buf) {
+            if !message.new {
+                present.remove(&message.ifindex);
+                continue;
+            }
+            let ours = message.ifindex != args.ignore_ifindex && message.address() == Some(args.mac.as_bytes());
+            if ours && present.insert(message.ifindex) {
+                nix::unistd::write(&pipe_tx, line.as_bytes()).context("writing the pipe")?;
+                let written_ns = monotonic_ns();
+                // The reader's part, after the clock is read: keep the pipe from filling up.
+                let _ = nix::unistd::read(&pipe_rx, &mut drain);
+                writeln!(stdout, "{} {written_ns}", message.ifindex)?;
+                stdout.flush()?;
+            }
+        }
+    }
+}
