@@ -77,7 +77,8 @@ pub const PCI_NAME_LEN: usize = 32;
 /// `ARPHRD_ETHER`.
 pub const ARPHRD_ETHER: u16 = 1;
 
-/// One kernel event. Netdevice events fill the netdevice fields; PCI events fill `pci`.
+/// One kernel event. Netdevice events fill the netdevice fields, and `pci` with the parent's
+/// name when the parent is a PCI function; PCI events fill `pci`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelEvent {
@@ -137,6 +138,8 @@ pub struct Config {
     pub bus_name: u32,
     /// `pci_dev.dev.kobj.name`, a pointer to the PCI device name.
     pub pci_dev_name: u32,
+    /// `device.kobj.name`, a pointer to a device's name (a netdevice's parent: its PCI address).
+    pub device_name: u32,
     /// Network namespace inode of the agent: events from others are dropped in the kernel.
     pub agent_netns: u32,
     /// 1: pass only NetVSC (VMBus parent), PCI-parented, or watched-MAC devices.
@@ -161,12 +164,13 @@ const _: () = {
     assert!(offset_of!(KernelEvent, name) == 24);
     assert!(offset_of!(KernelEvent, mac) == 40);
     assert!(offset_of!(KernelEvent, pci) == 48);
-    assert!(size_of::<Config>() == 13 * 4 && align_of::<Config>() == 4);
+    assert!(size_of::<Config>() == 14 * 4 && align_of::<Config>() == 4);
     assert!(offset_of!(Config, netdev_ifindex) == 0);
     assert!(offset_of!(Config, pci_dev_name) == 9 * 4);
-    assert!(offset_of!(Config, agent_netns) == 10 * 4);
-    assert!(offset_of!(Config, filter) == 11 * 4);
-    assert!(offset_of!(Config, log) == 12 * 4);
+    assert!(offset_of!(Config, device_name) == 10 * 4);
+    assert!(offset_of!(Config, agent_netns) == 11 * 4);
+    assert!(offset_of!(Config, filter) == 12 * 4);
+    assert!(offset_of!(Config, log) == 13 * 4);
 };
 
 /// Key of the watched-MAC map: the six MAC bytes and two zero bytes.

@@ -20,6 +20,7 @@ static CONFIG: Config = Config {
     device_bus: 0,
     bus_name: 0,
     pci_dev_name: 0,
+    device_name: 0,
     agent_netns: 0,
     filter: 1,
     log: 0,
@@ -66,6 +67,15 @@ fn parent_bus(cfg: &Config, dev: *const u8) -> u8 {
         [b'v', b'm', b'b', b'u', b's', 0] => bus::VMBUS,
         _ => bus::OTHER,
     }
+}
+
+/// The name of `dev->dev.parent` (for a PCI parent, its address) into `out`.
+fn parent_name(cfg: &Config, dev: *const u8, out: &mut [u8; PCI_NAME_LEN]) -> Result<(), i64> {
+    let parent = read::<*const u8>(dev, cfg.netdev_parent)?;
+    let name = read::<*const u8>(parent, cfg.device_name)?;
+    // SAFETY: a kernel string read into a buffer of ours; a bad address is an error, not a fault.
+    unsafe { bpf_probe_read_kernel_str_bytes(name, out) }?;
+    Ok(())
 }
 
 fn submit(event: &KernelEvent) {
@@ -120,6 +130,10 @@ fn netdev_event<C: aya_ebpf::EbpfContext>(ctx: &C, dev: *const u8, event_kind: u
         event.mac = read::<[u8; 6]>(dev_addr, 0)?;
     }
     event.parent_bus = parent_bus(&cfg, dev);
+    if event.parent_bus == bus::PCI {
+        // The PCI address, so that the agent need not ask sysfs which function this is.
+        let _ = parent_name(&cfg, dev, &mut event.pci);
+    }
     if cfg.filter != 0 && event.parent_bus != bus::PCI && event.parent_bus != bus::VMBUS {
         // SAFETY: lookup of a plain key; the value is not kept.
         let watched = unsafe { WATCHED_MACS.get(&mac_key(event.mac)) }.is_some();

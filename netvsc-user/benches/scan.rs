@@ -6,11 +6,14 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use netvsc_testkit::FakeSysfs;
+use netvsc_testkit::StaticDump;
 use netvsc_testkit::StaticIfindexes as StaticAddresses;
 use netvsc_user::agent::Agent;
 use netvsc_user::failsafe::{OutputMode, Outputs};
+use netvsc_user::link_list::{KernelLinkList, ListedLink};
 use netvsc_user::report::Reporter;
 use netvsc_user::selection::Selection;
 use netvsc_user::source::{LinkEvent, SourceEvent};
@@ -50,6 +53,73 @@ fn full_scan(c: &mut Criterion) {
     group.finish();
 }
 
+/// An event source's safety resync on a real system: the kernel's dump, then sysfs only about
+/// parent devices, with the view it replaces. Here the dump is handed over as the kernel would
+/// list the tree.
+fn resync_from_dump(c: &mut Criterion) {
+    let runtime = Runtime::new().unwrap();
+    let mut group = c.benchmark_group("resync_from_dump");
+    for n in SIZES {
+        let (_dir, sys) = tree(n);
+        let view = runtime.block_on(reader(&sys).full_scan()).unwrap();
+        let listed =
+            view.links().map(|l| ListedLink { ifindex: l.ifindex, name: l.name.clone(), mac: l.mac, master: l.master });
+        let dump = StaticDump::new(listed);
+        let reader = SystemReader::new(
+            Sysfs::open(sys.root()).unwrap(),
+            Box::new(StaticAddresses::default()),
+            Some(Box::new(dump)),
+        );
+        bench_resync(&runtime, &mut group, n, reader);
+    }
+    group.finish();
+}
+
+/// The same with the real kernel's dump: in a network namespace of its own holding N veths
+/// (N/2 pairs), the kernel lists them and the agent decodes the list. Needs root.
+fn resync_kernel_dump(c: &mut Criterion) {
+    if !nix::unistd::geteuid().is_root() {
+        println!("resync_kernel_dump: skipped, needs root for a network namespace");
+        return;
+    }
+    // This thread (criterion runs every benchmark on it) moves to a namespace of its own.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("resync_kernel_dump");
+    let mut pairs = 0;
+    for n in SIZES {
+        let mut batch = String::new();
+        while pairs < n / 2 {
+            batch.push_str(&format!("link add k{pairs} type veth peer name l{pairs}\n"));
+            pairs += 1;
+        }
+        let mut ip =
+            std::process::Command::new("ip").args(["-batch", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(ip.stdin.as_mut().unwrap(), batch.as_bytes()).unwrap();
+        drop(ip.stdin.take());
+        assert!(ip.wait().unwrap().success(), "ip -batch failed");
+        let (_dir, sys) = tree(2);
+        let reader = SystemReader::new(
+            Sysfs::open(sys.root()).unwrap(),
+            Box::new(StaticAddresses::default()),
+            Some(Box::new(KernelLinkList)),
+        );
+        bench_resync(&runtime, &mut group, n, reader);
+    }
+    group.finish();
+}
+
+/// Times `LinkEvent::Resync` (events not lost) applied to the view of a first full scan.
+fn bench_resync(runtime: &Runtime, group: &mut BenchmarkGroup<'_, WallTime>, n: u32, mut reader: SystemReader) {
+    let mut view = runtime.block_on(reader.full_scan()).unwrap();
+    assert!(view.links().count() >= n as usize, "{} links, fewer than {n}", view.links().count());
+    let resync = SourceEvent::now(LinkEvent::Resync { reason: "bench", lost: false });
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+        b.iter(|| black_box(runtime.block_on(reader.apply(&mut view, &resync)).unwrap()))
+    });
+}
+
 fn one_event(c: &mut Criterion) {
     let runtime = Runtime::new().unwrap();
     let mut group = c.benchmark_group("event_remove_or_add_vf");
@@ -87,5 +157,5 @@ fn one_event(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, full_scan, one_event);
+criterion_group!(benches, full_scan, resync_from_dump, resync_kernel_dump, one_event);
 criterion_main!(benches);

@@ -127,7 +127,7 @@ impl Agent {
         if let Some(measuring) = &mut self.measuring {
             measuring.source_event(event);
         }
-        let touched = self.reader.apply(&mut self.view, &event.event).await?;
+        let touched = self.reader.apply(&mut self.view, event).await?;
         if touched.is_nothing() {
             return Ok(Vec::new());
         }

@@ -199,8 +199,9 @@ fn system_reader(args: &SelectionArgs) -> anyhow::Result<SystemReader> {
         .map_err(|err| UsageError::SysfsRoot { path: args.sysfs_root.clone(), why: err.to_string() })?;
     let handle = rtnetlink_handle()?;
     let links: Option<Box<dyn LinkList>> =
-        args.kernel_link_list().then(|| Box::new(KernelLinkList::new(handle.clone())) as Box<dyn LinkList>);
-    Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::new(handle)), links))
+        args.kernel_link_list().then(|| Box::new(KernelLinkList) as Box<dyn LinkList>);
+    let real_sysfs = args.sysfs_root == std::path::Path::new("/sys");
+    Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::new(handle)), links).trust_event_parents(real_sysfs))
 }
 
 /// Opened before the start-up scan so that nothing between the two is missed.

@@ -2,10 +2,16 @@
 //! whole agent runs against a fake tree in tests.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use macaddr::MacAddr6;
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, readlinkat, OFlag};
+use nix::sys::stat::Mode;
 
 use crate::link::{Link, LinkKind, PciFunction, MANA_DEVICE, MANA_VENDOR, NETVSC_CLASS_ID};
 
@@ -44,6 +50,8 @@ pub struct Enumeration {
 #[derive(Clone, Debug)]
 pub struct Sysfs {
     net: PathBuf,
+    /// `<root>/bus/pci/devices`, where a PCI function is found by its address.
+    pci_devices: PathBuf,
 }
 
 impl Sysfs {
@@ -56,7 +64,7 @@ impl Sysfs {
                 format!("{} is not a sysfs root: {} is not a directory", root.display(), net.display()),
             ));
         }
-        Ok(Self { net })
+        Ok(Self { net, pci_devices: root.join("bus/pci/devices") })
     }
 
     /// Names under `class/net`, in directory order. Non-UTF-8 names come back separately.
@@ -90,6 +98,27 @@ impl Sysfs {
         Ok(out)
     }
 
+    /// The PCI function at `address`, found by its address (not through a netdevice's name,
+    /// which may have moved to another device since an event named both).
+    pub fn pci_function(&self, address: &str) -> Result<PciFunction, ReadError> {
+        let dir = SysDir::open(&self.pci_devices, address)?;
+        Ok(dir.pci_function("", address.to_owned()))
+    }
+
+    /// The ifindex of netdevice `name`'s master, if it has one.
+    pub fn master(&self, name: &str) -> Option<u32> {
+        read_attribute(&self.net.join(name).join("master/ifindex")).ok()?.trim_end().parse().ok()
+    }
+
+    /// Whether netdevice `name` has a parent device (`device`): a virtual one has none.
+    pub fn has_device(&self, name: &str) -> io::Result<bool> {
+        match std::fs::symlink_metadata(self.net.join(name).join("device")) {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Reads one netdevice by name. `Ok(None)`: it exists but is not Ethernet.
     pub fn read(&self, name: &str) -> Result<Option<Link>, ReadError> {
         self.read_with(name, None, Hints::default())
@@ -99,21 +128,21 @@ impl Sysfs {
     /// `ifindex` (the name may have moved to another device since the event). The ifindex is
     /// always read: it is what ties the name to the event's device.
     pub fn read_with(&self, name: &str, ifindex: Option<u32>, hints: Hints) -> Result<Option<Link>, ReadError> {
-        let dir = self.net.join(name);
-        let found: u32 = parse_file(&dir.join("ifindex"), name)?;
+        let dir = SysDir::open(&self.net, name)?;
+        let found: u32 = dir.parse("ifindex")?;
         let hints = if Some(found) == ifindex { hints } else { Hints::default() };
         let mac = match hints.mac {
             Some(mac) => mac,
             None => {
-                let link_type: u32 = parse_file(&dir.join("type"), name)?;
+                let link_type: u32 = dir.parse("type")?;
                 if link_type != ARPHRD_ETHER {
                     return Ok(None);
                 }
-                parse_file(&dir.join("address"), name)?
+                dir.parse("address")?
             }
         };
-        let kind = read_kind(&dir, name)?;
-        let master = hints.master.unwrap_or_else(|| read_master(&dir));
+        let kind = dir.kind()?;
+        let master = hints.master.unwrap_or_else(|| dir.master());
         Ok(Some(Link { ifindex: found, name: name.to_owned(), mac, kind, master }))
     }
 }
@@ -127,78 +156,132 @@ pub struct Hints {
     pub master: Option<Option<u32>>,
 }
 
-/// Classifies the parent device, as the original does: VF candidate by the basename of
-/// `device/subsystem` being `pci`, NetVSC by class id (a vmbus attribute no PCI device has, so
-/// it is not looked for on one).
-fn read_kind(dir: &Path, name: &str) -> Result<LinkKind, ReadError> {
-    let device = dir.join("device");
-    let target = match std::fs::read_link(&device) {
-        Ok(target) => target,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(LinkKind::Other),
-        Err(source) => return Err(io_error(device, source, name)),
-    };
-    let subsystem_path = device.join("subsystem");
-    let subsystem = match std::fs::read_link(&subsystem_path) {
-        Ok(subsystem) => subsystem,
-        Err(_) if !device.exists() => return Err(ReadError::DanglingDevice { path: device }),
-        // A parent without a bus (rare) is not a VF; it may still carry a class id.
-        Err(_) => PathBuf::new(),
-    };
-    if subsystem.file_name().is_some_and(|bus| bus == "pci") {
-        let address = basename(&target)
-            .ok_or_else(|| ReadError::Malformed { path: device.clone(), content: target.display().to_string() })?;
-        return Ok(LinkKind::Pci(read_pci_function(&device, address)));
-    }
-    let class_id_path = device.join("class_id");
-    match read_attribute(&class_id_path) {
-        Ok(class_id) if class_id.trim_end() == NETVSC_CLASS_ID => Ok(LinkKind::NetVsc),
-        Ok(_) => Ok(LinkKind::Other),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(LinkKind::Other),
-        Err(source) => Err(io_error(class_id_path, source, name)),
-    }
+/// A device's directory (a netdevice's, a PCI function's), opened once (`O_PATH`): attributes are
+/// read relative to it, so the kernel walks `class/net/<name>` and its symlink once per device
+/// rather than once per attribute. With caches gone cold while the agent idled, every path walk
+/// costs microseconds.
+struct SysDir {
+    fd: OwnedFd,
+    name: String,
+    path: PathBuf,
 }
 
-/// The function's identity and how many netdevices it carries (`device/net/*`: one per vPort on
-/// MANA). Missing attributes read as "not MANA" and "one netdevice": the bare-address line.
-fn read_pci_function(device: &Path, address: String) -> PciFunction {
-    let attribute = |name: &str| read_attribute(&device.join(name)).map(|v| v.trim_end().to_owned()).ok();
-    // The device id is only asked of Microsoft's functions.
-    let mana =
-        attribute("vendor").as_deref() == Some(MANA_VENDOR) && attribute("device").as_deref() == Some(MANA_DEVICE);
-    let netdevs = std::fs::read_dir(device.join("net")).map(|entries| entries.count()).unwrap_or(1).max(1);
-    PciFunction { address, mana, netdevs }
-}
+impl SysDir {
+    fn open(net: &Path, name: &str) -> Result<Self, ReadError> {
+        let path = net.join(name);
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        match open(&path, flags, Mode::empty()) {
+            Ok(fd) => Ok(Self { fd, name: name.to_owned(), path }),
+            Err(Errno::ENOENT) => Err(ReadError::Vanished { name: name.to_owned() }),
+            Err(errno) => Err(ReadError::Io { path, source: errno.into() }),
+        }
+    }
 
-/// The ifindex of the device `master` points to; none when there is no master or the link
-/// dangles (the master is being torn down).
-fn read_master(dir: &Path) -> Option<u32> {
-    let ifindex = read_attribute(&dir.join("master/ifindex")).ok()?;
-    ifindex.trim_end().parse().ok()
+    fn attribute(&self, relative: &str) -> io::Result<String> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        read_open_attribute(File::from(openat(&self.fd, relative, flags, Mode::empty())?))
+    }
+
+    fn parse<T: std::str::FromStr>(&self, relative: &str) -> Result<T, ReadError> {
+        let content = self.attribute(relative).map_err(|source| self.error(relative, source))?;
+        content.trim_end().parse().map_err(|_| ReadError::Malformed { path: self.path.join(relative), content })
+    }
+
+    fn link(&self, relative: &str) -> io::Result<PathBuf> {
+        Ok(PathBuf::from(readlinkat(&self.fd, relative)?))
+    }
+
+    /// Classifies the parent device, as the original does: VF candidate by the basename of
+    /// `device/subsystem` being `pci`, NetVSC by class id (a vmbus attribute no PCI device has,
+    /// so it is not looked for on one).
+    fn kind(&self) -> Result<LinkKind, ReadError> {
+        let target = match self.link("device") {
+            Ok(target) => target,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(LinkKind::Other),
+            Err(source) => return Err(self.error("device", source)),
+        };
+        let subsystem = match self.link("device/subsystem") {
+            Ok(subsystem) => subsystem,
+            Err(_) if self.attribute_exists("device") == Some(false) => {
+                return Err(ReadError::DanglingDevice { path: self.path.join("device") })
+            }
+            // A parent without a bus (rare) is not a VF; it may still carry a class id.
+            Err(_) => PathBuf::new(),
+        };
+        if subsystem.file_name().is_some_and(|bus| bus == "pci") {
+            let address = basename(&target).ok_or_else(|| ReadError::Malformed {
+                path: self.path.join("device"),
+                content: target.display().to_string(),
+            })?;
+            return Ok(LinkKind::Pci(self.pci_function("device/", address)));
+        }
+        match self.attribute("device/class_id") {
+            Ok(class_id) if class_id.trim_end() == NETVSC_CLASS_ID => Ok(LinkKind::NetVsc),
+            Ok(_) => Ok(LinkKind::Other),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(LinkKind::Other),
+            Err(source) => Err(self.error("device/class_id", source)),
+        }
+    }
+
+    /// The identity of the function at `function` (a path relative to this directory, ending in
+    /// `/`, or empty) and how many netdevices it carries (`net/*`: one per vPort on MANA).
+    /// Missing attributes read as "not MANA" and "one netdevice": the bare-address line.
+    fn pci_function(&self, function: &str, address: String) -> PciFunction {
+        let attribute = |name: &str| self.attribute(&format!("{function}{name}")).map(|v| v.trim_end().to_owned()).ok();
+        // The device id is only asked of Microsoft's functions.
+        let mana =
+            attribute("vendor").as_deref() == Some(MANA_VENDOR) && attribute("device").as_deref() == Some(MANA_DEVICE);
+        let netdevs = self.entries(&format!("{function}net")).unwrap_or(1).max(1);
+        PciFunction { address, mana, netdevs }
+    }
+
+    /// How many entries directory `relative` has (besides `.` and `..`).
+    fn entries(&self, relative: &str) -> io::Result<usize> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut dir = Dir::from_fd(openat(&self.fd, relative, flags, Mode::empty())?)?;
+        let names = dir.iter().filter_map(Result::ok);
+        Ok(names.filter(|entry| ![&b"."[..], b".."].contains(&entry.file_name().to_bytes())).count())
+    }
+
+    /// The ifindex of the device `master` points to; none when there is no master or the link
+    /// dangles (the master is being torn down).
+    fn master(&self) -> Option<u32> {
+        self.attribute("master/ifindex").ok()?.trim_end().parse().ok()
+    }
+
+    /// `Some(false)` when `relative` is not there (a dangling symlink counts as not there).
+    fn attribute_exists(&self, relative: &str) -> Option<bool> {
+        match nix::sys::stat::fstatat(&self.fd, relative, nix::fcntl::AtFlags::empty()) {
+            Ok(_) => Some(true),
+            Err(Errno::ENOENT) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// A missing file of a netdevice whose directory just vanished is the device going away,
+    /// not an odd entry.
+    fn error(&self, relative: &str, source: io::Error) -> ReadError {
+        if source.kind() == io::ErrorKind::NotFound && !self.path.exists() {
+            return ReadError::Vanished { name: self.name.clone() };
+        }
+        ReadError::Io { path: self.path.join(relative), source }
+    }
 }
 
 fn basename(path: &Path) -> Option<String> {
     path.file_name().and_then(|n| n.to_str()).filter(|n| !n.is_empty()).map(str::to_owned)
 }
 
-fn parse_file<T: std::str::FromStr>(path: &Path, name: &str) -> Result<T, ReadError> {
-    let content = read_attribute(path).map_err(|source| io_error(path.to_owned(), source, name))?;
-    content.trim_end().parse().map_err(|_| ReadError::Malformed { path: path.to_owned(), content })
-}
-
-/// A missing file under a directory that just vanished is the device going away, not an odd entry.
-fn io_error(path: PathBuf, source: io::Error, name: &str) -> ReadError {
-    if source.kind() == io::ErrorKind::NotFound && path.ancestors().nth(1).is_some_and(|d| !d.exists()) {
-        return ReadError::Vanished { name: name.to_owned() };
-    }
-    ReadError::Io { path, source }
-}
-
 /// Reads one attribute file the way sysfs serves them: a regular file of at most a page. A FIFO,
 /// a device node or an endless file in a hostile tree is refused without blocking or growing.
 pub fn read_attribute(path: &Path) -> io::Result<String> {
-    use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    read_open_attribute(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?)
+}
+
+/// [`read_attribute`] of a file opened (non-blocking) already.
+fn read_open_attribute(file: File) -> io::Result<String> {
+    use std::io::Read as _;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
     }
@@ -214,7 +297,5 @@ pub fn read_attribute(path: &Path) -> io::Result<String> {
     if length > MAX_ATTRIBUTE_BYTES {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("longer than {MAX_ATTRIBUTE_BYTES} bytes")));
     }
-    let content = String::from_utf8(buf[..length].to_vec())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))?;
-    Ok(content)
+    String::from_utf8(buf[..length].to_vec()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
 }

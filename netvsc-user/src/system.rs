@@ -11,14 +11,17 @@ use anyhow::Context as _;
 use tracing::{debug, warn};
 
 use crate::addresses::AddressOracle;
-use crate::link::Link;
-use crate::link_list::LinkList;
-use crate::source::LinkEvent;
+use crate::link::{Link, LinkKind};
+use crate::link_list::{LinkList, ListedLink, Listing};
+use crate::source::{LinkEvent, Parent, SourceEvent};
 use crate::sysfs::{Hints, ReadError, Sysfs};
 use crate::view::{SystemView, Touched};
 
 pub struct SystemReader {
     sysfs: Sysfs,
+    /// Whether a parent device named by an event is taken as said: only when `sysfs` is the
+    /// running kernel's own (`/sys`), never for a fake tree.
+    event_parents: bool,
     addresses: Box<dyn AddressOracle>,
     /// The kernel's list of links; `None` trusts the sysfs tree alone (a fake tree).
     links: Option<Box<dyn LinkList>>,
@@ -30,45 +33,98 @@ pub struct SystemReader {
 
 impl SystemReader {
     pub fn new(sysfs: Sysfs, addresses: Box<dyn AddressOracle>, links: Option<Box<dyn LinkList>>) -> Self {
-        Self { sysfs, addresses, links, removed: HashSet::new(), warned: HashSet::new() }
+        Self { sysfs, event_parents: false, addresses, links, removed: HashSet::new(), warned: HashSet::new() }
+    }
+
+    /// Takes the parent devices events name as said (see [`crate::source::Parent`]): for a
+    /// reader of the running kernel's own sysfs.
+    pub fn trust_event_parents(mut self, trust: bool) -> Self {
+        self.event_parents = trust;
+        self
     }
 
     /// Reads every netdevice that exists and the addresses of the NetVSC ones.
     pub async fn full_scan(&mut self) -> anyhow::Result<SystemView> {
-        let mut found = self.sysfs.enumerate().context("listing network interfaces in sysfs")?;
-        for problem in std::mem::take(&mut found.skipped) {
-            self.warn_once(problem);
-        }
-        // Listed after sysfs is read: a link removed in between is then left out, and one added
-        // in between announces itself with an event.
-        let listed = match &self.links {
-            Some(list) => Some(list.ifindexes().await?),
-            None => None,
+        self.rescan(None).await
+    }
+
+    /// [`SystemReader::full_scan`] knowing the view it replaces: a link known as a VF or NetVSC
+    /// interface is always read whole.
+    async fn rescan(&mut self, previous: Option<&SystemView>) -> anyhow::Result<SystemView> {
+        let (mut links, listing) = match &self.links {
+            Some(list) => match list.links().await? {
+                Listing::Links { ethernet, all } => {
+                    (self.read_listed(ethernet, previous), Some(Listing::Ifindexes(all)))
+                }
+                // Listed after sysfs is read: a link removed in between is then left out, and one
+                // added in between announces itself with an event.
+                listing @ Listing::Ifindexes(_) => (self.enumerate()?, Some(listing)),
+            },
+            None => (self.enumerate()?, None),
         };
         // A removal only needs remembering while something could still bring the link back.
         self.removed.retain(|ifindex| {
-            found.links.iter().any(|link| link.ifindex == *ifindex)
-                && listed.as_ref().is_none_or(|listed| listed.contains(ifindex))
+            links.iter().any(|link| link.ifindex == *ifindex) && listing.as_ref().is_none_or(|l| l.contains(*ifindex))
         });
-        found.links.retain(|link| {
-            let exists = listed.as_ref().is_none_or(|listed| listed.contains(&link.ifindex));
+        links.retain(|link| {
+            let exists = listing.as_ref().is_none_or(|l| l.contains(link.ifindex));
             if !exists || self.removed.contains(&link.ifindex) {
                 debug!(iface = %link.name, ifindex = link.ifindex, "left out of the rescan: already removed");
                 return false;
             }
             true
         });
-        let netvsc: Vec<u32> = found.links.iter().filter(|l| l.is_netvsc()).map(|l| l.ifindex).collect();
+        let netvsc: Vec<u32> = links.iter().filter(|l| l.is_netvsc()).map(|l| l.ifindex).collect();
         let routed = self.addresses.routed(&netvsc).await?;
-        Ok(SystemView::from_links(found.links, routed))
+        Ok(SystemView::from_links(links, routed))
+    }
+
+    /// Every Ethernet netdevice in sysfs.
+    fn enumerate(&mut self) -> anyhow::Result<Vec<Link>> {
+        let mut found = self.sysfs.enumerate().context("listing network interfaces in sysfs")?;
+        for problem in std::mem::take(&mut found.skipped) {
+            self.warn_once(problem);
+        }
+        Ok(found.links)
+    }
+
+    /// The links of the kernel's dump, completed from sysfs: a link without a parent device (a
+    /// veth, a bridge: most of a busy host) is all in the dump, one look at sysfs says so (none
+    /// when `previous` knew it as such); one with a parent, or known as a VF or NetVSC interface
+    /// before, is read whole, its ifindex checked. One renamed or gone since the dump has its
+    /// events still to come. `previous` is only trusted while no events were lost.
+    fn read_listed(&mut self, listed: Vec<ListedLink>, previous: Option<&SystemView>) -> Vec<Link> {
+        let mut links = Vec::with_capacity(listed.len());
+        for entry in listed {
+            let plain = match previous.and_then(|view| view.get(entry.ifindex)) {
+                // Known plain under this name while events kept the view current: a registered
+                // netdevice does not gain a parent device, and a new one gets a new ifindex.
+                Some(known) if known.kind == LinkKind::Other && known.name == entry.name => true,
+                Some(known) if known.kind != LinkKind::Other => false,
+                _ => self.sysfs.has_device(&entry.name).is_ok_and(|has| !has),
+            };
+            if plain {
+                let ListedLink { ifindex, name, mac, master } = entry;
+                links.push(Link { ifindex, name, mac, kind: LinkKind::Other, master });
+                continue;
+            }
+            let hints = Hints { mac: Some(entry.mac), master: Some(entry.master) };
+            match self.sysfs.read_with(&entry.name, Some(entry.ifindex), hints) {
+                Ok(Some(link)) if link.ifindex == entry.ifindex => links.push(link),
+                Ok(_) | Err(ReadError::Vanished { .. }) => {}
+                Err(err) => self.warn_once(err.to_string()),
+            }
+        }
+        links
     }
 
     /// Applies one event to `view` and says what changed.
-    pub async fn apply(&mut self, view: &mut SystemView, event: &LinkEvent) -> anyhow::Result<Touched> {
-        match event {
+    pub async fn apply(&mut self, view: &mut SystemView, event: &SourceEvent) -> anyhow::Result<Touched> {
+        match &event.event {
             LinkEvent::Changed { ifindex, name, mac, master } => {
                 self.removed.remove(ifindex);
-                self.link_changed(view, *ifindex, name.as_deref(), *mac, *master).await
+                let parent = event.parent.as_ref().filter(|_| self.event_parents);
+                self.link_changed(view, *ifindex, name.as_deref(), *mac, *master, parent).await
             }
             LinkEvent::Removed { ifindex } => {
                 self.removed.insert(*ifindex);
@@ -84,10 +140,13 @@ impl SystemReader {
             LinkEvent::PciDevice { .. } => Ok(Touched::Nothing),
             LinkEvent::Resync { lost, .. } => {
                 if *lost {
-                    // A removal seen before the loss proves nothing now: the ifindex may be reused.
+                    // A removal seen before the loss proves nothing now: the ifindex may be reused,
+                    // and no link is known any more for what it was.
                     self.removed.clear();
+                    *view = self.rescan(None).await?;
+                } else {
+                    *view = self.rescan(Some(view)).await?;
                 }
-                *view = self.full_scan().await?;
                 Ok(Touched::All)
             }
         }
@@ -100,6 +159,7 @@ impl SystemReader {
         name: Option<&str>,
         mac: Option<macaddr::MacAddr6>,
         master: Option<Option<u32>>,
+        parent: Option<&Parent>,
     ) -> anyhow::Result<Touched> {
         let known = view.get(ifindex);
         // Carrier flaps and flag changes repeat what we know: no need to touch sysfs. A master
@@ -113,6 +173,27 @@ impl SystemReader {
             return Ok(Touched::Nothing);
         };
         let was_netvsc = known.is_some_and(Link::is_netvsc);
+        // The event named the parent device: a VF or a plain link is known without asking sysfs
+        // by name (a NetVSC interface's class id is still read there).
+        if let (Some(mac), Some(parent)) = (mac, parent) {
+            let kind = match parent {
+                Parent::None | Parent::Other => Some(LinkKind::Other),
+                Parent::Pci(address) => match self.sysfs.pci_function(address) {
+                    Ok(function) => Some(LinkKind::Pci(function)),
+                    // The function is going away; its netdevice's removal follows.
+                    Err(ReadError::Vanished { .. }) => return Ok(Touched::Nothing),
+                    Err(err) => {
+                        self.warn_once(err.to_string());
+                        None
+                    }
+                },
+                Parent::Vmbus => None,
+            };
+            if let (Some(kind), false) = (kind, was_netvsc) {
+                let master = master.unwrap_or_else(|| self.sysfs.master(&name));
+                return Ok(view.upsert(Link { ifindex, name, mac, kind, master }));
+            }
+        }
         match self.sysfs.read_with(&name, Some(ifindex), Hints { mac, master }) {
             Ok(Some(link)) => {
                 let mut touched = Touched::Nothing;

@@ -21,7 +21,7 @@ fn event(event: LinkEvent, at: u64, kernel: bool) -> SourceEvent {
         _pad2: [0; 2],
         pci: [0; 32],
     });
-    SourceEvent { event, seen_at_ns: at, kernel }
+    SourceEvent { event, seen_at_ns: at, kernel, parent: None }
 }
 
 fn dissociate(id: u32, vf: Vf) -> Action {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use netvsc_user::addresses::AddressOracle;
-use netvsc_user::link_list::LinkList;
+use netvsc_user::link_list::{LinkList, ListedLink, Listing};
 
 /// A set of ifindexes shared with the agent: as an [`AddressOracle`], those that carry IP
 /// addresses; as a [`LinkList`], those that exist.
@@ -41,7 +41,30 @@ impl AddressOracle for StaticIfindexes {
 }
 
 impl LinkList for StaticIfindexes {
-    fn ifindexes(&self) -> BoxFuture<'_, anyhow::Result<HashSet<u32>>> {
-        Box::pin(futures::future::ready(Ok(self.snapshot())))
+    fn links(&self) -> BoxFuture<'_, anyhow::Result<Listing>> {
+        Box::pin(futures::future::ready(Ok(Listing::Ifindexes(self.snapshot()))))
+    }
+}
+
+/// A kernel dump as a test sets it: the Ethernet links with name, MAC and master.
+#[derive(Clone, Default)]
+pub struct StaticDump(Arc<Mutex<Vec<ListedLink>>>);
+
+impl StaticDump {
+    pub fn new(links: impl IntoIterator<Item = ListedLink>) -> Self {
+        Self(Arc::new(Mutex::new(links.into_iter().collect())))
+    }
+
+    /// Replaces what the next dump lists.
+    pub fn set(&self, links: impl IntoIterator<Item = ListedLink>) {
+        *self.0.lock().expect("poisoned") = links.into_iter().collect();
+    }
+}
+
+impl LinkList for StaticDump {
+    fn links(&self) -> BoxFuture<'_, anyhow::Result<Listing>> {
+        let ethernet = self.0.lock().expect("poisoned").clone();
+        let all = ethernet.iter().map(|link| link.ifindex).collect();
+        Box::pin(futures::future::ready(Ok(Listing::Links { ethernet, all })))
     }
 }

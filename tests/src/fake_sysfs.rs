@@ -142,6 +142,13 @@ impl FakeSysfs {
         if let Some(class_id) = class_id {
             fs::write(dir.join("class_id"), format!("{class_id}\n"))?;
         }
+        // As sysfs lists a bus's devices: bus/<bus>/devices/<name>, a link to the device.
+        let devices = self.root.join("bus").join(bus).join("devices");
+        fs::create_dir_all(&devices)?;
+        let name = parent.rsplit('/').next().unwrap_or(parent);
+        if fs::symlink_metadata(devices.join(name)).is_err() {
+            symlink(format!("../../../devices/{parent}"), devices.join(name))?;
+        }
         Ok(())
     }
 

@@ -8,6 +8,6 @@ pub mod doubles;
 pub mod fake_sysfs;
 pub mod follow;
 
-pub use doubles::StaticIfindexes;
+pub use doubles::{StaticDump, StaticIfindexes};
 pub use fake_sysfs::FakeSysfs;
 pub use follow::{JsonLines, Output, WaitError};

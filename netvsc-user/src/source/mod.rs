@@ -26,7 +26,8 @@ pub enum LinkEvent {
     /// An IP address was added to or removed from `ifindex`.
     AddressChanged { ifindex: u32 },
     /// Events may have been lost, or the source only polls: rescan everything. `lost`: events
-    /// were lost, so removals seen before no longer prove anything (an ifindex may be reused).
+    /// were lost (or, polling, never seen), so what they taught no longer stands: removals seen
+    /// before prove nothing (an ifindex may be reused) and every link is read for what it is.
     Resync { reason: &'static str, lost: bool },
     /// A PCI function appeared or is going away (eBPF source). Pairing waits for its netdevice;
     /// this is for timelines and logs.
@@ -76,12 +77,28 @@ pub struct SourceEvent {
     pub seen_at_ns: u64,
     /// The kernel's own record, when the eBPF source saw it (for traces and timelines).
     pub kernel: Option<netvsc_common::KernelEvent>,
+    /// The link's parent device, when the source knows it (a `Changed` link).
+    pub parent: Option<Parent>,
 }
 
 impl SourceEvent {
     pub fn now(event: LinkEvent) -> Self {
-        Self { event, seen_at_ns: crate::clock::monotonic_ns(), kernel: None }
+        Self { event, seen_at_ns: crate::clock::monotonic_ns(), kernel: None, parent: None }
     }
+}
+
+/// A link's parent device (`dev->dev.parent`) as the kernel named it in the event: with it, a
+/// new link need not be looked up in sysfs by name to learn what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parent {
+    /// No parent: a virtual device (veth, bridge, ...).
+    None,
+    /// A PCI function, by address.
+    Pci(String),
+    /// A VMBus device (NetVSC, or another synthetic device: sysfs tells which).
+    Vmbus,
+    /// A parent on another bus.
+    Other,
 }
 
 /// A stream of link events. `next` must be cancel-safe: the agent polls it in a `select!`.

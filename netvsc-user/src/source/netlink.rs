@@ -18,7 +18,9 @@ use netlink_packet_route::AddressFamily;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use tokio::io::unix::AsyncFd;
 
-use super::{LinkEvent, Source, SourceEvent};
+use macaddr::MacAddr6;
+
+use super::{LinkEvent, Parent, Source, SourceEvent};
 
 /// Large enough that a burst of thousands of veth events does not overrun; if it does, the
 /// kernel says so and the agent resyncs.
@@ -131,10 +133,11 @@ impl Source for NetlinkSource {
                     }
                     Ok(_) => {
                         let seen = crate::clock::monotonic_ns();
-                        self.pending.extend(events(&self.datagram).map(|event| SourceEvent {
+                        self.pending.extend(events(&self.datagram).map(|(event, parent)| SourceEvent {
                             event,
                             seen_at_ns: seen,
                             kernel: None,
+                            parent,
                         }));
                     }
                     Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -157,7 +160,7 @@ const TRUNCATED: LinkEvent = LinkEvent::Resync { reason: "rtnetlink datagram lar
 
 /// Message types (linux/netlink.h, linux/rtnetlink.h).
 const NLMSG_OVERRUN: u16 = 4;
-const RTM_NEWLINK: u16 = 16;
+pub const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
@@ -165,6 +168,8 @@ const RTM_DELADDR: u16 = 21;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
+const IFLA_PARENT_DEV_NAME: u16 = 56;
+const IFLA_PARENT_DEV_BUS_NAME: u16 = 57;
 /// `ifinfomsg`'s length: a link message's attributes follow it.
 const LINK_HEADER_LEN: usize = 16;
 
@@ -172,62 +177,109 @@ const LINK_HEADER_LEN: usize = 16;
 /// ends the datagram), and of a link message only the header and the three attributes the agent
 /// uses are decoded: a full decode builds every statistic and per-family setting of the link,
 /// tens of microseconds spent before the pipe is written. A malformed message is skipped.
-pub fn events(datagram: &[u8]) -> impl Iterator<Item = LinkEvent> + '_ {
-    let mut rest = datagram;
-    std::iter::from_fn(move || loop {
-        let message = NetlinkBuffer::new_checked(rest).ok()?;
-        let length = (message.length() as usize).next_multiple_of(4).min(rest.len());
-        let event = translate(message.message_type(), message.payload());
-        rest = &rest[length..];
-        if event.is_some() {
-            return event;
-        }
-    })
+pub fn events(datagram: &[u8]) -> impl Iterator<Item = (LinkEvent, Option<Parent>)> + '_ {
+    messages(datagram).filter_map(|(message_type, payload)| translate(message_type, payload))
 }
 
-/// Maps one rtnetlink message to a link event; `None` for messages that change nothing we track.
-fn translate(message_type: u16, payload: &[u8]) -> Option<LinkEvent> {
+/// Maps one rtnetlink message to a link event (and the link's parent, when the kernel named it);
+/// `None` for messages that change nothing we track.
+fn translate(message_type: u16, payload: &[u8]) -> Option<(LinkEvent, Option<Parent>)> {
     match message_type {
-        NLMSG_OVERRUN => Some(OVERRUN),
-        RTM_NEWLINK => Some(changed(payload)?),
+        NLMSG_OVERRUN => Some((OVERRUN, None)),
+        RTM_NEWLINK => changed(payload),
         // A port leaving a bridge is an AF_BRIDGE DELLINK; the device itself still exists.
         RTM_DELLINK => {
             let header = LinkHeader::parse(payload).ok()?;
             if header.interface_family == AddressFamily::Bridge {
                 changed(payload)
             } else {
-                Some(LinkEvent::Removed { ifindex: header.index })
+                Some((LinkEvent::Removed { ifindex: header.index }, None))
             }
         }
         RTM_NEWADDR | RTM_DELADDR => {
-            Some(LinkEvent::AddressChanged { ifindex: AddressHeader::parse(payload).ok()?.index })
+            Some((LinkEvent::AddressChanged { ifindex: AddressHeader::parse(payload).ok()?.index }, None))
         }
         _ => None,
     }
 }
 
-fn changed(payload: &[u8]) -> Option<LinkEvent> {
+fn changed(payload: &[u8]) -> Option<(LinkEvent, Option<Parent>)> {
+    let link = decode_link(payload)?;
+    // Every RTM_NEWLINK carries IFLA_MASTER when the link has one: its absence says "none".
+    let event = LinkEvent::Changed { ifindex: link.ifindex, name: link.name, mac: link.mac, master: Some(link.master) };
+    Some((event, link.parent))
+}
+
+/// What the agent reads of a link message (an event, or one link of a dump).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedLink {
+    pub ifindex: u32,
+    pub family: AddressFamily,
+    /// `ARPHRD_ETHER`, by the header.
+    pub ethernet: bool,
+    pub name: Option<String>,
+    /// Given for Ethernet links only.
+    pub mac: Option<MacAddr6>,
+    pub master: Option<u32>,
+    /// The parent device, when the kernel names it (`IFLA_PARENT_DEV_*`, Linux 5.15 and later);
+    /// `None` says nothing (an older kernel, or no parent).
+    pub parent: Option<Parent>,
+}
+
+/// Decodes the header and the three attributes the agent uses of an `RTM_NEWLINK`/`RTM_DELLINK`
+/// payload, leaving the rest (statistics, per-family settings) undecoded.
+pub fn decode_link(payload: &[u8]) -> Option<DecodedLink> {
     let header = LinkHeader::parse(payload).ok()?;
     let ethernet = header.link_layer_type == LinkLayerType::Ether;
-    let mut name = None;
-    let mut mac = None;
-    // Every RTM_NEWLINK carries IFLA_MASTER when the link has one: its absence says "none".
-    let mut master = None;
+    let mut link = DecodedLink {
+        ifindex: header.index,
+        family: header.interface_family,
+        ethernet,
+        name: None,
+        mac: None,
+        master: None,
+        parent: None,
+    };
+    let (mut parent_name, mut parent_bus) = (None, None);
     let attributes = payload.get(LINK_HEADER_LEN..).unwrap_or_default();
     for nla in NlasIterator::new(attributes).flatten() {
-        if !matches!(nla.kind(), IFLA_ADDRESS | IFLA_IFNAME | IFLA_MASTER) {
+        if !matches!(
+            nla.kind(),
+            IFLA_ADDRESS | IFLA_IFNAME | IFLA_MASTER | IFLA_PARENT_DEV_NAME | IFLA_PARENT_DEV_BUS_NAME
+        ) {
             continue;
         }
         match LinkAttribute::parse_with_param(&nla, header.interface_family) {
-            Ok(LinkAttribute::IfName(n)) => name = Some(n),
+            Ok(LinkAttribute::IfName(name)) => link.name = Some(name),
             Ok(LinkAttribute::Address(bytes)) if ethernet => {
-                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(Into::into)
+                link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(Into::into)
             }
-            Ok(LinkAttribute::Controller(index)) => master = Some(index),
+            Ok(LinkAttribute::Controller(index)) => link.master = Some(index),
+            Ok(LinkAttribute::ParentDevName(name)) => parent_name = Some(name),
+            Ok(LinkAttribute::ParentDevBusName(bus)) => parent_bus = Some(bus),
             _ => {}
         }
     }
-    Some(LinkEvent::Changed { ifindex: header.index, name, mac, master: Some(master) })
+    link.parent = match (parent_bus.as_deref(), parent_name) {
+        (Some("pci"), Some(address)) => Some(Parent::Pci(address)),
+        (Some("vmbus"), _) => Some(Parent::Vmbus),
+        (Some(_), _) => Some(Parent::Other),
+        (None, _) => None,
+    };
+    Some(link)
+}
+
+/// The messages of one datagram with their types, split off by their lengths (a bad length ends
+/// the datagram).
+pub fn messages(datagram: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = datagram;
+    std::iter::from_fn(move || {
+        let message = NetlinkBuffer::new_checked(rest).ok()?;
+        let length = (message.length() as usize).next_multiple_of(4).min(rest.len());
+        let (message_type, payload) = (message.message_type(), message.payload());
+        rest = &rest[length..];
+        Some((message_type, payload))
+    })
 }
 
 #[cfg(test)]
@@ -281,7 +333,7 @@ mod tests {
             inner(RouteNetlinkMessage::NewLink(link(8, AddressFamily::Unspec, named(8)))),
         ]);
         let names: Vec<_> = events(&bytes)
-            .map(|e| match e {
+            .map(|(e, _)| match e {
                 LinkEvent::Changed { ifindex, name, .. } => (ifindex, name.unwrap()),
                 other => panic!("{other:?}"),
             })
@@ -291,6 +343,24 @@ mod tests {
         let mut bad_length = bytes.clone();
         bad_length[0] = 0xff;
         assert_eq!(events(&bad_length).count(), 0, "a length beyond the datagram ends it");
+    }
+
+    #[test]
+    fn the_parent_device_is_read_when_the_kernel_names_it() {
+        let parent = |attributes: Vec<LinkAttribute>| {
+            let bytes = datagram([inner(RouteNetlinkMessage::NewLink(link(7, AddressFamily::Unspec, attributes)))]);
+            let parent = events(&bytes).next().expect("an event").1;
+            parent
+        };
+        let named = |bus: &str, name: &str| {
+            vec![LinkAttribute::ParentDevBusName(bus.into()), LinkAttribute::ParentDevName(name.into())]
+        };
+        assert_eq!(parent(named("pci", "0002:00:02.0")), Some(Parent::Pci("0002:00:02.0".into())));
+        assert_eq!(parent(named("vmbus", "f8615163-0000-1000-8001-000d3a000001")), Some(Parent::Vmbus));
+        assert_eq!(parent(named("usb", "1-1:1.0")), Some(Parent::Other));
+        assert_eq!(parent(Vec::new()), None, "no parent named: an older kernel, or a virtual link");
+        let bytes = datagram([inner(RouteNetlinkMessage::DelLink(link(7, AddressFamily::Unspec, named("pci", "x"))))]);
+        assert_eq!(events(&bytes).next().expect("an event").1, None, "a removal needs no parent");
     }
 
     #[test]
@@ -365,7 +435,7 @@ mod tests {
         ];
         for (what, payload, expected) in cases {
             let bytes = datagram([payload]);
-            assert_eq!(events(&bytes).next(), expected, "{what}");
+            assert_eq!(events(&bytes).next().map(|(event, _)| event), expected, "{what}");
         }
     }
 }

@@ -29,7 +29,8 @@ impl Source for PollSource {
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>> {
         Box::pin(async move {
             self.ticks.tick().await;
-            Ok(SourceEvent::now(LinkEvent::Resync { reason: "poll interval", lost: false }))
+            // A poller sees no events: nothing learned between two scans can be trusted.
+            Ok(SourceEvent::now(LinkEvent::Resync { reason: "poll interval", lost: true }))
         })
     }
 }

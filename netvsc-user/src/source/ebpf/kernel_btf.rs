@@ -92,6 +92,7 @@ impl KernelBtf {
             device_bus: self.offset("device", &["bus"])?,
             bus_name: self.offset("bus_type", &["name"])?,
             pci_dev_name: self.offset("pci_dev", &["dev", "kobj", "name"])?,
+            device_name: self.offset("device", &["kobj", "name"])?,
             ..Config::default()
         })
     }

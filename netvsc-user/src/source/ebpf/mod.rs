@@ -11,12 +11,12 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
 use futures::future::BoxFuture;
 use macaddr::MacAddr6;
-use netvsc_common::{kind, mac_key, KernelEvent, MacKey};
+use netvsc_common::{bus, kind, mac_key, KernelEvent, MacKey};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 use super::netlink::NetlinkSource;
-use super::{LinkEvent, Source, SourceEvent};
+use super::{LinkEvent, Parent, Source, SourceEvent};
 
 mod attach;
 pub mod kernel_btf;
@@ -106,6 +106,7 @@ impl EbpfSource {
             if let Some(link_event) = translate(&event) {
                 debug!(?link_event, "kernel event");
                 self.pending.push_back(SourceEvent {
+                    parent: parent(&event),
                     event: link_event,
                     seen_at_ns: event.timestamp_ns,
                     kernel: Some(event),
@@ -203,6 +204,22 @@ pub fn load_object(options: &EbpfOptions) -> anyhow::Result<Loaded> {
     Ok(Loaded { ebpf, kernel, btf })
 }
 
+/// The parent device a netdevice record names (the kernel program fills the PCI address of a
+/// PCI parent); `None` for PCI records and a PCI parent whose address could not be read.
+pub fn parent(event: &KernelEvent) -> Option<Parent> {
+    if !matches!(event.kind, kind::REGISTERED | kind::RENAMED | kind::MAC_CHANGED | kind::MASTER_CHANGED) {
+        return None;
+    }
+    match event.parent_bus {
+        bus::NONE => Some(Parent::None),
+        bus::PCI => {
+            std::str::from_utf8(event.pci_bytes()).ok().filter(|a| !a.is_empty()).map(|a| Parent::Pci(a.into()))
+        }
+        bus::VMBUS => Some(Parent::Vmbus),
+        _ => Some(Parent::Other),
+    }
+}
+
 /// Maps a kernel event to what the agent re-reads; names that are not UTF-8 are left to sysfs.
 pub fn translate(event: &KernelEvent) -> Option<LinkEvent> {
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().filter(|s| !s.is_empty()).map(str::to_owned);
@@ -243,6 +260,22 @@ mod tests {
         event.name[..name.len()].copy_from_slice(name);
         event.pci[..pci.len()].copy_from_slice(pci);
         event
+    }
+
+    #[test]
+    fn a_netdevice_record_names_its_parent() {
+        let with_bus = |kind: u32, parent_bus: u8, pci: &[u8]| {
+            let mut record = event(kind, 7, b"enP2s2", pci);
+            record.parent_bus = parent_bus;
+            parent(&record)
+        };
+        assert_eq!(with_bus(kind::REGISTERED, bus::PCI, b"0002:00:02.0"), Some(Parent::Pci("0002:00:02.0".into())));
+        assert_eq!(with_bus(kind::REGISTERED, bus::PCI, b""), None, "an address that could not be read");
+        assert_eq!(with_bus(kind::RENAMED, bus::NONE, b""), Some(Parent::None));
+        assert_eq!(with_bus(kind::MAC_CHANGED, bus::VMBUS, b""), Some(Parent::Vmbus));
+        assert_eq!(with_bus(kind::MASTER_CHANGED, bus::OTHER, b""), Some(Parent::Other));
+        assert_eq!(with_bus(kind::UNREGISTERED, bus::PCI, b"0002:00:02.0"), None, "a removal needs no parent");
+        assert_eq!(with_bus(kind::PCI_ADDED, bus::NONE, b"0002:00:02.0"), None, "a PCI record is no netdevice");
     }
 
     #[test]

@@ -1,0 +1,88 @@
+//! Events that name the link's parent device (the eBPF record's PCI address, netlink's
+//! `IFLA_PARENT_DEV_*`): on the running kernel's own sysfs, a VF is known from its PCI function
+//! found by address, without looking its netdevice up by name.
+
+use netvsc_testkit::{FakeSysfs, StaticIfindexes as StaticAddresses};
+use netvsc_user::agent::Agent;
+use netvsc_user::failsafe::{OutputMode, Outputs};
+use netvsc_user::report::Reporter;
+use netvsc_user::selection::Selection;
+use netvsc_user::source::{LinkEvent, Parent, SourceEvent, SourceName};
+use netvsc_user::sysfs::Sysfs;
+use netvsc_user::system::SystemReader;
+
+mod support;
+use support::rig::pipe;
+
+const MAC: &str = "00:15:5d:00:00:01";
+
+async fn agent(sys: &FakeSysfs, trusted: bool) -> Agent {
+    let reader = SystemReader::new(Sysfs::open(sys.root()).unwrap(), Box::new(StaticAddresses::default()), None)
+        .trust_event_parents(trusted);
+    let outputs = Outputs::new(OutputMode::Pipes).unwrap();
+    Agent::start(reader, Selection::default(), false, outputs, Reporter::new(false)).await.unwrap()
+}
+
+fn registered(ifindex: u32, name: &str, mac: &str, parent: Parent) -> SourceEvent {
+    let event = LinkEvent::Changed { ifindex, name: Some(name.into()), mac: Some(mac.parse().unwrap()), master: None };
+    SourceEvent { parent: Some(parent), ..SourceEvent::now(event) }
+}
+
+/// eth1 with the PCI function 0002:00:02.0 of its VF, whose netdevice sysfs no longer shows
+/// under the name the event gave (renamed or gone since).
+fn tree() -> (tempfile::TempDir, FakeSysfs) {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    sys.add_netvsc("eth1", 3, MAC).unwrap();
+    sys.add_vf("eth2", 10, MAC, "0002:00:02.0").unwrap();
+    sys.remove("eth2").unwrap();
+    (dir, sys)
+}
+
+#[tokio::test]
+async fn a_vf_is_known_by_the_pci_address_the_event_named() {
+    let (_dir, sys) = tree();
+    let mut agent = agent(&sys, true).await;
+    let event = registered(10, "eth2", MAC, Parent::Pci("0002:00:02.0".into()));
+    agent.handle(&event, SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"));
+}
+
+#[tokio::test]
+async fn a_fake_tree_never_takes_the_kernels_word() {
+    let (_dir, sys) = tree();
+    let mut agent = agent(&sys, false).await;
+    let event = registered(10, "eth2", MAC, Parent::Pci("0002:00:02.0".into()));
+    agent.handle(&event, SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&agent, 0), None, "looked up by name, and that name is gone");
+}
+
+#[tokio::test]
+async fn a_mana_function_named_by_the_event_gets_the_mac_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    sys.add_netvsc("eth1", 3, MAC).unwrap();
+    sys.add_mana_vport("enP7p0s0", 10, MAC, "7870:00:00.0").unwrap();
+    sys.remove("enP7p0s0").unwrap();
+    let mut agent = agent(&sys, true).await;
+    let event = registered(10, "enP7p0s0", MAC, Parent::Pci("7870:00:00.0".into()));
+    agent.handle(&event, SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&agent, 0).as_deref(), Some("7870:00:00.0,mac=00:15:5d:00:00:01"));
+}
+
+#[tokio::test]
+async fn a_link_without_a_parent_is_no_vf_and_a_gone_function_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    sys.add_netvsc("eth1", 3, MAC).unwrap();
+    // sysfs would call it a VF; the kernel's record says it has no parent.
+    sys.add_vf("eth2", 10, MAC, "0002:00:02.0").unwrap();
+    let mut agent = agent(&sys, true).await;
+    assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"), "the start-up scan reads sysfs");
+    agent.handle(&SourceEvent::now(LinkEvent::Removed { ifindex: 10 }), SourceName::Ebpf).await.unwrap();
+    agent.handle(&registered(10, "eth2", MAC, Parent::None), SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&agent, 0), None);
+    let gone = registered(11, "eth3", MAC, Parent::Pci("0009:00:02.0".into()));
+    assert!(agent.handle(&gone, SourceName::Ebpf).await.unwrap().is_empty());
+    assert_eq!(pipe(&agent, 0), None);
+}
