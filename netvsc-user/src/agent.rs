@@ -248,8 +248,10 @@ impl Agent {
 
     /// Hands the managed MACs to the source when they changed.
     fn sync_watched(&mut self, source: &mut dyn Source) -> anyhow::Result<()> {
-        let macs: Vec<macaddr::MacAddr6> = self.pairing.contexts().iter().map(|ctx| ctx.mac).collect();
-        if macs != self.watched {
+        // Compared in place: this runs before every wait, and nothing is allocated unless it changed.
+        let contexts = self.pairing.contexts();
+        if !contexts.iter().map(|ctx| &ctx.mac).eq(self.watched.iter()) {
+            let macs: Vec<macaddr::MacAddr6> = contexts.iter().map(|ctx| ctx.mac).collect();
             source.watch_macs(&macs).context("updating the watched MACs")?;
             self.watched = macs;
         }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use macaddr::MacAddr6;
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{open, openat, readlinkat, OFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode};
 
 use crate::link::{Link, LinkKind, PciFunction, MANA_DEVICE, MANA_VENDOR, NETVSC_CLASS_ID};
 
@@ -235,8 +235,15 @@ impl SysDir {
         PciFunction { address, mana, netdevs }
     }
 
-    /// How many entries directory `relative` has (besides `.` and `..`).
+    /// How many subdirectories directory `relative` has (a function's `net/` holds one per
+    /// netdevice). sysfs, like most filesystems, counts them in the directory's link count (two
+    /// plus one per subdirectory): one `stat` instead of reading the directory. A filesystem that
+    /// does not (a link count below two) is read.
     fn entries(&self, relative: &str) -> io::Result<usize> {
+        let stat = fstatat(&self.fd, relative, AtFlags::empty())?;
+        if stat.st_nlink >= 2 {
+            return Ok(stat.st_nlink as usize - 2);
+        }
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let mut dir = Dir::from_fd(openat(&self.fd, relative, flags, Mode::empty())?)?;
         let names = dir.iter().filter_map(Result::ok);
@@ -251,7 +258,7 @@ impl SysDir {
 
     /// `Some(false)` when `relative` is not there (a dangling symlink counts as not there).
     fn attribute_exists(&self, relative: &str) -> Option<bool> {
-        match nix::sys::stat::fstatat(&self.fd, relative, nix::fcntl::AtFlags::empty()) {
+        match fstatat(&self.fd, relative, AtFlags::empty()) {
             Ok(_) => Some(true),
             Err(Errno::ENOENT) => Some(false),
             Err(_) => None,

@@ -38,6 +38,17 @@ pub struct Cost {
     pub per_minute: bool,
 }
 
+/// How long a full rescan of `interfaces` interfaces takes (ms, criterion's median).
+#[derive(Clone, Debug)]
+pub struct ScanTimes {
+    pub interfaces: u32,
+    /// Walking a sysfs tree (poll without a kernel link list; the original's way).
+    pub sysfs_walk_ms: f64,
+    /// An event source's resync: the kernel's dump of that many veths, sysfs about parents only
+    /// (needs root; `None` without).
+    pub kernel_dump_ms: Option<f64>,
+}
+
 #[derive(Default)]
 pub struct Results {
     /// Seed of the plug delays (bench/phase.rs).
@@ -50,8 +61,8 @@ pub struct Results {
     /// a second.
     pub host_failover_phase: Vec<(f64, f64)>,
     pub host_costs: Vec<Cost>,
-    /// (interfaces, full scan in ms)
-    pub scale: Vec<(u32, f64)>,
+    /// Rescan times per interface count.
+    pub scale: Vec<ScanTimes>,
     pub vm_latency: Vec<Latencies>,
     pub vm_costs: Vec<Cost>,
     /// Machine, kernel, accelerator.

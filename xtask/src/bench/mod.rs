@@ -18,7 +18,7 @@ mod report;
 mod rtnl;
 mod usage;
 
-use crate::figures::Results;
+use crate::figures::{Results, ScanTimes};
 use crate::phase;
 
 #[derive(clap::Args)]
@@ -121,22 +121,38 @@ pub fn failover_check(plugs: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Full-scan time for 10, 100 and 1000 interfaces, in ms: the `full_scan` group of the agent's
-/// criterion benchmark (`cargo bench -p netvsc-user --bench scan`), run and read back.
-fn full_scan_times() -> anyhow::Result<Vec<(u32, f64)>> {
-    println!("bench: full scans of 10, 100 and 1000 interfaces (cargo bench --bench scan)");
-    crate::workspace::cargo(&["bench", "--package", "netvsc-user", "--bench", "scan", "--", "full_scan"])?;
+/// Rescan times for 10, 100 and 1000 interfaces: the `full_scan` and `resync_kernel_dump` groups
+/// of the agent's criterion benchmark (`cargo bench -p netvsc-user --bench scan`), run and read
+/// back.
+fn full_scan_times() -> anyhow::Result<Vec<ScanTimes>> {
+    println!("bench: rescans of 10, 100 and 1000 interfaces (cargo bench --bench scan)");
+    crate::workspace::cargo(&[
+        "bench",
+        "--package",
+        "netvsc-user",
+        "--bench",
+        "scan",
+        "--",
+        "full_scan|resync_kernel_dump",
+    ])?;
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| crate::workspace::root().join("target"), PathBuf::from);
+    let median_ms = |group: &str, interfaces: u32| -> anyhow::Result<Option<f64>> {
+        let path = target.join(format!("criterion/{group}/{interfaces}/new/estimates.json"));
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+        let estimates: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        let median_ns = estimates["median"]["point_estimate"].as_f64().context("no median in criterion's estimates")?;
+        Ok(Some(median_ns / 1e6))
+    };
+    // Without root the kernel-dump group does not run; figures an earlier run left are not used.
+    let root = nix::unistd::geteuid().is_root();
     [10, 100, 1000]
         .into_iter()
         .map(|interfaces| {
-            let path = target.join(format!("criterion/full_scan/{interfaces}/new/estimates.json"));
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let estimates: serde_json::Value = serde_json::from_str(&text)?;
-            let median_ns =
-                estimates["median"]["point_estimate"].as_f64().context("no median in criterion's estimates")?;
-            Ok((interfaces, median_ns / 1e6))
+            let sysfs_walk_ms = median_ms("full_scan", interfaces)?.context("criterion wrote no full_scan figures")?;
+            let kernel_dump_ms = if root { median_ms("resync_kernel_dump", interfaces)? } else { None };
+            Ok(ScanTimes { interfaces, sysfs_walk_ms, kernel_dump_ms })
         })
         .collect()
 }
