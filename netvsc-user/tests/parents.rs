@@ -4,23 +4,19 @@
 
 use netvsc_testkit::{FakeSysfs, StaticIfindexes as StaticAddresses};
 use netvsc_user::agent::Agent;
-use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::report::Reporter;
-use netvsc_user::selection::Selection;
 use netvsc_user::source::{LinkEvent, Parent, SourceEvent, SourceName};
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 
 mod support;
-use support::rig::pipe;
+use support::rig::{launcher, pipe};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
 async fn agent(sys: &FakeSysfs, trusted: bool) -> Agent {
     let reader = SystemReader::new(Sysfs::open(sys.root()).unwrap(), Box::new(StaticAddresses::default()), None)
         .trust_event_parents(trusted);
-    let outputs = Outputs::new(OutputMode::Pipes).unwrap();
-    Agent::start(reader, Selection::default(), false, outputs, Reporter::new(false)).await.unwrap()
+    launcher(reader).await
 }
 
 fn registered(ifindex: u32, name: &str, mac: &str, parent: Parent) -> SourceEvent {

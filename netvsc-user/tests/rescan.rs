@@ -2,18 +2,14 @@
 //! devices, and the result is what a rescan from sysfs alone finds.
 
 use netvsc_testkit::{FakeSysfs, StaticDump, StaticIfindexes as StaticAddresses};
-use netvsc_user::agent::Agent;
-use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::link::Link;
 use netvsc_user::link_list::{LinkList, ListedLink};
-use netvsc_user::report::Reporter;
-use netvsc_user::selection::Selection;
 use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 
 mod support;
-use support::rig::pipe;
+use support::rig::{launcher, pipe};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
@@ -78,8 +74,7 @@ async fn a_vf_renamed_after_the_dump_is_taken_up_by_its_rename_event() {
     let netvsc = ListedLink { ifindex: 3, name: "eth1".into(), mac: MAC.parse().unwrap(), master: None };
     let dump = StaticDump::new([netvsc.clone()]);
     let reader = reader(&sys, Some(Box::new(dump.clone())));
-    let outputs = Outputs::new(OutputMode::Pipes).unwrap();
-    let mut agent = Agent::start(reader, Selection::default(), false, outputs, Reporter::new(false)).await.unwrap();
+    let mut agent = launcher(reader).await;
     assert_eq!(pipe(&agent, 0), None);
 
     // The kernel listed the VF as eth2; udev renamed it before sysfs was asked.
@@ -106,8 +101,7 @@ async fn a_known_vf_missing_from_the_dump_is_gone() {
     let vf = ListedLink { ifindex: 10, name: "enP2p0s2".into(), mac: MAC.parse().unwrap(), master: None };
     let dump = StaticDump::new([netvsc.clone(), vf]);
     let reader = reader(&sys, Some(Box::new(dump.clone())));
-    let outputs = Outputs::new(OutputMode::Pipes).unwrap();
-    let mut agent = Agent::start(reader, Selection::default(), false, outputs, Reporter::new(false)).await.unwrap();
+    let mut agent = launcher(reader).await;
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"));
 
     // Unlisted by the kernel; its sysfs entry outlives the announcement for a moment.
@@ -126,8 +120,7 @@ async fn a_link_known_plain_is_read_again_only_after_events_were_lost() {
     let netvsc = ListedLink { ifindex: 3, name: "eth1".into(), mac: MAC.parse().unwrap(), master: None };
     let other = ListedLink { ifindex: 10, name: "enP2p0s2".into(), mac: MAC.parse().unwrap(), master: None };
     let reader = reader(&sys, Some(Box::new(StaticDump::new([netvsc, other]))));
-    let outputs = Outputs::new(OutputMode::Pipes).unwrap();
-    let mut agent = Agent::start(reader, Selection::default(), false, outputs, Reporter::new(false)).await.unwrap();
+    let mut agent = launcher(reader).await;
     assert_eq!(pipe(&agent, 0), None, "a plain link is no VF");
 
     // Not something a kernel does without a new ifindex: the rescan trusts what it knew...

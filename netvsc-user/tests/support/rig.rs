@@ -36,6 +36,12 @@ impl Rig {
     }
 }
 
+/// The agent in launcher mode (anonymous pipes) over `reader`, every NetVSC interface selected.
+pub async fn launcher(reader: SystemReader) -> Agent {
+    let outputs = Outputs::new(OutputMode::Pipes).unwrap();
+    Agent::start(reader, Selection::default(), false, outputs, Reporter::new(false)).await.unwrap()
+}
+
 /// What fail-safe would read from context `id`'s pipe right now.
 pub fn pipe(agent: &Agent, id: u32) -> Option<String> {
     let fd = agent.outputs().child_fd(id).expect("context has a pipe");
