@@ -88,7 +88,9 @@ mod tests {
     fn only_unknown_links_with_an_unmanaged_mac_wait() {
         let mut deferred = Deferred::default();
         let view = view_with(5);
+        assert!(deferred.is_empty());
         assert!(deferred.offer(&changed(7, "q0", Some(OTHER)), &view, &[MANAGED]), "a stranger waits");
+        assert!(!deferred.is_empty());
         assert!(!deferred.offer(&changed(8, "vf0", Some(MANAGED)), &view, &[MANAGED]), "a managed MAC never waits");
         assert!(!deferred.offer(&changed(9, "x", None), &view, &[MANAGED]), "without a MAC nothing is known");
         assert!(!deferred.offer(&changed(5, "known", Some(OTHER)), &view, &[MANAGED]), "a known link may be a VF");

@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod figures;
 mod licenses;
+mod mutants;
 mod phase;
 mod rebuild_check;
 mod stage;
@@ -51,6 +52,9 @@ enum Task {
     EbpfRebuildCheck,
     /// QEMU guest with real PCI hot-plug (fetch the guest, run the VF scenarios)
     Vm(vm::VmArgs),
+    /// Mutation testing of the pure core (cargo-mutants, installed on first use): score and
+    /// survivors, with the accepted ones of docs/mutants.md marked. Takes a long while.
+    Mutants(mutants::MutantsArgs),
     /// The bench's floor: rtnetlink → one pipe write, nothing else (run by `bench` itself)
     #[command(hide = true)]
     MinimalReactor(bench::floor::FloorArgs),
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(args) => bench::run(args),
         Task::EbpfRebuildCheck => rebuild_check::run(),
         Task::MinimalReactor(args) => bench::floor::run(args),
+        Task::Mutants(args) => mutants::run(args),
     }
 }
 
