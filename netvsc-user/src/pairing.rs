@@ -146,14 +146,7 @@ pub enum Release {
 }
 
 impl Release {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Release::VfGone => "vf-gone",
-            Release::Routed => "routed",
-        }
-    }
-
-    /// Why, for people (`scan`).
+    /// Why, for people (`scan`, logs).
     pub fn explanation(self) -> &'static str {
         match self {
             Release::VfGone => "the VF went away",
@@ -228,12 +221,12 @@ impl Pairing {
                 None => {
                     self.kernel_owner.remove(&ifindex);
                 }
-                Some(link) if link.pci().is_some() => {
+                // Any link enslaved to a NetVSC interface is noted; only VFs are ever looked up.
+                Some(link) => {
                     if let Some(master) = link.master.filter(|m| view.get(*m).is_some_and(Link::is_netvsc)) {
                         self.kernel_owner.insert(ifindex, master);
                     }
                 }
-                Some(_) => {}
             }
         }
     }

@@ -297,3 +297,17 @@ fn a_netvsc_that_returned_unseen_keeps_its_context() {
 
 #[path = "pairing_association_tests.rs"]
 mod association;
+
+#[test]
+fn every_action_names_its_context() {
+    let vf = by_mac(10, "enP1", "0001:00:02.0");
+    let actions = [
+        Action::Manage { id: 1, netvsc: "eth1".into(), mac: mac(MAC_A) },
+        Action::Associate { id: 2, netvsc: "eth1".into(), vf: vf.clone() },
+        Action::Dissociate { id: 3, netvsc: "eth1".into(), vf: vf.clone(), reason: Release::VfGone },
+        Action::Renamed { id: 4, from: "eth1".into(), to: "lan1".into() },
+        Action::Ambiguous { id: 5, netvsc: "eth1".into(), chosen: vf, others: Vec::new() },
+        Action::Attached { id: 6, netvsc: "eth1".into(), attached: true },
+    ];
+    assert_eq!(actions.iter().map(Action::id).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+}

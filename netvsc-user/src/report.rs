@@ -186,7 +186,7 @@ fn log_action(action: &Action, source: SourceName, reaction_us: f64) {
             info!(netvsc = %netvsc, vf = %vf.name, line = %vf.devargs, matched = vf.matched.as_str(), source, reaction_us, "VF associated")
         }
         Action::Dissociate { netvsc, vf, reason, .. } => {
-            info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, reason = reason.as_str(), source, reaction_us, "VF dissociated, pipe emptied")
+            info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, reason = ?reason, source, reaction_us, "VF dissociated, pipe emptied")
         }
         Action::Renamed { from, to, .. } => info!(from = %from, to = %to, "NetVSC interface renamed"),
         Action::Ambiguous { netvsc, chosen, others, .. } => {
@@ -200,5 +200,40 @@ fn log_action(action: &Action, source: SourceName, reaction_us: f64) {
                 warn!(netvsc = %netvsc, "NetVSC interface disappeared; still watching for its MAC")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{Link, LinkKind};
+    use crate::selection::{Selection, Spec};
+
+    fn netvsc(ifindex: u32, name: &str, last: u8) -> Link {
+        let mac = macaddr::MacAddr6::new(0, 0x15, 0x5d, 0, 0, last);
+        Link { ifindex, name: name.into(), mac, kind: LinkKind::NetVsc, master: None }
+    }
+
+    #[test]
+    fn an_interface_left_out_says_why_by_the_rule_in_force() {
+        // eth1 carries the VM's own addresses; eth2 does not.
+        let view = SystemView::from_links([netvsc(3, "eth1", 1), netvsc(4, "eth2", 2)], [3].into());
+        let reason_for_eth1 = |selection: Selection| {
+            let (pairing, _) = Pairing::start(selection, &view, false).unwrap();
+            let reports = interface_reports(&pairing, &view, None);
+            let eth1 = reports.into_iter().find(|r| r.netvsc == "eth1").unwrap();
+            (eth1.state, eth1.reason)
+        };
+        assert_eq!(
+            reason_for_eth1(Selection::default()),
+            (InterfaceState::Skipped, Some("routed: has IP addresses (the VM's own interface)".to_owned())),
+            "automatic selection: left out for its addresses"
+        );
+        let named = Selection { specs: vec![Spec::Name("eth2".into())], ..Default::default() };
+        assert_eq!(
+            reason_for_eth1(named),
+            (InterfaceState::Skipped, Some("not selected".to_owned())),
+            "named selection: left out for not being named, addresses or not"
+        );
     }
 }

@@ -197,4 +197,76 @@ mod tests {
             assert_eq!(parse_mac(bad).unwrap_err(), UsageError::BadMac(bad.into()), "{bad:?}");
         }
     }
+
+    fn link(ifindex: u32, name: &str, mac: u8, kind: LinkKind) -> Link {
+        Link { ifindex, name: name.into(), mac: MacAddr6::new(0, 0x15, 0x5d, 0, 0, mac), kind, master: None }
+    }
+
+    fn pci(address: &str) -> LinkKind {
+        LinkKind::Pci(crate::link::PciFunction { address: address.into(), mana: false, netdevs: 1 })
+    }
+
+    /// eth0 (NetVSC, routed: the VM's own), eth1 and eth2 (NetVSC), enP1 (eth1's VF), veth0.
+    fn view() -> SystemView {
+        let links = [
+            link(2, "eth0", 0, LinkKind::NetVsc),
+            link(3, "eth1", 1, LinkKind::NetVsc),
+            link(4, "eth2", 2, LinkKind::NetVsc),
+            link(10, "enP1", 1, pci("0001:00:02.0")),
+            link(20, "veth0", 9, LinkKind::Other),
+        ];
+        SystemView::from_links(links, [2].into())
+    }
+
+    fn admitted(selection: &Selection) -> Result<Vec<(u32, bool)>, UsageError> {
+        Ok(selection.resolve(&view())?.into_iter().map(|a| (a.ifindex, a.auto)).collect())
+    }
+
+    #[test]
+    fn automatic_selection_takes_every_unrouted_netvsc_in_ifindex_order() {
+        assert_eq!(admitted(&Selection::default()).unwrap(), [(3, true), (4, true)]);
+    }
+
+    #[test]
+    fn named_interfaces_come_in_the_order_given_each_once() {
+        let mac = |n| Spec::Mac(MacAddr6::new(0, 0x15, 0x5d, 0, 0, n));
+        let named = |specs: Vec<Spec>| Selection { specs, ..Default::default() };
+        assert_eq!(
+            admitted(&named(vec![Spec::Name("eth2".into()), Spec::Name("eth1".into())])).unwrap(),
+            [(4, false), (3, false)]
+        );
+        // By name and again by MAC (which also matches its VF): the NetVSC interface, once.
+        assert_eq!(admitted(&named(vec![Spec::Name("eth1".into()), mac(1)])).unwrap(), [(3, false)]);
+        assert_eq!(admitted(&named(vec![Spec::Name("eth0".into())])).unwrap(), [(2, false)], "named, a routed one too");
+        assert_eq!(admitted(&named(vec![Spec::Name("eth9".into())])).unwrap_err(), UsageError::NotFound("eth9".into()));
+        assert_eq!(
+            admitted(&named(vec![Spec::Name("veth0".into())])).unwrap_err(),
+            UsageError::NotNetvsc("veth0".into())
+        );
+        let forced = Selection { specs: vec![Spec::Name("veth0".into())], force: true, ignore: false };
+        assert_eq!(admitted(&forced).unwrap(), [(20, false)]);
+        // Forced by a MAC no NetVSC has, shared by a VF and a plain device: the plain one.
+        let view = SystemView::from_links(
+            [link(10, "enP1", 7, pci("0001:00:02.0")), link(21, "veth1", 7, LinkKind::Other)],
+            Default::default(),
+        );
+        let forced = Selection { specs: vec![mac(7)], force: true, ignore: false };
+        assert_eq!(forced.resolve(&view).unwrap().iter().map(|a| a.ifindex).collect::<Vec<_>>(), [21]);
+    }
+
+    #[test]
+    fn later_interfaces_are_admitted_by_the_same_rule() {
+        let view = view();
+        let get = |ifindex| view.get(ifindex).unwrap();
+        let auto = Selection::default();
+        assert!(auto.admits_later(get(3), false));
+        assert!(!auto.admits_later(get(3), true), "automatic: not one with IP addresses");
+        assert!(!auto.admits_later(get(20), false), "never a device that is not NetVSC");
+        assert!(!auto.admits_later(get(10), false));
+        let named = Selection { specs: vec![Spec::Name("eth2".into())], ..Default::default() };
+        assert!(named.admits_later(get(4), true), "named: also with IP addresses");
+        assert!(!named.admits_later(get(3), false), "named: only what is named");
+        let veth = Selection { specs: vec![Spec::Name("veth0".into())], force: true, ignore: false };
+        assert!(!veth.admits_later(get(20), false), "later admission is for NetVSC interfaces only");
+    }
 }

@@ -78,6 +78,12 @@ fn scan_reports_every_netvsc_interface() {
     assert_eq!(lines[1].state, InterfaceState::Waiting);
     assert_eq!(lines[1].vf, None);
 
+    let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys)]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let first =
+        format!("eth1 (ifindex 90001, {MAC}) [net_failsafe_vsc0]: paired with enP2p0s2 (0002:00:02.0, matched by mac)");
+    assert_eq!(text.lines().next(), Some(first.as_str()), "{text}");
+
     let out = netvsc_watch(&["scan", "--sysfs-root", &root_arg(&sys), "--iface", "eth2"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("eth1") && text.contains("skipped: not selected"), "{text}");
