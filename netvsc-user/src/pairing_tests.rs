@@ -260,12 +260,38 @@ fn netvsc_that_vanishes_and_returns_keeps_its_context() {
     let (mut pairing, _) = Pairing::start(auto(), &v, true).unwrap();
     let touched = v.remove(3);
     let actions = pairing.reconcile(&v, &touched);
-    assert!(actions.contains(&Action::Attached { id: 0, netvsc: "eth1".into(), attached: false }));
+    assert_eq!(actions, [Action::Attached { id: 0, netvsc: "eth1".into(), attached: false }]);
+    assert!(pairing.reconcile(&v, &Touched::All).is_empty(), "detached once, not again");
     let touched = v.upsert(netvsc(12, "eth7", MAC_A));
     let actions = pairing.reconcile(&v, &touched);
-    assert!(actions.contains(&Action::Attached { id: 0, netvsc: "eth7".into(), attached: true }), "{actions:?}");
+    assert_eq!(
+        actions,
+        [
+            Action::Attached { id: 0, netvsc: "eth7".into(), attached: true },
+            Action::Renamed { id: 0, from: "eth1".into(), to: "eth7".into() }
+        ]
+    );
     assert_eq!(pairing.contexts().len(), 1);
     assert_eq!(pairing.contexts()[0].ifindex, 12);
+    // Gone again and back under its old name: no rename to report.
+    let touched = v.remove(12);
+    pairing.reconcile(&v, &touched);
+    let touched = v.upsert(netvsc(13, "eth7", MAC_A));
+    assert_eq!(pairing.reconcile(&v, &touched), [Action::Attached { id: 0, netvsc: "eth7".into(), attached: true }]);
+}
+
+#[test]
+fn a_netvsc_with_the_mac_of_a_present_one_gets_a_context_of_its_own() {
+    let mut v = view(vec![netvsc(3, "eth1", MAC_A)], &[]);
+    let (mut pairing, _) = Pairing::start(auto(), &v, true).unwrap();
+    let touched = v.upsert(netvsc(9, "eth9", MAC_A));
+    assert_eq!(pairing.reconcile(&v, &touched), [Action::Manage { id: 1, netvsc: "eth9".into(), mac: mac(MAC_A) }]);
+    assert_eq!(pairing.contexts().iter().map(|c| c.ifindex).collect::<Vec<_>>(), [3, 9]);
+    // And one with another MAC never takes over a detached context.
+    let touched = v.remove(3);
+    pairing.reconcile(&v, &touched);
+    let touched = v.upsert(netvsc(10, "eth10", MAC_B));
+    assert_eq!(pairing.reconcile(&v, &touched), [Action::Manage { id: 2, netvsc: "eth10".into(), mac: mac(MAC_B) }]);
 }
 
 #[test]
