@@ -85,3 +85,17 @@ impl Link {
 pub fn mac_string(mac: &MacAddr6) -> String {
     mac.to_string().to_ascii_lowercase()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_with_several_netdevices_is_bound_by_mac_whatever_its_make() {
+        let mac = MacAddr6::new(0, 0x15, 0x5d, 0, 0, 1);
+        let function = |mana, netdevs| PciFunction { address: "0002:00:02.0".into(), mana, netdevs };
+        assert_eq!(function(false, 1).devargs(&mac), "0002:00:02.0");
+        assert_eq!(function(false, 2).devargs(&mac), "0002:00:02.0,mac=00:15:5d:00:00:01");
+        assert_eq!(function(true, 1).devargs(&mac), "0002:00:02.0,mac=00:15:5d:00:00:01");
+    }
+}
