@@ -17,7 +17,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
-use crate::source::netlink::{decode_link, messages, RTM_NEWLINK};
+use crate::source::rtnl::{decode_link, messages, RTM_NEWLINK};
 
 /// One Ethernet link as the kernel lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod ebpf;
 pub mod netlink;
 mod open;
 pub mod poll;
+pub mod rtnl;
 
 pub use open::{open, Opened, SourceKind};
 
