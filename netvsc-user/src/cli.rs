@@ -51,9 +51,9 @@ pub enum Command {
     Scan(ScanArgs),
     /// Sidecar mode: keep a FIFO and a state file per managed interface in a shared directory
     ///
-    /// In the DPDK container: `exec 10<>DIR/eth1.pipe` then
-    /// `--vdev 'net_failsafe_vsc0,fd(10),dev(net_tap_vsc0,remote=eth1)'`, or
-    /// `--vdev 'net_failsafe_vsc0,exec(cat DIR/eth1.addr),dev(net_tap_vsc0,remote=eth1)'`, plus on
+    /// In the DPDK container: `exec 9<>DIR/eth1.pipe` then
+    /// `--vdev 'net_failsafe_vsc0,fd(9),dev(net_tap_vsc0,remote=eth1),hotplug_poll=100'`, or
+    /// `--vdev 'net_failsafe_vsc0,exec(cat DIR/eth1.addr),dev(net_tap_vsc0,remote=eth1),hotplug_poll=100'`, plus on
     /// Hyper-V `--vdev net_vdev_netvsc0,ignore=1`. Interfaces that appear later are picked up.
     /// FIFOs outlive the agent (emptied at exit and at start); one agent per directory.
     ///
@@ -222,6 +222,10 @@ pub struct WatchArgs {
     pub file_mode: u32,
 }
 
+/// `exec --failsafe-poll` unless given: a written address waits 50 ms on average instead of
+/// fail-safe's 1 s, for about 2 µs of fail-safe's interrupt thread per poll (README, "fail-safe's poll").
+pub const DEFAULT_FAILSAFE_POLL_MS: u32 = 100;
+
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     #[command(flatten)]
@@ -233,6 +237,12 @@ pub struct ExecArgs {
     /// application's arguments name net_vdev_netvsc
     #[arg(long)]
     pub keep_dpdk_vdev_netvsc: bool,
+    /// fail-safe's hot-plug poll in milliseconds, added to every inserted port as
+    /// `hotplug_poll=MS` (1–60000). While a port has no VF, fail-safe reads its pipe only this
+    /// often, so this bounds how long a written address waits; DPDK's own default is 2000
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_FAILSAFE_POLL_MS,
+          value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    pub failsafe_poll: u32,
     /// The DPDK application and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "APP")]
     pub command: Vec<OsString>,

@@ -134,7 +134,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let mut inherit = Vec::new();
     for ctx in agent.pairing().contexts() {
         let fd = agent.outputs().child_fd(ctx.id).context("control pipe missing")?;
-        vdevs.push(vdev_arg(ctx.id, fd, &ctx.name));
+        vdevs.push(vdev_arg(ctx.id, fd, &ctx.name, args.failsafe_poll));
         inherit.push(fd);
     }
     if inherit.is_empty() {

@@ -15,9 +15,10 @@ use crate::view::SystemView;
 /// A context's sidecar FIFO and state file.
 pub type SidecarPaths<'a> = (&'a std::path::Path, &'a std::path::Path);
 
-/// The `--vdev` argument that plugs context `id` into a DPDK application reading `fd`.
-pub fn vdev_arg(id: u32, fd: i32, netvsc: &str) -> String {
-    format!("{},fd({fd}),dev(net_tap_vsc{id},remote={netvsc})", failsafe_name(id))
+/// The `--vdev` argument that plugs context `id` into a DPDK application reading `fd`, with
+/// fail-safe's hot-plug poll set to `poll_ms`.
+pub fn vdev_arg(id: u32, fd: i32, netvsc: &str, poll_ms: u32) -> String {
+    format!("{},fd({fd}),dev(net_tap_vsc{id},remote={netvsc}),hotplug_poll={poll_ms}", failsafe_name(id))
 }
 
 /// Every NetVSC interface of the view plus forced stand-ins, by ifindex; with `outputs`, the

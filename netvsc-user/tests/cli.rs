@@ -111,6 +111,9 @@ fn bad_input_exits_2_naming_the_value() {
         (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--file-mode", "7777"], "7777"),
         (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--file-mode", "+644"], "+644"),
         (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--source", "carrier-pigeon"], "carrier-pigeon"),
+        (&["exec", "--sysfs-root", &root, "--failsafe-poll", "0", "--", "true"], "0"),
+        (&["exec", "--sysfs-root", &root, "--failsafe-poll", "60001", "--", "true"], "60001"),
+        (&["exec", "--sysfs-root", &root, "--failsafe-poll", "2s", "--", "true"], "2s"),
     ];
     for (args, named) in cases {
         let out = netvsc_watch(args);
@@ -213,7 +216,7 @@ fn exec_inserts_vdevs_feeds_the_pipe_and_returns_the_exit_status() {
     assert_eq!(argv[1..3], ["--vdev", "net_vdev_netvsc0,ignore=1"]);
     assert_eq!(argv[3], "--vdev");
     let fd = argv[4].strip_prefix("net_failsafe_vsc0,fd(").and_then(|r| r.split_once(')')).unwrap().0;
-    assert_eq!(argv[4], format!("net_failsafe_vsc0,fd({fd}),dev(net_tap_vsc0,remote=eth1)"));
+    assert_eq!(argv[4], format!("net_failsafe_vsc0,fd({fd}),dev(net_tap_vsc0,remote=eth1),hotplug_poll=100"));
     assert_eq!(&argv[5..], ["--poll-ms", "10", "--exit-code", "7", "--", "-i"]);
     agent.app_line("the VF address read from the pipe", |v| v["read"] == "0002:00:02.0");
 

@@ -8,7 +8,7 @@ use netvsc_testkit::FakeSysfs;
 use netvsc_user::dpdk_probe::AutoProbe;
 
 mod support;
-use support::{JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+use support::{testpmd, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
 
 const IGNORE: &str = "net_vdev_netvsc0,ignore=1";
 
@@ -80,41 +80,22 @@ fn off_hyperv_exec_adds_nothing_for_it() {
     assert!(argv[2].starts_with("net_failsafe_vsc0,fd("), "{argv:?}");
 }
 
-/// Debian's dpdk-testpmd, if installed and runnable here (root, for EAL's runtime directory).
-fn testpmd(test: &str) -> Option<&'static str> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("dpdk-testpmd").is_file()));
-    if !found {
-        eprintln!("SKIP {test}: dpdk-testpmd not installed (apt-get install dpdk-dev librte-net-failsafe23 ...)");
-        return None;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP {test}: dpdk-testpmd needs root here");
-        return None;
-    }
-    Some("dpdk-testpmd")
-}
-
 /// `netvsc-watch exec -- dpdk-testpmd` without hugepages or PCI, non-interactive: its output.
 fn run_testpmd(sys: &FakeSysfs, app_vdevs: &[&str]) -> std::process::Output {
-    // EAL locks its runtime directory by file prefix: one per run, as tests run in parallel.
-    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let prefix = format!("nvw{}-{run}", std::process::id());
     let mut command = Command::new(NETVSC_WATCH);
-    command.args(["exec", "--source", "poll", "--sysfs-root", sys.root().to_str().unwrap(), "--", "dpdk-testpmd"]);
-    command.args(["--no-huge", "-m", "256", "--no-pci", "--file-prefix", &prefix]);
-    command.args(["--log-level=pmd.net.vdev_netvsc:debug", "--log-level=pmd.net.failsafe:debug"]);
-    command.args(app_vdevs).args(["--", "--total-num-mbufs", "2048"]);
+    command.args(["exec", "--source", "poll", "--sysfs-root", sys.root().to_str().unwrap(), "--", testpmd::TESTPMD]);
+    command.args(testpmd::eal_args()).args(app_vdevs).arg("--").args(testpmd::APP_ARGS);
     command.stdin(std::process::Stdio::null()).output().unwrap()
 }
 
 #[test]
 fn real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it() {
-    let Some(_) = testpmd("real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it") else { return };
+    if !testpmd::available("real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it") {
+        return;
+    }
     let (_dir, sys) = tree(true);
     let out = run_testpmd(&sys, &[]);
-    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let log = testpmd::log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(log.contains(r#"net_vdev_netvsc: invoked as "net_vdev_netvsc0", using arguments "ignore=1""#), "{log}");
     assert_eq!(log.matches("Initializing Fail-safe PMD for").count(), 1, "only our fail-safe port: {log}");
@@ -122,14 +103,16 @@ fn real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it() {
 
     // The user's own net_vdev_netvsc argument: nothing added, no duplicate device.
     let out = run_testpmd(&sys, &["--vdev", IGNORE]);
-    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let log = testpmd::log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_eq!(log.matches("net_vdev_netvsc: invoked as").count(), 1, "{log}");
 }
 
 #[test]
 fn real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac() {
-    let Some(_) = testpmd("real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac") else { return };
+    if !testpmd::available("real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let sys = FakeSysfs::create(dir.path()).unwrap();
     sys.add_netvsc("eth1", 90_001, "00:22:48:00:00:0a").unwrap();
@@ -137,11 +120,12 @@ fn real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac() {
     sys.add_netvsc("eth2", 90_003, "00:22:48:00:00:0b").unwrap();
     sys.add_mana_vport("enP30832s1d1", 90_004, "00:22:48:00:00:0b", "7870:00:00.0").unwrap();
     let out = run_testpmd(&sys, &[]);
-    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let log = testpmd::log_of(&out);
     // Each fail-safe instance read its own line from its pipe and parsed it whole: the vPort's
     // PCI function with the MAC that selects the port.
+    let parsed = testpmd::parsed(&log);
     for line in ["7870:00:00.0,mac=00:22:48:00:00:0a", "7870:00:00.0,mac=00:22:48:00:00:0b"] {
-        assert!(log.contains(&format!("net_failsafe: {line}")), "fail-safe did not parse {line}: {log}");
+        assert!(parsed.contains(&line), "fail-safe did not parse {line}: {log}");
     }
     assert_eq!(log.matches("Initializing Fail-safe PMD for").count(), 2, "{log}");
 }

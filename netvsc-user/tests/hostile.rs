@@ -59,7 +59,7 @@ impl Stage {
         Command::new(NETVSC_WATCH).args(&args).output().unwrap()
     }
 
-    /// DPDK's side: `exec 10<>DIR/eth1.pipe`, held for its whole life.
+    /// DPDK's side: `exec 9<>DIR/eth1.pipe`, held for its whole life.
     fn open_like_dpdk(&self) -> std::fs::File {
         open_fifo(self.run_dir().join("eth1.pipe"))
     }

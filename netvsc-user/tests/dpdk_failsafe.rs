@@ -1,0 +1,155 @@
+//! The real consumer: Debian's `dpdk-testpmd` with DPDK's own fail-safe PMD reading what
+//! netvsc-watch writes, in the three forms the README documents (launcher pipe, sidecar FIFO,
+//! sidecar state file through `exec(cat ...)`), run exactly as the README writes them. What
+//! fail-safe parsed is taken from its own debug log. Skipped, with the reason, without DPDK/root.
+//!
+//! Without PCI here, fail-safe's probe of the VF address fails; it then re-probes the address it
+//! parsed every `hotplug_poll` (which is how the poll set by `exec` is observed).
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use netvsc_testkit::FakeSysfs;
+
+mod support;
+use support::{testpmd, JsonProcess, NETVSC_WATCH};
+
+const VF_PCI: &str = "0001:00:02.0";
+
+/// eth1 (NetVSC) with its VF at `VF_PCI`.
+fn tree() -> (tempfile::TempDir, FakeSysfs) {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    sys.add_netvsc("eth1", 90_001, "00:15:5d:00:00:01").unwrap();
+    sys.add_vf("enP1p0s2", 90_002, "00:15:5d:00:00:01", VF_PCI).unwrap();
+    (dir, sys)
+}
+
+/// The README's sidecar example whose fail-safe argument contains `form` (`fd(9)` or
+/// `exec(cat`): its lines from the first shell line to the `dpdk-testpmd` line, with `/run/netvsc`
+/// → `dir` and the trailing `...` → a development machine's EAL arguments.
+fn readme_example(form: &str, dir: &std::path::Path) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().map(str::trim).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("dpdk-testpmd") && l.contains(form))
+        .unwrap_or_else(|| panic!("README has no dpdk-testpmd example with {form}"));
+    let first = if lines[at - 1].starts_with("exec ") { at - 1 } else { at };
+    let script = lines[first..=at].join("\n");
+    assert!(script.ends_with(" ..."), "{script}");
+    let eal = testpmd::eal_args().join(" ");
+    let app = testpmd::APP_ARGS.join(" ");
+    let script = script.trim_end_matches(" ...").replace("/run/netvsc", dir.to_str().unwrap());
+    format!("{script} {eal} -- {app}")
+}
+
+/// The sidecar on `sys` with its files in `dir`, ready.
+fn sidecar(sys: &FakeSysfs, dir: &std::path::Path) -> JsonProcess {
+    let root = sys.root().to_str().unwrap();
+    let mut agent = JsonProcess::agent(
+        None,
+        &["watch", "--json", "--source", "poll", "--sysfs-root", root, "--fifo-dir", dir.to_str().unwrap()],
+    );
+    agent.ready();
+    agent
+}
+
+#[test]
+fn fifo_form_from_the_readme_feeds_real_failsafe() {
+    if !testpmd::available("fifo_form_from_the_readme_feeds_real_failsafe") {
+        return;
+    }
+    let (_tree_dir, sys) = tree();
+    let run = tempfile::tempdir().unwrap();
+    let agent = sidecar(&sys, run.path());
+    let out = testpmd::shell(&readme_example("fd(9)", run.path()));
+    let log = testpmd::log_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(testpmd::parsed(&log).first(), Some(&VF_PCI), "fail-safe did not read the FIFO: {log}");
+    assert!(log.contains("Initializing Fail-safe PMD for net_failsafe_vsc0"), "{log}");
+    // Only our port: the example switches off DPDK's own vdev_netvsc.
+    assert!(log.contains(r#"net_vdev_netvsc: invoked as "net_vdev_netvsc0", using arguments "ignore=1""#), "{log}");
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
+}
+
+#[test]
+fn state_file_form_from_the_readme_feeds_real_failsafe() {
+    if !testpmd::available("state_file_form_from_the_readme_feeds_real_failsafe") {
+        return;
+    }
+    let (_tree_dir, sys) = tree();
+    let run = tempfile::tempdir().unwrap();
+    let agent = sidecar(&sys, run.path());
+    let out = testpmd::shell(&readme_example("exec(cat", run.path()));
+    let log = testpmd::log_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(testpmd::parsed(&log).first(), Some(&VF_PCI), "fail-safe did not run cat on the state file: {log}");
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
+
+    // After the agent stopped the state file is gone: fail-safe reads no address (and no stale one).
+    let out = testpmd::shell(&readme_example("exec(cat", run.path()));
+    let log = testpmd::log_of(&out);
+    assert!(!testpmd::parsed(&log).contains(&VF_PCI), "{log}");
+}
+
+/// Interactive testpmd under `exec --failsafe-poll poll_ms`, kept running for `held`: its log.
+fn exec_held(sys: &FakeSysfs, poll_ms: &str, held: Duration) -> String {
+    let mut command = Command::new(NETVSC_WATCH);
+    command.args(["exec", "--source", "poll", "--failsafe-poll", poll_ms, "--sysfs-root"]);
+    command.arg(sys.root()).args(["--", testpmd::TESTPMD]).args(testpmd::eal_args());
+    command.args(["--", "-i"]).args(testpmd::APP_ARGS);
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(held);
+    // testpmd's prompt ends with stdin.
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(b"quit\n");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let log = testpmd::log_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    log
+}
+
+#[test]
+fn exec_sets_failsafes_poll_and_failsafe_keeps_it() {
+    if !testpmd::available("exec_sets_failsafes_poll_and_failsafe_keeps_it") {
+        return;
+    }
+    let (_tree_dir, sys) = tree();
+    let probes = |log: &str| log.matches(&format!("Cannot find device ({VF_PCI})")).count();
+    let held = Duration::from_millis(2000);
+    let fast = exec_held(&sys, "50", held);
+    assert_eq!(testpmd::parsed(&fast).first(), Some(&VF_PCI), "{fast}");
+    let slow = exec_held(&sys, "1000", held);
+    // The probe of the parsed address fails here (no PCI) and is retried every hotplug_poll:
+    // about 40 times in 2 s at 50 ms, at most 3 at 1000 ms. Never a re-read of the pipe.
+    assert!(probes(&fast) >= 15, "{} probes at 50 ms: {fast}", probes(&fast));
+    assert!((1..=3).contains(&probes(&slow)), "{} probes at 1000 ms: {slow}", probes(&slow));
+    assert_eq!(testpmd::parsed(&fast).iter().filter(|p| **p == VF_PCI).count(), 1, "{fast}");
+}
+
+#[test]
+fn exec_returns_testpmds_own_exit_status() {
+    if !testpmd::available("exec_returns_testpmds_own_exit_status") {
+        return;
+    }
+    let (_tree_dir, sys) = tree();
+    // An EAL argument testpmd rejects: its status, run directly and under exec.
+    let bad = ["--no-such-eal-option"];
+    let direct = Command::new(testpmd::TESTPMD).args(bad).stdin(Stdio::null()).output().unwrap();
+    let code = direct.status.code().expect("exited");
+    assert_ne!(code, 0, "{}", testpmd::log_of(&direct));
+    let under = Command::new(NETVSC_WATCH)
+        .args(["exec", "--source", "poll", "--sysfs-root"])
+        .arg(sys.root())
+        .args(["--", testpmd::TESTPMD])
+        .args(bad)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(under.status.code(), Some(code), "{}", testpmd::log_of(&under));
+}
