@@ -10,7 +10,28 @@ use anyhow::{bail, Context as _};
 /// Drivers the guest needs: virtio-net (the NetVSC stand-in) on virtio-pci, e1000e (the VF
 /// stand-in), veth, and bridge (a master to enslave a VF to, as hv_netvsc does). Their
 /// dependencies are found from the modules themselves.
-const WANTED: &[&str] = &["virtio_pci", "virtio_net", "e1000e", "veth", "bridge"];
+///
+/// For DPDK in the guest (`vm dpdk`): uio_pci_generic, which DPDK's e1000 PMD drives the VF
+/// stand-in through; tun and the traffic-control modules fail-safe's tap fallback
+/// (`net_tap,remote=`) builds its redirection from.
+const WANTED: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "e1000e",
+    "veth",
+    "bridge",
+    "uio_pci_generic",
+    "vmxnet3",
+    "tun",
+    "sch_multiq",
+    "sch_ingress",
+    "cls_flower",
+    "act_mirred",
+    "act_gact",
+    "act_skbedit",
+    "cls_bpf",
+    "act_bpf",
+];
 
 pub struct Assets {
     pub kernel: PathBuf,

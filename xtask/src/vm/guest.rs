@@ -57,6 +57,9 @@ pub(super) fn boot(setup: &Setup, source: &str, agent_args: &[&str]) -> anyhow::
         ],
         root_ports: 4,
         work_dir: setup.work_dir.clone(),
+        memory_mib: 512,
+        cpus: 1,
+        append: Vec::new(),
     };
     let mut vm = Vm::boot(&config)?;
     let ready = vm.ready()?;

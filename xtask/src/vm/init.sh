@@ -3,6 +3,8 @@
 # `nvw.args=` with commas for spaces) with its stdout on the results port (/dev/ttyS1) and its
 # stderr on the console (/dev/ttyS0, a log file on the host). `nvw.nics=N` waits for N eth*.
 /bin/busybox --install -s /bin
+# The initramfs root comes world-writable; DPDK's EAL refuses plugins under such a directory.
+chmod 755 /
 export PATH=/bin
 mkdir -p /proc /sys /dev /run /tmp
 mount -t proc proc /proc
@@ -12,6 +14,13 @@ for module in $(cat /etc/nvw-modules); do
     insmod "/lib/modules/$module.ko" || echo "insmod $module failed" >/dev/console
 done
 ip link set lo up
+# DPDK guests: nvw.hugepages=N 2 MiB pages on /dev/hugepages, and EAL's runtime directory.
+pages=$(sed -n 's/.*nvw\.hugepages=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$pages" ]; then
+    mkdir -p /dev/hugepages /var/run
+    mount -t hugetlbfs nodev /dev/hugepages
+    echo "$pages" >/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+fi
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 exec 3>/dev/ttyS1
 

@@ -14,8 +14,20 @@ use super::assets::Assets;
 
 const INIT: &str = include_str!("init.sh");
 
-/// Builds `out` from the assets and `binaries` (installed as `/bin/<file name>`).
-pub fn build(assets: &Assets, binaries: &[PathBuf], out: &Path) -> anyhow::Result<()> {
+/// What goes into the guest besides busybox, init and the modules.
+#[derive(Default)]
+pub struct Contents {
+    /// Installed as `/bin/<file name>`, with the shared libraries they load.
+    pub binaries: Vec<PathBuf>,
+    /// Host files installed at their own path, with the shared libraries they load (DPDK's
+    /// testpmd and the PMD plugins it is told to load with `-d`).
+    pub host_files: Vec<PathBuf>,
+    /// (path, text, mode): scripts and configuration written for the guest.
+    pub texts: Vec<(String, String, u32)>,
+}
+
+/// Builds `out` from the assets and `contents`.
+pub fn build(assets: &Assets, contents: &Contents, out: &Path) -> anyhow::Result<()> {
     let mut archive = Archive::default();
     for dir in ["bin", "dev", "etc", "lib", "lib/modules", "lib64", "proc", "run", "sys", "tmp", "usr", "usr/lib"] {
         archive.dir(dir);
@@ -28,22 +40,35 @@ pub fn build(assets: &Assets, binaries: &[PathBuf], out: &Path) -> anyhow::Resul
         archive.file(&format!("lib/modules/{name}.ko"), read(path)?, 0o644);
     }
     let mut libraries = Vec::new();
-    for binary in binaries {
-        let name = binary.file_name().and_then(|n| n.to_str()).context("binary name")?;
-        archive.file(&format!("bin/{name}"), read(binary)?, 0o755);
-        for library in shared_libraries(binary)? {
+    let mut add_libraries = |of: &Path| -> anyhow::Result<()> {
+        for library in shared_libraries(of)? {
             if !libraries.contains(&library) {
                 libraries.push(library);
             }
         }
+        Ok(())
+    };
+    for binary in &contents.binaries {
+        let name = binary.file_name().and_then(|n| n.to_str()).context("binary name")?;
+        archive.file(&format!("bin/{name}"), read(binary)?, 0o755);
+        add_libraries(binary)?;
+    }
+    for file in &contents.host_files {
+        add_libraries(file)?;
+        archive.file_at(file, 0o755)?;
+    }
+    for (path, text, mode) in &contents.texts {
+        let inside = path.trim_start_matches('/');
+        if let Some(parent) = Path::new(inside).parent().and_then(|p| p.to_str()).filter(|p| !p.is_empty()) {
+            archive.dir(parent);
+        }
+        archive.file(inside, text.clone().into_bytes(), *mode);
     }
     for library in libraries {
-        let inside = library.strip_prefix("/").unwrap_or(&library).to_str().context("library path")?.to_owned();
-        if let Some(parent) = Path::new(&inside).parent() {
-            archive.dir(parent.to_str().context("library dir")?);
-        }
         // Libraries are often symlinks; the archive gets the file they point to under this name.
-        archive.file(&inside, read(&library)?, 0o755);
+        if !archive.has(&library) {
+            archive.file_at(&library, 0o755)?;
+        }
     }
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     cpio::write_cpio(archive.entries.into_iter(), file).with_context(|| format!("writing {}", out.display()))?;
@@ -83,6 +108,20 @@ impl Archive {
                 self.add(&path, Vec::new(), 0o755, ModeFileType::Directory);
             }
         }
+    }
+
+    /// Host file `path` at the same path inside, its directories made.
+    fn file_at(&mut self, path: &Path, mode: u32) -> anyhow::Result<()> {
+        let inside = path.strip_prefix("/").unwrap_or(path).to_str().context("non-UTF-8 path")?.to_owned();
+        if let Some(parent) = Path::new(&inside).parent().and_then(|p| p.to_str()).filter(|p| !p.is_empty()) {
+            self.dir(parent);
+        }
+        self.file(&inside, read(path)?, mode);
+        Ok(())
+    }
+
+    fn has(&self, path: &Path) -> bool {
+        path.to_str().is_some_and(|p| self.names.iter().any(|n| n == p.trim_start_matches('/')))
     }
 
     fn file(&mut self, name: &str, data: Vec<u8>, mode: u32) {

@@ -7,6 +7,7 @@ use anyhow::{bail, Context as _};
 
 mod assets;
 mod bench;
+mod dpdk;
 mod ebpf_checks;
 mod guest;
 mod initramfs;
@@ -28,6 +29,23 @@ enum VmCommand {
     /// Boot the guest once per source and play the hot-plug scenarios, asserting on what a
     /// fail-safe-style reader in the guest read
     Test(TestArgs),
+    /// DPDK's real fail-safe in the guest, fed by netvsc-watch and by DPDK's original
+    /// vdev_netvsc, switching to hot-plugged VFs: one testpmd run per plug, times from the
+    /// kernel's registration of the VF
+    Dpdk(DpdkArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct DpdkArgs {
+    /// Rows: `original`, or `<source>:<poll ms>` for netvsc-watch exec with that fail-safe poll
+    #[arg(long, value_delimiter = ',', default_value = "original,ebpf:2000,ebpf:100,netlink:2000,netlink:100")]
+    pub rows: Vec<String>,
+    /// Plugs per row (one testpmd run each), alternating between two PCI addresses
+    #[arg(long, default_value_t = 6)]
+    pub cycles: u32,
+    /// Seed of the random delays before plugs (printed; the same for every row)
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -47,6 +65,7 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
             println!("vm: kernel {} cached in {}", assets.kernel_version, assets::cache_dir().display());
             Ok(())
         }
+        VmCommand::Dpdk(args) => dpdk_rows(&args),
         VmCommand::Test(args) => {
             let outcome = test(&args)?;
             if outcome.failed > 0 {
@@ -75,13 +94,22 @@ fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(tool)).find(|p| p.exists())
 }
 
-/// Builds the agent and the guest's initramfs in a fresh work directory.
-fn prepare() -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
+/// Builds the agent and the guest's initramfs in a fresh work directory; with `with_dpdk`,
+/// Debian's testpmd and fail-safe's plugins go in too.
+fn prepare_with(with_dpdk: bool) -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
     let assets = assets::ensure()?;
     let release = crate::toolchain::build_agent()?;
     let work = tempfile::Builder::new().prefix("netvsc-vm.").tempdir().context("creating a work directory")?;
     let initramfs = work.path().join("initramfs.cpio");
-    initramfs::build(&assets, &[release.join("netvsc-watch"), release.join("failsafe-sim")], &initramfs)?;
+    let mut contents = initramfs::Contents {
+        binaries: vec![release.join("netvsc-watch"), release.join("failsafe-sim"), release.join("stamp-lines")],
+        ..Default::default()
+    };
+    if with_dpdk {
+        contents.host_files = dpdk::host_files();
+        contents.texts.push((dpdk::TESTPMD_PATH.into(), dpdk::TESTPMD_WRAPPER.into(), 0o755));
+    }
+    initramfs::build(&assets, &contents, &initramfs)?;
     println!(
         "vm: guest kernel {}, initramfs {:.1} MiB",
         assets.kernel_version,
@@ -89,6 +117,35 @@ fn prepare() -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
     );
     let setup = guest::Setup { kernel: assets.kernel, initramfs, work_dir: work.path().to_owned() };
     Ok((setup, work))
+}
+
+fn prepare() -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
+    prepare_with(false)
+}
+
+/// `cargo xtask vm dpdk`: every row, then the summary.
+fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
+    if let Some(why) = unavailable().or_else(dpdk::unavailable) {
+        bail!("cannot run: {why}");
+    }
+    let feeders = args.rows.iter().map(|row| dpdk::parse_row(row)).collect::<anyhow::Result<Vec<_>>>()?;
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    println!("vm dpdk: seed {seed}, {} plugs a row", args.cycles);
+    let (setup, work) = prepare_with(true)?;
+    let mut results = Vec::new();
+    for feeder in &feeders {
+        println!("vm dpdk: {}", feeder.label());
+        let mut phase = crate::phase::Phase::new(seed);
+        match dpdk::run(&setup, feeder, args.cycles, &mut phase) {
+            Ok(cycles) => results.push((feeder.clone(), cycles)),
+            Err(err) => {
+                println!("vm dpdk: console logs kept in {}", work.keep().display());
+                return Err(err);
+            }
+        }
+    }
+    print!("{}", dpdk::table(&results));
+    Ok(())
 }
 
 /// The VM workload of `cargo xtask bench`.

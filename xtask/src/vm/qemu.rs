@@ -30,6 +30,10 @@ pub struct BootConfig {
     /// Free PCIe root ports (`rp1`..`rpN`) for hot-plug.
     pub root_ports: u32,
     pub work_dir: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// More kernel command line (`nvw.hugepages=N`).
+    pub append: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +64,8 @@ pub struct Vm {
     /// From starting QEMU to the guest's first line.
     pub boot_time: Duration,
     pub console_log: PathBuf,
+    /// The QEMU device model `plug_vf` hot-plugs (the VF stand-in): e1000e unless changed.
+    pub vf_model: &'static str,
 }
 
 impl Vm {
@@ -102,9 +108,13 @@ impl Vm {
             Accel::Tcg => command.args(["-machine", "q35,accel=tcg", "-cpu", "max"]),
         };
         let nics = config.nics.len();
-        let append = format!("console=ttyS0 panic=-1 nvw.nics={nics} nvw.args={}", config.command.join(","));
+        let mut append = format!("console=ttyS0 panic=-1 nvw.nics={nics} nvw.args={}", config.command.join(","));
+        for extra in &config.append {
+            append = format!("{append} {extra}");
+        }
         command
-            .args(["-m", "512", "-smp", "1", "-nodefaults", "-no-reboot", "-display", "none"])
+            .args(["-m", &config.memory_mib.to_string(), "-smp", &config.cpus.to_string()])
+            .args(["-nodefaults", "-no-reboot", "-display", "none"])
             .arg("-kernel")
             .arg(&config.kernel)
             .arg("-initrd")
@@ -177,7 +187,17 @@ impl Vm {
         qmp.handshake().context("QMP handshake")?;
         let commands = results.try_clone().context("cloning the results socket")?;
         let lines = JsonLines::follow(results, Order::Any);
-        Ok(Vm { child, commands, next_command: 0, qmp, lines, accel, boot_time: Duration::ZERO, console_log })
+        Ok(Vm {
+            child,
+            commands,
+            next_command: 0,
+            qmp,
+            lines,
+            accel,
+            boot_time: Duration::ZERO,
+            console_log,
+            vf_model: "e1000e",
+        })
     }
 
     /// How long a wait for the guest lasts: 10 s under KVM, 60 s under TCG.
@@ -207,7 +227,7 @@ impl Vm {
         Ok(self.lines.wait_for(what, self.timeout(), |o| o.line().and_then(&mut pick))?)
     }
 
-    fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    pub fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
         Ok(self.lines.wait_other(what, timeout, pred)?)
     }
 
@@ -219,6 +239,11 @@ impl Vm {
     /// Forgets the agent's kept lines `pred` accepts, so the next wait for one sees a new one.
     pub fn discard(&mut self, pred: impl Fn(&Line) -> bool) {
         self.lines.discard(|output| output.line().is_some_and(&pred));
+    }
+
+    /// Forgets the kept lines of the guest and its programs (not the agent's) `pred` accepts.
+    pub fn discard_others(&mut self, pred: impl Fn(&Value) -> bool) {
+        self.lines.discard(|output| output.other().is_some_and(&pred));
     }
 
     /// The agent's lines received so far, in order.
@@ -243,11 +268,17 @@ impl Vm {
         Ok(())
     }
 
-    /// Hot-plugs an e1000e (the VF stand-in) into root port `rp<port>`.
+    /// Hot-plugs a VF stand-in (`vf_model`) into root port `rp<port>`.
     pub fn plug_vf(&mut self, id: &str, port: u32, mac: &str) -> anyhow::Result<()> {
         let props = [("mac".to_owned(), qapi::Any::from(mac))];
-        let add = qmp::device_add::new("e1000e", Some(id.to_owned()), Some(format!("rp{port}")), props);
+        let add = qmp::device_add::new(self.vf_model, Some(id.to_owned()), Some(format!("rp{port}")), props);
         self.qmp.execute(&add).with_context(|| format!("device_add {id}"))?;
+        Ok(())
+    }
+
+    /// Sets the carrier of NIC backend `netdev` (`net<i>` for the i-th boot NIC).
+    pub fn set_link(&mut self, netdev: &str, up: bool) -> anyhow::Result<()> {
+        self.qmp.execute(&qmp::set_link { name: netdev.to_owned(), up }).with_context(|| format!("set_link {netdev}"))?;
         Ok(())
     }
 
