@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod docs;
 mod figures;
 mod licenses;
 mod mutants;

@@ -84,6 +84,7 @@ pub fn run() -> anyhow::Result<()> {
         rebuild_check(&mut totals);
         failover_bench_check(&mut totals);
         vm_scenarios(&mut totals);
+        vm_dpdk_check(&mut totals);
     }
     // libtest counts a skipped test as passed.
     let passed = totals.passed.saturating_sub(totals.skipped);
@@ -152,6 +153,26 @@ fn vm_scenarios(totals: &mut Totals) {
         Err(err) => {
             println!("vm: FAIL setting up the guest: {err:#}");
             totals.failed += scenarios;
+        }
+    }
+}
+
+/// DPDK's real fail-safe in the guest, fed by the agent: two plugs (one test).
+fn vm_dpdk_check(totals: &mut Totals) {
+    if let Some(reason) = crate::vm::dpdk_unavailable() {
+        println!("SKIP vm dpdk: {reason}");
+        totals.skipped += 1;
+        totals.passed += 1;
+        return;
+    }
+    match crate::vm::dpdk_check() {
+        Ok(()) => {
+            println!("vm dpdk: PASS fail-safe switched to both hot-plugged VFs, never to a stale address");
+            totals.passed += 1;
+        }
+        Err(err) => {
+            println!("vm dpdk: FAIL {err:#}");
+            totals.failed += 1;
         }
     }
 }

@@ -61,7 +61,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         phase::PERIOD.as_millis()
     );
     let mut results = Results { seed, ..Results::default() };
-    results.environment.push(report::machine());
+    results.environment.push(crate::docs::machine());
     if args.failover_only {
         anyhow::ensure!(nix::unistd::geteuid().is_root(), "--failover-only needs root for a network namespace");
         host::failover(&bin, &args, seed, &mut results)?;

@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Context as _;
-
+use crate::docs::quantile;
 use crate::figures::{Cost, Latencies, Results};
 
 const BEGIN: &str = "<!-- bench results: written by `cargo xtask bench` -->";
@@ -14,15 +13,6 @@ const END: &str = "<!-- end of bench results -->";
 const ORIGINAL: &str = "poll 1000 ms";
 
 /// CPU, core count and kernel of this machine.
-pub fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model =
-        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
-    format!("host: {} × {cores}, Linux {kernel}", model.unwrap_or("unknown CPU"))
-}
-
 fn latency_table(out: &mut String, title: &str, series: &[Latencies]) {
     if series.is_empty() {
         return;
@@ -67,15 +57,6 @@ pub fn phase_check(series: &[Latencies]) -> Option<String> {
              not the 400–600 ms a random plug phase gives"
         )
     })
-}
-
-/// Exact quantile `q` of `sorted` (nearest rank); signed, unlike the histograms of the agent.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// The issue's targets for the agent's rows (µs): p50, p99, max, and p50 within 2× of the floor.
@@ -248,18 +229,7 @@ pub fn markdown(results: &Results, plot: &str) -> String {
 
 /// Puts `section` between the markers in `docs` (appending them if absent).
 pub fn write_into(docs: &Path, section: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(docs).with_context(|| format!("reading {}", docs.display()))?;
-    std::fs::write(docs, replace_section(&text, section))?;
-    Ok(())
-}
-
-fn replace_section(text: &str, section: &str) -> String {
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(begin), Some(end)) if end > begin => {
-            format!("{}{}{}", &text[..begin], section.trim_end(), &text[end + END.len()..])
-        }
-        _ => format!("{}\n\n{section}", text.trim_end()),
-    }
+    crate::docs::write_between(docs, (BEGIN, END), section)
 }
 
 #[cfg(test)]
@@ -338,14 +308,5 @@ mod tests {
         let fair = [latencies("netlink", &[2_000.0; 20]), latencies(ORIGINAL, &[502_000.0; 20])];
         assert_eq!(phase_check(&fair), None);
         assert_eq!(phase_check(&fair[..1]), None, "no original row, nothing to check");
-    }
-
-    #[test]
-    fn the_section_is_replaced_in_place() {
-        let first = replace_section("# Benchmarks\n\nintro\n", &format!("{BEGIN}\nold\n{END}\n"));
-        let second = replace_section(&(first.clone() + "\ntail\n"), &format!("{BEGIN}\nnew\n{END}\n"));
-        assert!(second.contains("intro") && second.contains("new") && second.contains("tail"), "{second}");
-        assert!(!second.contains("old"), "{second}");
-        assert_eq!(second.matches(BEGIN).count(), 1);
     }
 }

@@ -21,7 +21,6 @@ const WANTED: &[&str] = &[
     "veth",
     "bridge",
     "uio_pci_generic",
-    "vmxnet3",
     "tun",
     "sch_multiq",
     "sch_ingress",

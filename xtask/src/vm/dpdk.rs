@@ -48,24 +48,28 @@ pub const TESTPMD_WRAPPER: &str = r#"#!/bin/sh
 set -o pipefail
 lib=/usr/lib/x86_64-linux-gnu
 /usr/bin/dpdk-testpmd -d $lib/librte_net_failsafe.so.23 -d $lib/librte_net_tap.so.23 \
-    -d $lib/librte_net_e1000.so.23 -d $lib/librte_net_vmxnet3.so.23 -d $lib/librte_net_vdev_netvsc.so.23 -d $lib/librte_mempool_ring.so.23 \
+    -d $lib/librte_net_e1000.so.23 -d $lib/librte_net_vdev_netvsc.so.23 -d $lib/librte_mempool_ring.so.23 \
     -l 0-1 -n 1 --in-memory --log-level=pmd.net.failsafe:debug --log-level=pmd.net.vdev_netvsc:debug \
-    "$@" -- --total-num-mbufs 2048 --forward-mode=txonly --stats-period 5 --no-lsc-interrupt --disable-link-check \
+    "$@" -- --total-num-mbufs 2048 --forward-mode=txonly --stats-period 5 --no-lsc-interrupt --disable-link-check --hot-plug \
     2>&1 | /bin/stamp-lines
 "#;
 pub const TESTPMD_PATH: &str = "/etc/nvw/testpmd";
 
-/// The VF stand-in DPDK drives in the guest.
-const VF_MODEL: &str = "e1000e";
 
 /// Host files the guest needs for DPDK (installed at the same paths, with their libraries).
 pub fn host_files() -> Vec<std::path::PathBuf> {
     let lib = std::path::Path::new("/usr/lib/x86_64-linux-gnu");
     let mut files = vec![std::path::PathBuf::from("/usr/bin/dpdk-testpmd")];
-    for plugin in ["net_failsafe", "net_tap", "net_e1000", "net_vmxnet3", "net_vdev_netvsc", "mempool_ring"] {
+    for plugin in ["net_failsafe", "net_tap", "net_e1000", "net_vdev_netvsc", "mempool_ring"] {
         files.push(lib.join(format!("librte_{plugin}.so.23")));
     }
     files
+}
+
+/// The installed DPDK's Debian version (`dpdk-dev`).
+pub fn dpdk_version() -> String {
+    let out = std::process::Command::new("dpkg-query").args(["-W", "-f=${Version}", "dpdk-dev"]).output();
+    out.ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).filter(|v| !v.is_empty()).unwrap_or("?".into())
 }
 
 /// Why DPDK cannot go into the guest from this machine, if it cannot.
@@ -121,7 +125,6 @@ impl Feeder {
 /// One plug, as fail-safe lived it. Times in ms from the kernel's registration of the VF.
 #[derive(Clone, Debug)]
 pub struct Cycle {
-    pub pci: String,
     /// fail-safe parsed the VF's address (read its pipe).
     pub parsed_ms: f64,
     /// fail-safe switched its TX to the VF (after the rig's rebind, see the module doc).
@@ -136,9 +139,13 @@ pub struct Cycle {
 
 /// Boots one guest for `feeder` and plays `cycles` plugs (ports 1, 2, 1, ...), one testpmd run
 /// each.
-pub fn run(setup: &Setup, feeder: &Feeder, cycles: u32, phase: &mut Phase) -> anyhow::Result<Vec<Cycle>> {
+pub fn run(
+    setup: &Setup,
+    feeder: &Feeder,
+    cycles: u32,
+    phase: &mut Phase,
+) -> anyhow::Result<(Vec<Cycle>, super::qemu::Accel)> {
     let mut vm = boot(setup)?;
-    vm.vf_model = VF_MODEL;
     vm.ready().context("the observing agent's ready line")?;
     let mut done = Vec::new();
     for cycle in 0..cycles {
@@ -147,13 +154,11 @@ pub fn run(setup: &Setup, feeder: &Feeder, cycles: u32, phase: &mut Phase) -> an
         match result {
             Ok(c) => done.push(c),
             Err(err) => {
-                // testpmd's log without its periodic statistics.
-                let stats = ["Port statistics", "RX-", "TX-", "Throughput", "#####", "\u{1b}["];
                 let app: Vec<String> = vm
                     .seen_others()
                     .iter()
                     .filter_map(|v| v["app"].as_str().map(str::to_owned))
-                    .filter(|line| !line.trim().is_empty() && !stats.iter().any(|s| line.contains(s)))
+                    .filter(|line| !is_statistics(line))
                     .collect();
                 bail!(
                     "{}: cycle {}: {err:#}\ntestpmd's log:\n{}\nconsole:\n{}",
@@ -165,7 +170,7 @@ pub fn run(setup: &Setup, feeder: &Feeder, cycles: u32, phase: &mut Phase) -> an
             }
         }
     }
-    Ok(done)
+    Ok((done, vm.accel))
 }
 
 fn boot(setup: &Setup) -> anyhow::Result<Vm> {
@@ -183,6 +188,12 @@ fn boot(setup: &Setup) -> anyhow::Result<Vm> {
         append: vec!["nvw.hugepages=128".into()],
     };
     Vm::boot(&config)
+}
+
+/// A line of testpmd's periodic statistics (or blank).
+fn is_statistics(line: &str) -> bool {
+    let stats = ["Port statistics", "RX-", "TX-", "Throughput", "#####", "\u{1b}["];
+    line.trim().is_empty() || stats.iter().any(|s| line.contains(s))
 }
 
 fn app_line_contains(needle: &str) -> impl Fn(&Value) -> bool + '_ {
@@ -232,17 +243,19 @@ fn one_plug(vm: &mut Vm, feeder: &Feeder, port: u32, id: &str, phase: &mut Phase
     let rebind_to_switch = rebound_at.elapsed();
     let host_elapsed = plugged_at.elapsed();
 
+    // Everything testpmd printed before the unplug has arrived by now: the unplug's boundary.
+    vm.collect_for(Duration::from_millis(300));
+    let unplugged_ns = vm.seen_others().iter().filter(|v| v.get("app").is_some()).map(t_ns).max().unwrap_or(0);
     vm.unplug(id)?;
     let watch = Duration::from_millis(u64::from(feeder.poll_ms()) * 2 + 2000);
     vm.collect_for(watch);
-    let unplugged_ns = t_ns(&switched);
     let run_lines: Vec<Value> =
         vm.seen_others().into_iter().filter(|v| v.get("app").is_some() && t_ns(v) >= run_start).collect();
     let after_unplug: Vec<String> = run_lines
         .iter()
         .filter(|v| t_ns(v) > unplugged_ns)
         .filter_map(|v| v["app"].as_str())
-        .filter(|line| line.contains("net_failsafe") || line.contains("EAL"))
+        .filter(|line| !is_statistics(line))
         .map(str::to_owned)
         .collect();
     let fell_back = after_unplug.iter().any(|line| line.contains("Switching tx_dev to sub_device 1"));
@@ -268,8 +281,14 @@ fn one_plug(vm: &mut Vm, feeder: &Feeder, port: u32, id: &str, phase: &mut Phase
         host_elapsed.as_secs_f64(),
         if fell_back { "fail-safe fell back to the tap" } else { "fail-safe stayed on the removed VF" }
     );
+    let mut said: Vec<&String> = Vec::new();
+    for line in &after_unplug {
+        if !said.contains(&line) {
+            said.push(line);
+        }
+    }
+    println!("    fail-safe and EAL in the {:.1} s after the unplug: {said:?}", watch.as_secs_f64());
     Ok(Cycle {
-        pci,
         parsed_ms: ms(t_ns(&parsed)),
         switched_ms: ms(t_ns(&switched)),
         rebind_to_switch_ms: rebind_to_switch.as_secs_f64() * 1e3,
@@ -290,15 +309,11 @@ pub fn parse_row(row: &str) -> anyhow::Result<Feeder> {
     Ok(Feeder::Agent { source: source.to_owned(), poll_ms })
 }
 
-/// Exact quantile `q` of `values` (nearest rank), NaN when empty.
+/// Quantile `q` of `values`, exact (nearest rank).
 fn quantile(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+    crate::docs::quantile(&sorted, q)
 }
 
 /// The rows as a Markdown table; the ratio column compares with the original's p50 (above 1:
@@ -310,7 +325,7 @@ pub fn table(results: &[(Feeder, Vec<Cycle>)]) -> String {
         .map(|(_, c)| quantile(&c.iter().map(|c| c.parsed_ms).collect::<Vec<_>>(), 0.5));
     let mut out = String::from(
         "| feeder | plugs | VF registered → fail-safe read it, ms p50 / p99 / max | → switched TX to it, ms p50 / max | \
-         rebind → switched, ms p50 | on unplug | read p50 ÷ original's |\n|---|---|---|---|---|---|---|\n",
+         rebind → switched, ms p50 | on unplug | read p50 ÷ original's |\n| --- | ---: | ---: | ---: | ---: | --- | ---: |\n",
     );
     for (feeder, cycles) in results {
         let parsed: Vec<f64> = cycles.iter().map(|c| c.parsed_ms).collect();
@@ -322,7 +337,7 @@ pub fn table(results: &[(Feeder, Vec<Cycle>)]) -> String {
             _ => "–".into(),
         };
         out += &format!(
-            "| {} | {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | fell back to the tap {fell_back} of {} | {ratio} |\n",
+            "| {} | {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | fell back to the tap: {fell_back} of {} | {ratio} |\n",
             feeder.label(),
             cycles.len(),
             quantile(&parsed, 0.5),
@@ -335,6 +350,41 @@ pub fn table(results: &[(Feeder, Vec<Cycle>)]) -> String {
         );
     }
     out
+}
+
+/// What fail-safe, EAL and testpmd said after the unplugs, per row: each distinct line once,
+/// numbers (descriptors, ports) kept.
+pub fn unplug_evidence(results: &[(Feeder, Vec<Cycle>)]) -> String {
+    let mut out = String::new();
+    for (feeder, cycles) in results {
+        let mut said: Vec<&str> = Vec::new();
+        for line in cycles.iter().flat_map(|c| c.after_unplug.iter()) {
+            if !said.contains(&line.as_str()) {
+                said.push(line);
+            }
+        }
+        let said = if said.is_empty() { "nothing".to_owned() } else { said.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ") };
+        out += &format!("- {}: {said}\n", feeder.label());
+    }
+    out
+}
+
+const BEGIN: &str = "<!-- vm dpdk results: written by `cargo xtask vm dpdk` -->";
+const END: &str = "<!-- end of vm dpdk results -->";
+
+/// The section of docs/benchmarks.md.
+pub fn markdown(results: &[(Feeder, Vec<Cycle>)], setup_line: &str) -> String {
+    format!(
+        "{BEGIN}\n\n{setup_line}\n\n{}\nWhat fail-safe, EAL and testpmd logged in the seconds after each VF was hot-unplugged:\n\n{}\n{END}\n",
+        table(results),
+        unplug_evidence(results)
+    )
+}
+
+/// Writes the section into docs/benchmarks.md.
+pub fn write_docs(section: &str) -> anyhow::Result<()> {
+    let docs = crate::workspace::root().join("docs/benchmarks.md");
+    crate::docs::write_between(&docs, (BEGIN, END), section)
 }
 
 #[cfg(test)]

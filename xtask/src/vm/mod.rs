@@ -46,6 +46,10 @@ pub struct DpdkArgs {
     /// Seed of the random delays before plugs (printed; the same for every row)
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Only print the results; by default they also replace the section "End to end with DPDK
+    /// fail-safe" of docs/benchmarks.md
+    #[arg(long)]
+    pub no_docs: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -123,9 +127,22 @@ fn prepare() -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
     prepare_with(false)
 }
 
+/// Why DPDK's fail-safe cannot be played in the guest here, if it cannot.
+pub fn dpdk_unavailable() -> Option<String> {
+    unavailable().or_else(dpdk::unavailable)
+}
+
+/// The short version `cargo xtask test` runs: netvsc-watch (netlink) feeding fail-safe, two
+/// plugs at two addresses; fails if fail-safe does not switch to either VF or ever reads a
+/// stale address.
+pub fn dpdk_check() -> anyhow::Result<()> {
+    let args = DpdkArgs { rows: vec!["netlink:100".into()], cycles: 2, seed: None, no_docs: true };
+    dpdk_rows(&args)
+}
+
 /// `cargo xtask vm dpdk`: every row, then the summary.
 fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
-    if let Some(why) = unavailable().or_else(dpdk::unavailable) {
+    if let Some(why) = dpdk_unavailable() {
         bail!("cannot run: {why}");
     }
     let feeders = args.rows.iter().map(|row| dpdk::parse_row(row)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -133,18 +150,35 @@ fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
     println!("vm dpdk: seed {seed}, {} plugs a row", args.cycles);
     let (setup, work) = prepare_with(true)?;
     let mut results = Vec::new();
+    let mut accel = None;
     for feeder in &feeders {
         println!("vm dpdk: {}", feeder.label());
         let mut phase = crate::phase::Phase::new(seed);
         match dpdk::run(&setup, feeder, args.cycles, &mut phase) {
-            Ok(cycles) => results.push((feeder.clone(), cycles)),
+            Ok((cycles, used)) => {
+                results.push((feeder.clone(), cycles));
+                accel = Some(used);
+            }
             Err(err) => {
                 println!("vm dpdk: console logs kept in {}", work.keep().display());
                 return Err(err);
             }
         }
     }
-    print!("{}", dpdk::table(&results));
+    print!("{}\n{}", dpdk::table(&results), dpdk::unplug_evidence(&results));
+    if !args.no_docs {
+        let setup_line = format!(
+            "Measured on: {}; guest: QEMU q35, {}, Debian kernel {}, 2 vCPUs, 1 GiB, DPDK {} (Debian's packages); \
+             {} plugs a row at random phase (uniform over 2 s before each plug; seed {seed}).",
+            crate::docs::machine(),
+            accel.map_or("?", |a| a.name()),
+            assets::ensure()?.kernel_version,
+            dpdk::dpdk_version(),
+            args.cycles,
+        );
+        dpdk::write_docs(&dpdk::markdown(&results, &setup_line))?;
+        println!("vm dpdk: results written to docs/benchmarks.md");
+    }
     Ok(())
 }
 

@@ -64,8 +64,6 @@ pub struct Vm {
     /// From starting QEMU to the guest's first line.
     pub boot_time: Duration,
     pub console_log: PathBuf,
-    /// The QEMU device model `plug_vf` hot-plugs (the VF stand-in): e1000e unless changed.
-    pub vf_model: &'static str,
 }
 
 impl Vm {
@@ -196,7 +194,6 @@ impl Vm {
             accel,
             boot_time: Duration::ZERO,
             console_log,
-            vf_model: "e1000e",
         })
     }
 
@@ -268,10 +265,10 @@ impl Vm {
         Ok(())
     }
 
-    /// Hot-plugs a VF stand-in (`vf_model`) into root port `rp<port>`.
+    /// Hot-plugs an e1000e (the VF stand-in) into root port `rp<port>`.
     pub fn plug_vf(&mut self, id: &str, port: u32, mac: &str) -> anyhow::Result<()> {
         let props = [("mac".to_owned(), qapi::Any::from(mac))];
-        let add = qmp::device_add::new(self.vf_model, Some(id.to_owned()), Some(format!("rp{port}")), props);
+        let add = qmp::device_add::new("e1000e", Some(id.to_owned()), Some(format!("rp{port}")), props);
         self.qmp.execute(&add).with_context(|| format!("device_add {id}"))?;
         Ok(())
     }
