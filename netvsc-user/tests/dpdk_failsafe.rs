@@ -56,23 +56,31 @@ fn sidecar(sys: &FakeSysfs, dir: &std::path::Path) -> JsonProcess {
     agent
 }
 
+/// The README's sidecar example for `form` run against a sidecar on eth1 with its VF: asserts
+/// that testpmd ran and fail-safe parsed the VF's address; stops the sidecar. Its log and the
+/// sidecar's directory.
+fn readme_form_feeds_real_failsafe(form: &str) -> (String, tempfile::TempDir) {
+    let (_tree_dir, sys) = tree();
+    let run = tempfile::tempdir().unwrap();
+    let agent = sidecar(&sys, run.path());
+    let out = testpmd::shell(&readme_example(form, run.path()));
+    let log = testpmd::log_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(testpmd::parsed(&log).first(), Some(&VF_PCI), "fail-safe did not read {form}: {log}");
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
+    (log, run)
+}
+
 #[test]
 fn fifo_form_from_the_readme_feeds_real_failsafe() {
     if !testpmd::available("fifo_form_from_the_readme_feeds_real_failsafe") {
         return;
     }
-    let (_tree_dir, sys) = tree();
-    let run = tempfile::tempdir().unwrap();
-    let agent = sidecar(&sys, run.path());
-    let out = testpmd::shell(&readme_example("fd(9)", run.path()));
-    let log = testpmd::log_of(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    assert_eq!(testpmd::parsed(&log).first(), Some(&VF_PCI), "fail-safe did not read the FIFO: {log}");
+    let (log, _run) = readme_form_feeds_real_failsafe("fd(9)");
     assert!(log.contains("Initializing Fail-safe PMD for net_failsafe_vsc0"), "{log}");
     // Only our port: the example switches off DPDK's own vdev_netvsc.
     assert!(log.contains(r#"net_vdev_netvsc: invoked as "net_vdev_netvsc0", using arguments "ignore=1""#), "{log}");
-    agent.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(agent.wait().code(), Some(0));
 }
 
 #[test]
@@ -80,15 +88,7 @@ fn state_file_form_from_the_readme_feeds_real_failsafe() {
     if !testpmd::available("state_file_form_from_the_readme_feeds_real_failsafe") {
         return;
     }
-    let (_tree_dir, sys) = tree();
-    let run = tempfile::tempdir().unwrap();
-    let agent = sidecar(&sys, run.path());
-    let out = testpmd::shell(&readme_example("exec(cat", run.path()));
-    let log = testpmd::log_of(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    assert_eq!(testpmd::parsed(&log).first(), Some(&VF_PCI), "fail-safe did not run cat on the state file: {log}");
-    agent.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(agent.wait().code(), Some(0));
+    let (_, run) = readme_form_feeds_real_failsafe("exec(cat");
 
     // After the agent stopped the state file is gone: fail-safe reads no address (and no stale one).
     let out = testpmd::shell(&readme_example("exec(cat", run.path()));

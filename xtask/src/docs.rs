@@ -28,7 +28,8 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// between those markers in `docs`, or appends it.
 pub fn write_between(docs: &Path, markers: (&str, &str), section: &str) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(docs).with_context(|| format!("reading {}", docs.display()))?;
-    std::fs::write(docs, replace_section(&text, markers, section)).with_context(|| format!("writing {}", docs.display()))
+    std::fs::write(docs, replace_section(&text, markers, section))
+        .with_context(|| format!("writing {}", docs.display()))
 }
 
 fn replace_section(text: &str, (begin_marker, end_marker): (&str, &str), section: &str) -> String {

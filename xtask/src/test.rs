@@ -101,36 +101,43 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A change to the shared types must reach the embedded kernel object (one test).
-fn rebuild_check(totals: &mut Totals) {
-    match crate::rebuild_check::run() {
-        Ok(()) => totals.passed += 1,
+/// One check counted as one test: skipped, saying why, when `unavailable` names a reason; else
+/// passed or failed on `run`'s result.
+fn check(totals: &mut Totals, name: &str, unavailable: Option<String>, run: impl FnOnce() -> anyhow::Result<()>) {
+    if let Some(reason) = unavailable {
+        println!("SKIP {name}: {reason}");
+        totals.skipped += 1;
+        totals.passed += 1;
+        return;
+    }
+    match run() {
+        Ok(()) => {
+            println!("{name}: ok");
+            totals.passed += 1;
+        }
         Err(err) => {
-            println!("ebpf-rebuild-check: FAIL {err:#}");
+            println!("{name}: FAIL {err:#}");
             totals.failed += 1;
         }
     }
 }
 
+/// A change to the shared types must reach the embedded kernel object (one test).
+fn rebuild_check(totals: &mut Totals) {
+    check(totals, "ebpf-rebuild-check", None, crate::rebuild_check::run);
+}
+
 /// The host failover bench's three rows with a few plugs each: the reference listener, the
 /// minimal reactor and the agent in both modes keep working (one test; needs root).
 fn failover_bench_check(totals: &mut Totals) {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIP failover bench check: needs root for a network namespace");
-        totals.skipped += 1;
-        totals.passed += 1;
-        return;
-    }
-    match crate::bench::failover_check(5) {
-        Ok(()) => {
-            println!("failover bench check: ok");
-            totals.passed += 1;
-        }
-        Err(err) => {
-            println!("failover bench check: FAIL {err:#}");
-            totals.failed += 1;
-        }
-    }
+    let unavailable = (!nix::unistd::geteuid().is_root()).then(|| "needs root for a network namespace".to_owned());
+    check(totals, "failover bench check", unavailable, || crate::bench::failover_check(5));
+}
+
+/// DPDK's real fail-safe in the guest, fed by the agent: two plugs at two addresses, fail-safe
+/// switching to each and never reading a stale one (one test).
+fn vm_dpdk_check(totals: &mut Totals) {
+    check(totals, "vm dpdk", crate::vm::dpdk_unavailable(), crate::vm::dpdk_check);
 }
 
 /// The QEMU hot-plug scenarios for every source that runs here; a machine that cannot run them
@@ -153,26 +160,6 @@ fn vm_scenarios(totals: &mut Totals) {
         Err(err) => {
             println!("vm: FAIL setting up the guest: {err:#}");
             totals.failed += scenarios;
-        }
-    }
-}
-
-/// DPDK's real fail-safe in the guest, fed by the agent: two plugs (one test).
-fn vm_dpdk_check(totals: &mut Totals) {
-    if let Some(reason) = crate::vm::dpdk_unavailable() {
-        println!("SKIP vm dpdk: {reason}");
-        totals.skipped += 1;
-        totals.passed += 1;
-        return;
-    }
-    match crate::vm::dpdk_check() {
-        Ok(()) => {
-            println!("vm dpdk: PASS fail-safe switched to both hot-plugged VFs, never to a stale address");
-            totals.passed += 1;
-        }
-        Err(err) => {
-            println!("vm dpdk: FAIL {err:#}");
-            totals.failed += 1;
         }
     }
 }

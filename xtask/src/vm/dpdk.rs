@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
 
+use super::dpdk_rows::{Cycle, Feeder};
 use super::guest::{pci_of, Setup, MAC_A};
 use super::qemu::{BootConfig, Nic, Vm};
+use super::traffic::{self, Listener};
 use crate::phase::Phase;
 
 /// The DPDK application in the guest: testpmd with the plugins fail-safe needs (`-d`, not the
@@ -53,8 +55,6 @@ lib=/usr/lib/x86_64-linux-gnu
     "$@" -- --total-num-mbufs 2048 --forward-mode=txonly --stats-period 5 --no-lsc-interrupt --disable-link-check --hot-plug \
     2>&1 | /bin/stamp-lines
 "#;
-pub const TESTPMD_PATH: &str = "/etc/nvw/testpmd";
-
 
 /// Host files the guest needs for DPDK (installed at the same paths, with their libraries).
 pub fn host_files() -> Vec<std::path::PathBuf> {
@@ -83,60 +83,6 @@ pub fn unavailable() -> Option<String> {
     })
 }
 
-/// Who feeds fail-safe's pipe in a row.
-#[derive(Clone, Debug)]
-pub enum Feeder {
-    /// DPDK's own `net_vdev_netvsc` (`force=1` on the virtio stand-in), its 1 s scan and
-    /// fail-safe's default poll.
-    Original,
-    /// `netvsc-watch exec --source <source> --failsafe-poll <ms>`.
-    Agent { source: String, poll_ms: u32 },
-}
-
-impl Feeder {
-    pub fn label(&self) -> String {
-        match self {
-            Feeder::Original => "original vdev_netvsc (poll 2000 ms)".into(),
-            Feeder::Agent { source, poll_ms } => format!("netvsc-watch {source}, poll {poll_ms} ms"),
-        }
-    }
-
-    /// fail-safe's hotplug_poll in this row.
-    pub fn poll_ms(&self) -> u32 {
-        match self {
-            Feeder::Original => 2000,
-            Feeder::Agent { poll_ms, .. } => *poll_ms,
-        }
-    }
-
-    /// The guest shell command that starts testpmd in the background, its stamped log on the
-    /// results port.
-    fn start_command(&self) -> String {
-        let app = match self {
-            Feeder::Original => format!("{TESTPMD_PATH} --vdev net_vdev_netvsc0,iface=eth0,force=1"),
-            Feeder::Agent { source, poll_ms } => format!(
-                "netvsc-watch exec --source {source} --mac {MAC_A} --force --failsafe-poll {poll_ms} -- {TESTPMD_PATH}"
-            ),
-        };
-        format!("{app} >/dev/ttyS1 2>/dev/console &")
-    }
-}
-
-/// One plug, as fail-safe lived it. Times in ms from the kernel's registration of the VF.
-#[derive(Clone, Debug)]
-pub struct Cycle {
-    /// fail-safe parsed the VF's address (read its pipe).
-    pub parsed_ms: f64,
-    /// fail-safe switched its TX to the VF (after the rig's rebind, see the module doc).
-    pub switched_ms: f64,
-    /// From the rig's rebind to the switch: DPDK's probe plus one more alarm.
-    pub rebind_to_switch_ms: f64,
-    /// What fail-safe logged after the VF was unplugged, within the watch period.
-    pub after_unplug: Vec<String>,
-    /// Whether it switched TX back to the tap on its own.
-    pub fell_back: bool,
-}
-
 /// Boots one guest for `feeder` and plays `cycles` plugs (ports 1, 2, 1, ...), one testpmd run
 /// each.
 pub fn run(
@@ -145,12 +91,13 @@ pub fn run(
     cycles: u32,
     phase: &mut Phase,
 ) -> anyhow::Result<(Vec<Cycle>, super::qemu::Accel)> {
-    let mut vm = boot(setup)?;
+    let listener = Listener::start()?;
+    let mut vm = boot(setup, listener.synthetic_port, &[])?;
     vm.ready().context("the observing agent's ready line")?;
     let mut done = Vec::new();
     for cycle in 0..cycles {
         let port = 1 + cycle % 2;
-        let result = one_plug(&mut vm, feeder, port, &format!("v{cycle}"), phase);
+        let result = one_plug(&mut vm, &listener, feeder, port, &format!("v{cycle}"), phase);
         match result {
             Ok(c) => done.push(c),
             Err(err) => {
@@ -173,27 +120,31 @@ pub fn run(
     Ok((done, vm.accel))
 }
 
-fn boot(setup: &Setup) -> anyhow::Result<Vm> {
+/// The guest, its NetVSC stand-in's frames sent to the listener's `synthetic_port`.
+fn boot(setup: &Setup, synthetic_port: u16, cpu_properties: &[&str]) -> anyhow::Result<Vm> {
     let command = format!("netvsc-watch watch --json --source ebpf --fifo-dir /tmp --mac {MAC_A} --force");
     let config = BootConfig {
         kernel: setup.kernel.clone(),
         initramfs: setup.initramfs.clone(),
         command: command.split_whitespace().map(str::to_owned).collect(),
-        nics: vec![Nic::Virtio { mac: MAC_A.into() }],
+        nics: vec![Nic::VirtioUdp { mac: MAC_A.into(), to: synthetic_port }],
         root_ports: 2,
         work_dir: setup.work_dir.clone(),
         // testpmd: 256 MiB of hugepages (2048 mbufs and the rings need far less), two lcores.
         memory_mib: 1024,
         cpus: 2,
         append: vec!["nvw.hugepages=128".into()],
+        cpu_properties: cpu_properties.iter().map(|p| p.to_string()).collect(),
     };
     Vm::boot(&config)
 }
 
-/// A line of testpmd's periodic statistics (or blank).
+/// A line of testpmd's statistics, periodic or printed when forwarding stops (or a rule, or
+/// blank).
 fn is_statistics(line: &str) -> bool {
-    let stats = ["Port statistics", "RX-", "TX-", "Throughput", "#####", "\u{1b}["];
-    line.trim().is_empty() || stats.iter().any(|s| line.contains(s))
+    let stats = ["statistics", "RX-", "TX-", "Throughput", "#####", "\u{1b}["];
+    let rule = line.trim().chars().all(|c| matches!(c, '-' | '+' | '=' | '#' | ' '));
+    rule || stats.iter().any(|s| line.contains(s))
 }
 
 fn app_line_contains(needle: &str) -> impl Fn(&Value) -> bool + '_ {
@@ -204,8 +155,16 @@ fn t_ns(v: &Value) -> u64 {
     v["t_ns"].as_u64().unwrap_or(0)
 }
 
-fn one_plug(vm: &mut Vm, feeder: &Feeder, port: u32, id: &str, phase: &mut Phase) -> anyhow::Result<Cycle> {
+fn one_plug(
+    vm: &mut Vm,
+    listener: &Listener,
+    feeder: &Feeder,
+    port: u32,
+    id: &str,
+    phase: &mut Phase,
+) -> anyhow::Result<Cycle> {
     let pci = pci_of(port);
+    listener.clear();
     vm.discard_others(|v| v.get("app").is_some());
     // See TESTPMD_WRAPPER: fail-safe records the tap's link as down, then the carrier returns.
     vm.set_link("net0", false)?;
@@ -215,10 +174,11 @@ fn one_plug(vm: &mut Vm, feeder: &Feeder, port: u32, id: &str, phase: &mut Phase
     let run_start = t_ns(&started);
     vm.expect_within("testpmd to start forwarding", Duration::from_secs(60), app_line_contains("forwards packets"))?;
     vm.set_link("net0", true)?;
+    let traffic_from = listener.now();
 
     std::thread::sleep(phase.next_delay_under(Duration::from_millis(2000)));
     let plugged_at = Instant::now();
-    vm.plug_vf(id, port, MAC_A)?;
+    vm.plug_vf_udp(id, port, MAC_A, listener.vf_port)?;
     let seen = vm.change(&format!("the observer to see {pci}"), "associated", |c| {
         c.vf.as_ref().is_some_and(|vf| vf.pci == pci)
     })?;
@@ -246,16 +206,21 @@ fn one_plug(vm: &mut Vm, feeder: &Feeder, port: u32, id: &str, phase: &mut Phase
     // Everything testpmd printed before the unplug has arrived by now: the unplug's boundary.
     vm.collect_for(Duration::from_millis(300));
     let unplugged_ns = vm.seen_others().iter().filter(|v| v.get("app").is_some()).map(t_ns).max().unwrap_or(0);
-    vm.unplug(id)?;
+    let unplugging = listener.now();
+    let traffic = traffic::switch(&listener.between(traffic_from, unplugging));
+    vm.unplug_with_backend(id)?;
+    let unplugged = listener.now();
     let watch = Duration::from_millis(u64::from(feeder.poll_ms()) * 2 + 2000);
     vm.collect_for(watch);
+    let frames_after_unplug = listener.between(unplugged, listener.now()).len();
     let run_lines: Vec<Value> =
         vm.seen_others().into_iter().filter(|v| v.get("app").is_some() && t_ns(v) >= run_start).collect();
     let after_unplug: Vec<String> = run_lines
         .iter()
         .filter(|v| t_ns(v) > unplugged_ns)
         .filter_map(|v| v["app"].as_str())
-        .filter(|line| !is_statistics(line))
+        // Indented lines are testpmd's configuration dumps and rates, not events.
+        .filter(|line| !is_statistics(line) && !line.starts_with(char::is_whitespace))
         .map(str::to_owned)
         .collect();
     let fell_back = after_unplug.iter().any(|line| line.contains("Switching tx_dev to sub_device 1"));
@@ -275,11 +240,17 @@ fn one_plug(vm: &mut Vm, feeder: &Feeder, port: u32, id: &str, phase: &mut Phase
     let ms = |ns: u64| ns.saturating_sub(registered_ns) as f64 / 1e6;
     println!(
         "  {pci}: parsed {:.1} ms, switched {:.1} ms after the kernel registered the VF ({:.1} s on the host from device_add); \
-         unplugged: {}",
+         host received {} frames by the NetVSC stand-in, then {} by the VF, gap at the switch {}, longest {:.1} ms; \
+         unplugged: {}, {frames_after_unplug} frames in the {:.1} s after",
         ms(t_ns(&parsed)),
         ms(t_ns(&switched)),
         host_elapsed.as_secs_f64(),
-        if fell_back { "fail-safe fell back to the tap" } else { "fail-safe stayed on the removed VF" }
+        traffic.synthetic_frames,
+        traffic.vf_frames,
+        traffic.gap_ms.map_or("none".into(), |g| format!("{g:.1} ms")),
+        traffic.longest_gap_ms,
+        if fell_back { "fail-safe fell back to the tap" } else { "fail-safe stayed on the removed VF" },
+        watch.as_secs_f64(),
     );
     let mut said: Vec<&String> = Vec::new();
     for line in &after_unplug {
@@ -287,125 +258,26 @@ fn one_plug(vm: &mut Vm, feeder: &Feeder, port: u32, id: &str, phase: &mut Phase
             said.push(line);
         }
     }
-    println!("    fail-safe and EAL in the {:.1} s after the unplug: {said:?}", watch.as_secs_f64());
+    println!("    fail-safe, EAL and testpmd in the {:.1} s after the unplug: {said:?}", watch.as_secs_f64());
     Ok(Cycle {
         parsed_ms: ms(t_ns(&parsed)),
         switched_ms: ms(t_ns(&switched)),
         rebind_to_switch_ms: rebind_to_switch.as_secs_f64() * 1e3,
         after_unplug,
         fell_back,
+        traffic,
+        frames_after_unplug,
     })
 }
 
-/// `original` or `<source>:<poll ms>`.
-pub fn parse_row(row: &str) -> anyhow::Result<Feeder> {
-    if row == "original" {
-        return Ok(Feeder::Original);
-    }
-    let (source, poll) = row.split_once(':').with_context(|| format!("row {row:?}: expected original or SOURCE:POLL_MS"))?;
-    ensure!(["ebpf", "netlink", "poll"].contains(&source), "row {row:?}: unknown source {source:?}");
-    let poll_ms = poll.parse().ok().filter(|ms| (1..=60_000).contains(ms));
-    let poll_ms = poll_ms.with_context(|| format!("row {row:?}: poll {poll:?} is not 1–60000 ms"))?;
-    Ok(Feeder::Agent { source: source.to_owned(), poll_ms })
-}
+/// CPU properties asking QEMU for Hyper-V's CPUID (vendor "Microsoft Hv"), which DPDK's
+/// auto-probe of vdev_netvsc looks for.
+const HYPERV_CPU: &[&str] = &["hv-relaxed", "hv-vendor-id=Microsoft Hv"];
 
-/// Quantile `q` of `values`, exact (nearest rank).
-fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    crate::docs::quantile(&sorted, q)
-}
-
-/// The rows as a Markdown table; the ratio column compares with the original's p50 (above 1:
-/// slower than the original).
-pub fn table(results: &[(Feeder, Vec<Cycle>)]) -> String {
-    let original = results
-        .iter()
-        .find(|(f, _)| matches!(f, Feeder::Original))
-        .map(|(_, c)| quantile(&c.iter().map(|c| c.parsed_ms).collect::<Vec<_>>(), 0.5));
-    let mut out = String::from(
-        "| feeder | plugs | VF registered → fail-safe read it, ms p50 / p99 / max | → switched TX to it, ms p50 / max | \
-         rebind → switched, ms p50 | on unplug | read p50 ÷ original's |\n| --- | ---: | ---: | ---: | ---: | --- | ---: |\n",
-    );
-    for (feeder, cycles) in results {
-        let parsed: Vec<f64> = cycles.iter().map(|c| c.parsed_ms).collect();
-        let switched: Vec<f64> = cycles.iter().map(|c| c.switched_ms).collect();
-        let rebind: Vec<f64> = cycles.iter().map(|c| c.rebind_to_switch_ms).collect();
-        let fell_back = cycles.iter().filter(|c| c.fell_back).count();
-        let ratio = match original {
-            Some(o) if o > 0.0 => format!("{:.2}", quantile(&parsed, 0.5) / o),
-            _ => "–".into(),
-        };
-        out += &format!(
-            "| {} | {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | fell back to the tap: {fell_back} of {} | {ratio} |\n",
-            feeder.label(),
-            cycles.len(),
-            quantile(&parsed, 0.5),
-            quantile(&parsed, 0.99),
-            quantile(&parsed, 1.0),
-            quantile(&switched, 0.5),
-            quantile(&switched, 1.0),
-            quantile(&rebind, 0.5),
-            cycles.len(),
-        );
-    }
-    out
-}
-
-/// What fail-safe, EAL and testpmd said after the unplugs, per row: each distinct line once,
-/// numbers (descriptors, ports) kept.
-pub fn unplug_evidence(results: &[(Feeder, Vec<Cycle>)]) -> String {
-    let mut out = String::new();
-    for (feeder, cycles) in results {
-        let mut said: Vec<&str> = Vec::new();
-        for line in cycles.iter().flat_map(|c| c.after_unplug.iter()) {
-            if !said.contains(&line.as_str()) {
-                said.push(line);
-            }
-        }
-        let said = if said.is_empty() { "nothing".to_owned() } else { said.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ") };
-        out += &format!("- {}: {said}\n", feeder.label());
-    }
-    out
-}
-
-const BEGIN: &str = "<!-- vm dpdk results: written by `cargo xtask vm dpdk` -->";
-const END: &str = "<!-- end of vm dpdk results -->";
-
-/// The section of docs/benchmarks.md.
-pub fn markdown(results: &[(Feeder, Vec<Cycle>)], setup_line: &str) -> String {
-    format!(
-        "{BEGIN}\n\n{setup_line}\n\n{}\nWhat fail-safe, EAL and testpmd logged in the seconds after each VF was hot-unplugged:\n\n{}\n{END}\n",
-        table(results),
-        unplug_evidence(results)
-    )
-}
-
-/// Writes the section into docs/benchmarks.md.
-pub fn write_docs(section: &str) -> anyhow::Result<()> {
-    let docs = crate::workspace::root().join("docs/benchmarks.md");
-    crate::docs::write_between(&docs, (BEGIN, END), section)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_parse_and_bad_ones_name_the_value() {
-        assert!(matches!(parse_row("original"), Ok(Feeder::Original)));
-        let Ok(Feeder::Agent { source, poll_ms }) = parse_row("netlink:100") else { panic!() };
-        assert_eq!((source.as_str(), poll_ms), ("netlink", 100));
-        for bad in ["ebpf", "ebpf:0", "ebpf:fast", "pigeon:100", "netlink:60001"] {
-            let err = parse_row(bad).unwrap_err().to_string();
-            assert!(err.contains(bad), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn quantiles_are_exact_ranks() {
-        let v = [5.0, 1.0, 3.0, 2.0, 4.0];
-        assert_eq!((quantile(&v, 0.5), quantile(&v, 0.99), quantile(&v, 1.0)), (3.0, 5.0, 5.0));
-        assert!(quantile(&[], 0.5).is_nan());
-    }
+/// Boots the DPDK guest asking QEMU for Hyper-V's CPUID and returns what the guest's agent saw
+/// (its ready line's `dpdk_auto_probe`): whether DPDK would auto-probe vdev_netvsc there.
+pub fn hyperv_cpuid(setup: &Setup) -> anyhow::Result<netvsc_user::dpdk_probe::AutoProbe> {
+    let listener = Listener::start()?;
+    let mut vm = boot(setup, listener.synthetic_port, HYPERV_CPU)?;
+    Ok(vm.ready().context("the observing agent's ready line")?.dpdk_auto_probe)
 }

@@ -60,6 +60,7 @@ pub(super) fn boot(setup: &Setup, source: &str, agent_args: &[&str]) -> anyhow::
         memory_mib: 512,
         cpus: 1,
         append: Vec::new(),
+        cpu_properties: Vec::new(),
     };
     let mut vm = Vm::boot(&config)?;
     let ready = vm.ready()?;

@@ -8,11 +8,13 @@ use anyhow::{bail, Context as _};
 mod assets;
 mod bench;
 mod dpdk;
+mod dpdk_rows;
 mod ebpf_checks;
 mod guest;
 mod initramfs;
 mod qemu;
 mod scenarios;
+mod traffic;
 
 pub use scenarios::{count as scenario_count, Outcome};
 
@@ -37,8 +39,13 @@ enum VmCommand {
 
 #[derive(clap::Args, Clone)]
 pub struct DpdkArgs {
-    /// Rows: `original`, or `<source>:<poll ms>` for netvsc-watch exec with that fail-safe poll
-    #[arg(long, value_delimiter = ',', default_value = "original,ebpf:2000,ebpf:100,netlink:2000,netlink:100")]
+    /// Rows: `original`; `<source>:<poll ms>` for netvsc-watch exec with that fail-safe poll;
+    /// `sidecar:<poll ms>` for testpmd reading the guest's sidecar FIFO (eBPF source)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "original,ebpf:2000,ebpf:100,netlink:2000,netlink:100,sidecar:100"
+    )]
     pub rows: Vec<String>,
     /// Plugs per row (one testpmd run each), alternating between two PCI addresses
     #[arg(long, default_value_t = 6)]
@@ -50,6 +57,10 @@ pub struct DpdkArgs {
     /// fail-safe" of docs/benchmarks.md
     #[arg(long)]
     pub no_docs: bool,
+    /// Only boot the guest asking QEMU for Hyper-V's CPUID (`hv-*` CPU properties) and print
+    /// whether DPDK would auto-probe its own vdev_netvsc there
+    #[arg(long)]
+    pub hyperv_cpuid: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -111,7 +122,7 @@ fn prepare_with(with_dpdk: bool) -> anyhow::Result<(guest::Setup, tempfile::Temp
     };
     if with_dpdk {
         contents.host_files = dpdk::host_files();
-        contents.texts.push((dpdk::TESTPMD_PATH.into(), dpdk::TESTPMD_WRAPPER.into(), 0o755));
+        contents.texts.push((dpdk_rows::TESTPMD_PATH.into(), dpdk::TESTPMD_WRAPPER.into(), 0o755));
     }
     initramfs::build(&assets, &contents, &initramfs)?;
     println!(
@@ -136,7 +147,7 @@ pub fn dpdk_unavailable() -> Option<String> {
 /// plugs at two addresses; fails if fail-safe does not switch to either VF or ever reads a
 /// stale address.
 pub fn dpdk_check() -> anyhow::Result<()> {
-    let args = DpdkArgs { rows: vec!["netlink:100".into()], cycles: 2, seed: None, no_docs: true };
+    let args = DpdkArgs { rows: vec!["netlink:100".into()], cycles: 2, seed: None, no_docs: true, hyperv_cpuid: false };
     dpdk_rows(&args)
 }
 
@@ -145,10 +156,19 @@ fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
     if let Some(why) = dpdk_unavailable() {
         bail!("cannot run: {why}");
     }
-    let feeders = args.rows.iter().map(|row| dpdk::parse_row(row)).collect::<anyhow::Result<Vec<_>>>()?;
+    let feeders = args.rows.iter().map(|row| dpdk_rows::parse_row(row)).collect::<anyhow::Result<Vec<_>>>()?;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     println!("vm dpdk: seed {seed}, {} plugs a row", args.cycles);
     let (setup, work) = prepare_with(true)?;
+    if args.hyperv_cpuid {
+        let seen = dpdk::hyperv_cpuid(&setup)?;
+        println!(
+            "vm dpdk: with Hyper-V CPU properties the guest is {}Hyper-V to DPDK: {}",
+            if seen.hyperv { "" } else { "not " },
+            seen.evidence
+        );
+        return Ok(());
+    }
     let mut results = Vec::new();
     let mut accel = None;
     for feeder in &feeders {
@@ -165,7 +185,7 @@ fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
             }
         }
     }
-    print!("{}\n{}", dpdk::table(&results), dpdk::unplug_evidence(&results));
+    print!("{}\n{}", dpdk_rows::table(&results), dpdk_rows::unplug_evidence(&results));
     if !args.no_docs {
         let setup_line = format!(
             "Measured on: {}; guest: QEMU q35, {}, Debian kernel {}, 2 vCPUs, 1 GiB, DPDK {} (Debian's packages); \
@@ -176,7 +196,7 @@ fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
             dpdk::dpdk_version(),
             args.cycles,
         );
-        dpdk::write_docs(&dpdk::markdown(&results, &setup_line))?;
+        dpdk_rows::write_docs(&dpdk_rows::markdown(&results, &setup_line))?;
         println!("vm dpdk: results written to docs/benchmarks.md");
     }
     Ok(())

@@ -17,8 +17,29 @@ use serde_json::Value;
 
 /// A NIC present from boot: `virtio` plays NetVSC; `vf` an e1000e in a root port.
 pub enum Nic {
-    Virtio { mac: String },
-    Vf { id: String, port: u32, mac: String },
+    Virtio {
+        mac: String,
+    },
+    /// A virtio NIC whose frames leave the guest as UDP datagrams to `127.0.0.1:<to>`.
+    VirtioUdp {
+        mac: String,
+        to: u16,
+    },
+    Vf {
+        id: String,
+        port: u32,
+        mac: String,
+    },
+}
+
+/// QEMU's UDP socket backend sending a NIC's frames to `127.0.0.1:<to>` (and receiving on an
+/// ephemeral-looking port next to it, which nothing sends to).
+fn udp_backend(to: u16) -> qmp::NetdevSocketOptions {
+    qmp::NetdevSocketOptions {
+        udp: Some(format!("127.0.0.1:{to}")),
+        localaddr: Some(format!("127.0.0.1:{}", to + 1)),
+        ..Default::default()
+    }
 }
 
 pub struct BootConfig {
@@ -34,6 +55,8 @@ pub struct BootConfig {
     pub cpus: u32,
     /// More kernel command line (`nvw.hugepages=N`).
     pub append: Vec<String>,
+    /// CPU properties after the model (`hv-vendor-id=...`).
+    pub cpu_properties: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,10 +124,12 @@ impl Vm {
             let _ = std::fs::remove_file(path);
         }
         let mut command = Command::new("qemu-system-x86_64");
-        match accel {
-            Accel::Kvm => command.args(["-machine", "q35,accel=kvm", "-cpu", "host"]),
-            Accel::Tcg => command.args(["-machine", "q35,accel=tcg", "-cpu", "max"]),
+        let (machine, cpu) = match accel {
+            Accel::Kvm => ("q35,accel=kvm", "host"),
+            Accel::Tcg => ("q35,accel=tcg", "max"),
         };
+        let cpu = std::iter::once(cpu.to_owned()).chain(config.cpu_properties.iter().cloned()).collect::<Vec<_>>();
+        command.args(["-machine", machine, "-cpu", &cpu.join(",")]);
         let nics = config.nics.len();
         let mut append = format!("console=ttyS0 panic=-1 nvw.nics={nics} nvw.args={}", config.command.join(","));
         for extra in &config.append {
@@ -136,6 +161,12 @@ impl Vm {
                 Nic::Virtio { mac } => command.args([
                     "-netdev",
                     &format!("hubport,id=net{i},hubid={i}"),
+                    "-device",
+                    &format!("virtio-net-pci,netdev=net{i},mac={mac},addr=0x{:x}", 0x3 + i),
+                ]),
+                Nic::VirtioUdp { mac, to } => command.args([
+                    "-netdev",
+                    &format!("socket,id=net{i},udp=127.0.0.1:{to},localaddr=127.0.0.1:{}", to + 1),
                     "-device",
                     &format!("virtio-net-pci,netdev=net{i},mac={mac},addr=0x{:x}", 0x3 + i),
                 ]),
@@ -185,16 +216,7 @@ impl Vm {
         qmp.handshake().context("QMP handshake")?;
         let commands = results.try_clone().context("cloning the results socket")?;
         let lines = JsonLines::follow(results, Order::Any);
-        Ok(Vm {
-            child,
-            commands,
-            next_command: 0,
-            qmp,
-            lines,
-            accel,
-            boot_time: Duration::ZERO,
-            console_log,
-        })
+        Ok(Vm { child, commands, next_command: 0, qmp, lines, accel, boot_time: Duration::ZERO, console_log })
     }
 
     /// How long a wait for the guest lasts: 10 s under KVM, 60 s under TCG.
@@ -224,7 +246,12 @@ impl Vm {
         Ok(self.lines.wait_for(what, self.timeout(), |o| o.line().and_then(&mut pick))?)
     }
 
-    pub fn expect_within(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    pub fn expect_within(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
         Ok(self.lines.wait_other(what, timeout, pred)?)
     }
 
@@ -273,9 +300,32 @@ impl Vm {
         Ok(())
     }
 
+    /// Hot-plugs an e1000e like [`Vm::plug_vf`] whose frames leave the guest as UDP datagrams
+    /// to `127.0.0.1:<to>` (backend `<id>-udp`, removed with [`Vm::unplug_with_backend`]).
+    pub fn plug_vf_udp(&mut self, id: &str, port: u32, mac: &str, to: u16) -> anyhow::Result<()> {
+        let backend = format!("{id}-udp");
+        let netdev = qmp::Netdev::socket { id: backend.clone(), socket: udp_backend(to) };
+        self.qmp.execute(&qmp::netdev_add(netdev)).with_context(|| format!("netdev_add {backend}"))?;
+        let props =
+            [("mac".to_owned(), qapi::Any::from(mac)), ("netdev".to_owned(), qapi::Any::from(backend.as_str()))];
+        let add = qmp::device_add::new("e1000e", Some(id.to_owned()), Some(format!("rp{port}")), props);
+        self.qmp.execute(&add).with_context(|| format!("device_add {id}"))?;
+        Ok(())
+    }
+
+    /// [`Vm::unplug`], then removes the device's UDP backend.
+    pub fn unplug_with_backend(&mut self, id: &str) -> anyhow::Result<Duration> {
+        let released = self.unplug(id)?;
+        let backend = format!("{id}-udp");
+        self.qmp.execute(&qmp::netdev_del { id: backend.clone() }).with_context(|| format!("netdev_del {backend}"))?;
+        Ok(released)
+    }
+
     /// Sets the carrier of NIC backend `netdev` (`net<i>` for the i-th boot NIC).
     pub fn set_link(&mut self, netdev: &str, up: bool) -> anyhow::Result<()> {
-        self.qmp.execute(&qmp::set_link { name: netdev.to_owned(), up }).with_context(|| format!("set_link {netdev}"))?;
+        self.qmp
+            .execute(&qmp::set_link { name: netdev.to_owned(), up })
+            .with_context(|| format!("set_link {netdev}"))?;
         Ok(())
     }
 
