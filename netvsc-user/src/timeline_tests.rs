@@ -127,3 +127,97 @@ fn spreads_are_quantiles_of_the_values() {
     close(Spread::of([0.25, 0.5]).max, 0.5);
     assert_eq!(Spread::of([]), Spread::default());
 }
+
+#[test]
+fn clocks_are_named_as_serialized_and_taken_from_the_source() {
+    for clock in [Clock::Kernel, Clock::Ebpf, Clock::Netlink, Clock::Poll] {
+        assert_eq!(serde_json::to_string(&clock).unwrap(), format!("\"{}\"", clock.as_str()));
+    }
+    let of = [
+        (SourceName::Ebpf, Clock::Ebpf),
+        (SourceName::Netlink, Clock::Netlink),
+        (SourceName::Poll, Clock::Poll),
+        (SourceName::Startup, Clock::Poll),
+        (SourceName::Resync, Clock::Poll),
+    ];
+    for (source, clock) in of {
+        assert_eq!(Clock::of(source), clock, "{source:?}");
+    }
+}
+
+#[test]
+fn a_kernel_timestamp_on_either_end_makes_the_failover_kernel_timed() {
+    let gone = |kernel| event(LinkEvent::Removed { ifindex: 5 }, MS, kernel);
+    let back = |kernel| event(LinkEvent::Changed { ifindex: 9, name: None, mac: None, master: None }, 3 * MS, kernel);
+    for (gone_kernel, back_kernel, want) in
+        [(false, true, Clock::Kernel), (true, false, Clock::Kernel), (false, false, Clock::Netlink)]
+    {
+        let mut rec = Recorder::new(SourceName::Netlink);
+        rec.source_event(&gone(gone_kernel));
+        rec.action(&dissociate(0, vf(5, "p")), &gone(gone_kernel), 2 * MS);
+        rec.source_event(&back(back_kernel));
+        let done = rec.action(&associate(0, vf(9, "q")), &back(back_kernel), 4 * MS).cloned().unwrap();
+        assert_eq!(done.clock, want, "gone by kernel {gone_kernel}, back by kernel {back_kernel}");
+    }
+}
+
+#[test]
+fn a_new_outage_forgets_an_address_never_read() {
+    let mut rec = Recorder::new(SourceName::Ebpf);
+    outage(&mut rec, 0, true);
+    assert_eq!(rec.awaiting_read().collect::<Vec<_>>(), vec![0]);
+    let gone = event(LinkEvent::Removed { ifindex: 9 }, 3_000 * MS, true);
+    rec.source_event(&gone);
+    rec.action(&dissociate(0, vf(9, "0003:00:02.0")), &gone, 3_000 * MS + 10_000);
+    assert_eq!(rec.awaiting_read().count(), 0);
+    assert!(rec.read(0, 3_001 * MS).is_none(), "a read now belongs to no completed failover");
+    let report = rec.report();
+    assert_eq!(report.failovers.len(), 2);
+    assert_eq!(report.failovers[0].read_ns, None);
+    // The second outage started from the kernel's removal time of the returned VF.
+    assert_eq!(report.failovers[1].netdev_gone_ns, 3_000 * MS);
+}
+
+#[test]
+fn the_table_names_the_clock_and_leaves_unknowns_as_dashes() {
+    let mut rec = Recorder::new(SourceName::Ebpf);
+    outage(&mut rec, 0, true);
+    let table = rec.report().table();
+    let row = table.lines().nth(1).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    // interface, VF, clock, absent s, gone→empty µs, event→pipe µs, write→read µs, new VF
+    assert_eq!(cells, ["eth1", "0002:00:02.0", "kernel", "2.099", "20.0", "40.0", "-", "0003:00:02.0"], "{table}");
+    let summary = table.lines().find(|l| l.starts_with("VF absent")).unwrap();
+    assert!(summary.contains("n=1") && summary.contains("p50 2.099 s"), "{summary}");
+    let unread = table.lines().find(|l| l.starts_with("address written → read")).unwrap();
+    assert!(unread.contains("n=0") && unread.contains("max -"), "{unread}");
+}
+
+#[test]
+fn negative_spans_count_as_zero() {
+    let spread = Spread::of([-5.0, 2.0]);
+    assert_eq!((spread.count, spread.p50), (2, 0.0));
+    assert!((spread.max - 2.0).abs() < 1e-3, "{spread:?}");
+}
+
+#[test]
+fn the_outage_starts_when_the_netdevice_went_not_when_the_agent_noticed() {
+    // The removal is seen at 1 ms; the dissociation happens while handling a later event (a
+    // rescan at 5 ms): the outage still starts at 1 ms, and names the interface and its port.
+    let mut rec = Recorder::new(SourceName::Netlink);
+    rec.source_event(&event(LinkEvent::Removed { ifindex: 5 }, MS, false));
+    let rescan = event(LinkEvent::Resync { reason: "interval", lost: false }, 5 * MS, false);
+    rec.action(
+        &Action::Dissociate { id: 3, netvsc: "eth4".into(), vf: vf(5, "p"), reason: Release::VfGone },
+        &rescan,
+        6 * MS,
+    );
+    let report = rec.report();
+    let f = &report.failovers[0];
+    assert_eq!((f.netdev_gone_ns, f.pipe_emptied_ns), (MS, 6 * MS));
+    assert_eq!((f.netvsc.as_str(), f.failsafe.as_str(), f.old_pci.as_str()), ("eth4", "net_failsafe_vsc3", "p"));
+    // Without a recorded removal, the handled event's time stands in.
+    let mut rec = Recorder::new(SourceName::Netlink);
+    rec.action(&dissociate(0, vf(7, "p")), &rescan, 6 * MS);
+    assert_eq!(rec.report().failovers[0].netdev_gone_ns, 5 * MS);
+}
