@@ -82,9 +82,8 @@ fn off_hyperv_exec_adds_nothing_for_it() {
 
 /// `netvsc-watch exec -- dpdk-testpmd` without hugepages or PCI, non-interactive: its output.
 fn run_testpmd(sys: &FakeSysfs, app_vdevs: &[&str]) -> std::process::Output {
-    let mut command = Command::new(NETVSC_WATCH);
-    command.args(["exec", "--source", "poll", "--sysfs-root", sys.root().to_str().unwrap(), "--", testpmd::TESTPMD]);
-    command.args(testpmd::eal_args()).args(app_vdevs).arg("--").args(testpmd::APP_ARGS);
+    let mut command = testpmd::under_exec(sys.root(), &[]);
+    command.args(app_vdevs).arg("--").args(testpmd::APP_ARGS);
     command.stdin(std::process::Stdio::null()).output().unwrap()
 }
 

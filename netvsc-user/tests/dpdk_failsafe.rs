@@ -98,9 +98,7 @@ fn state_file_form_from_the_readme_feeds_real_failsafe() {
 
 /// Interactive testpmd under `exec --failsafe-poll poll_ms`, kept running for `held`: its log.
 fn exec_held(sys: &FakeSysfs, poll_ms: &str, held: Duration) -> String {
-    let mut command = Command::new(NETVSC_WATCH);
-    command.args(["exec", "--source", "poll", "--failsafe-poll", poll_ms, "--sysfs-root"]);
-    command.arg(sys.root()).args(["--", testpmd::TESTPMD]).args(testpmd::eal_args());
+    let mut command = testpmd::under_exec(sys.root(), &["--failsafe-poll", poll_ms]);
     command.args(["--", "-i"]).args(testpmd::APP_ARGS);
     let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(held);

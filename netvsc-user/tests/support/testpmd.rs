@@ -33,6 +33,15 @@ pub fn eal_args() -> Vec<String> {
         .collect()
 }
 
+/// `netvsc-watch exec --source poll <flags> --sysfs-root <root> -- dpdk-testpmd <EAL arguments>`:
+/// the caller adds more EAL arguments, then `--` and testpmd's own.
+pub fn under_exec(root: &std::path::Path, flags: &[&str]) -> Command {
+    let mut command = Command::new(super::NETVSC_WATCH);
+    command.args(["exec", "--source", "poll"]).args(flags).arg("--sysfs-root").arg(root);
+    command.args(["--", TESTPMD]).args(eal_args());
+    command
+}
+
 /// testpmd's own arguments (after `--`): a mempool small enough for `-m 256`.
 pub const APP_ARGS: [&str; 2] = ["--total-num-mbufs", "2048"];
 

@@ -294,10 +294,7 @@ impl Vm {
 
     /// Hot-plugs an e1000e (the VF stand-in) into root port `rp<port>`.
     pub fn plug_vf(&mut self, id: &str, port: u32, mac: &str) -> anyhow::Result<()> {
-        let props = [("mac".to_owned(), qapi::Any::from(mac))];
-        let add = qmp::device_add::new("e1000e", Some(id.to_owned()), Some(format!("rp{port}")), props);
-        self.qmp.execute(&add).with_context(|| format!("device_add {id}"))?;
-        Ok(())
+        self.add_vf(id, port, mac, None)
     }
 
     /// Hot-plugs an e1000e like [`Vm::plug_vf`] whose frames leave the guest as UDP datagrams
@@ -306,8 +303,13 @@ impl Vm {
         let backend = format!("{id}-udp");
         let netdev = qmp::Netdev::socket { id: backend.clone(), socket: udp_backend(to) };
         self.qmp.execute(&qmp::netdev_add(netdev)).with_context(|| format!("netdev_add {backend}"))?;
-        let props =
-            [("mac".to_owned(), qapi::Any::from(mac)), ("netdev".to_owned(), qapi::Any::from(backend.as_str()))];
+        self.add_vf(id, port, mac, Some(&backend))
+    }
+
+    /// `device_add` of an e1000e into root port `rp<port>`, on `netdev` if given.
+    fn add_vf(&mut self, id: &str, port: u32, mac: &str, netdev: Option<&str>) -> anyhow::Result<()> {
+        let mut props = vec![("mac".to_owned(), qapi::Any::from(mac))];
+        props.extend(netdev.map(|n| ("netdev".to_owned(), qapi::Any::from(n))));
         let add = qmp::device_add::new("e1000e", Some(id.to_owned()), Some(format!("rp{port}")), props);
         self.qmp.execute(&add).with_context(|| format!("device_add {id}"))?;
         Ok(())
