@@ -13,6 +13,7 @@ use crate::deferred::Deferred;
 use crate::failsafe::Outputs;
 use crate::lines::{Line, Stats};
 use crate::measuring::Measuring;
+use crate::metrics::{Metrics, Observer};
 use crate::pairing::{Action, Pairing};
 use crate::report::Reporter;
 use crate::selection::Selection;
@@ -36,6 +37,8 @@ pub struct Timers {
 pub struct Agent {
     /// Failover timelines, when `--measure` asked for them.
     measuring: Option<Measuring>,
+    /// Prometheus metrics, when `--metrics-listen` asked for them.
+    observer: Option<Observer>,
     /// MACs of the managed interfaces last handed to the source (the eBPF one filters on them).
     watched: Vec<macaddr::MacAddr6>,
     stats: Stats,
@@ -82,6 +85,7 @@ impl Agent {
         }
         Ok(Agent {
             measuring: None,
+            observer: None,
             watched: Vec::new(),
             stats: Stats::default(),
             deferred: Deferred::default(),
@@ -115,6 +119,13 @@ impl Agent {
         self.measuring = Some(Measuring::new(source));
     }
 
+    /// Starts feeding `metrics`; `source` names the clock of events without kernel times.
+    pub fn observe(&mut self, metrics: Metrics, source: SourceName) {
+        let observer = Observer::new(metrics, source);
+        observer.interfaces(&self.pairing, &self.view);
+        self.observer = Some(observer);
+    }
+
     /// The failovers recorded so far (`None` unless [`Agent::measure`] was called).
     pub fn timeline(&self) -> Option<Report> {
         self.measuring.as_ref().map(Measuring::report)
@@ -126,6 +137,9 @@ impl Agent {
     pub async fn handle(&mut self, event: &SourceEvent, source: SourceName) -> anyhow::Result<Vec<Action>> {
         if let Some(measuring) = &mut self.measuring {
             measuring.source_event(event);
+        }
+        if let Some(observer) = &mut self.observer {
+            observer.source_event(event);
         }
         let touched = self.reader.apply(&mut self.view, event).await?;
         if touched.is_nothing() {
@@ -144,6 +158,12 @@ impl Agent {
             if let Some(line) = self.measuring.as_mut().and_then(|m| m.action(action, event, done_ns)) {
                 self.reporter.line(&line);
             }
+            if let Some(observer) = &mut self.observer {
+                observer.action(action, event, done_ns, source);
+            }
+        }
+        if let (Some(observer), false) = (&self.observer, actions.is_empty()) {
+            observer.changed(source, &self.pairing, &self.view);
         }
         Ok(actions)
     }
@@ -211,6 +231,9 @@ impl Agent {
                 event = source.next() => {
                     let event = event.with_context(|| format!("{name} event source failed"))?;
                     self.stats.events += 1;
+                    if let Some(observer) = &mut self.observer {
+                        observer.delivered(name, source.ring_drops());
+                    }
                     if timers.trace_events {
                         self.reporter.source_event(&event, name);
                     }

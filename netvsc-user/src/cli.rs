@@ -165,6 +165,11 @@ pub struct RunArgs {
     /// exit, and write it as JSON to FILE. Example: --measure /tmp/failovers.json
     #[arg(long, value_name = "FILE")]
     pub measure: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics (`/metrics`, OpenMetrics text, all named netvsc_watch_*) and
+    /// `/healthz` (200 once ready, 503 while starting or stopping) on this address.
+    /// Example: --metrics-listen 127.0.0.1:9479 (port 0: any free port, logged)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// eBPF: pass only NetVSC, PCI-parented and managed-MAC devices to the agent (in the kernel)
     #[arg(long, default_value = "on", value_name = "on|off", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]

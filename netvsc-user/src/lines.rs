@@ -55,6 +55,9 @@ pub struct Ready {
     /// The managed interfaces, with their sidecar files.
     pub interfaces: Vec<InterfaceReport>,
     pub dpdk_auto_probe: AutoProbe,
+    /// Where `/metrics` and `/healthz` are served (`--metrics-listen`, its port resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,8 +14,10 @@ use netvsc_user::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, CannotRun, 
 use netvsc_user::failsafe::{OutputMode, Outputs};
 use netvsc_user::lines::{Line, PassedOver, Ready};
 use netvsc_user::link_list::{KernelLinkList, LinkList};
+use netvsc_user::metrics::{self, Metrics};
 use netvsc_user::pairing::Pairing;
 use netvsc_user::report::{interface_line, interface_reports, vdev_arg, Reporter};
+use netvsc_user::service::{Health, Phase};
 use netvsc_user::signals::Terminations;
 use netvsc_user::source::Opened;
 use netvsc_user::sysfs::Sysfs;
@@ -98,17 +100,19 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         return Err(UsageError::FifoDir { path: args.fifo_dir.clone(), why: "not a directory".into() }.into());
     }
     check_measure_path(&args.run)?;
+    let served = start_metrics(&args.run)?;
     let reader = system_reader(&args.selection)?;
     let mut opened = event_source(&args.run)?;
     let mut signals = Terminations::install()?;
     // From here on every exit path leaves the directory in order (Agent::start undoes its own).
     let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode })?;
     let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
-    start_measuring(&args.run, &opened, &mut agent);
+    start_measuring(&args.run, &opened, &mut agent, &served);
     // What DPDK containers next to the sidecar need on their command line.
     let auto_probe = AutoProbe::detect(agent.view(), &[], false);
-    announce_ready(&args.run, &opened, &agent, &auto_probe);
+    announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
     let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.recv()).await;
+    served.health.enter(Phase::Stopping, "stopping: emptying the FIFOs");
     let measured = finish_measuring(&args.run, &agent);
     agent.shutdown();
     let signal = result?;
@@ -123,6 +127,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         return Err(exec_unchanged(&args.command));
     }
     check_measure_path(&args.run)?;
+    let served = start_metrics(&args.run)?;
     let reader = system_reader(&args.selection)?;
     let mut opened = event_source(&args.run)?;
     let forwarder = Forwarder::install()?;
@@ -142,7 +147,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     }
     let argv = dpdk_argv(&args.command, &vdevs);
     info!(argv = ?argv, "starting the application");
-    start_measuring(&args.run, &opened, &mut agent);
+    start_measuring(&args.run, &opened, &mut agent, &served);
     let child = match spawn(&argv, inherit) {
         Ok(child) => child,
         Err(err) => {
@@ -150,8 +155,9 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             return Err(err);
         }
     };
-    announce_ready(&args.run, &opened, &agent, &auto_probe);
+    announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
     let result = agent.run(opened.source.as_mut(), args.run.timers(), forwarder.wait(child)).await;
+    served.health.enter(Phase::Stopping, "stopping: the application exited");
     let measured = finish_measuring(&args.run, &agent);
     agent.shutdown();
     let status = result??;
@@ -177,10 +183,33 @@ fn check_measure_path(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// With `--measure FILE` (already checked): starts recording.
-fn start_measuring(args: &RunArgs, opened: &Opened, agent: &mut Agent) {
+/// The agent's health, and its metrics when `--metrics-listen` asked for them.
+struct Served {
+    health: Health,
+    metrics: Option<Metrics>,
+    /// The address bound (port 0 resolved).
+    addr: Option<std::net::SocketAddr>,
+}
+
+/// Binds `--metrics-listen` before anything is created (an address in use is the user's to fix)
+/// and serves `/metrics` and `/healthz` from then on.
+fn start_metrics(args: &RunArgs) -> anyhow::Result<Served> {
+    let health = Health::default();
+    let Some(addr) = args.metrics_listen else { return Ok(Served { health, metrics: None, addr: None }) };
+    let listener = metrics::bind(addr)?;
+    let addr = listener.addr;
+    let served = Metrics::new();
+    metrics::serve(listener, served.clone(), health.clone()).context("serving metrics")?;
+    Ok(Served { health, metrics: Some(served), addr: Some(addr) })
+}
+
+/// With `--measure FILE` (already checked): starts recording; with metrics, starts feeding them.
+fn start_measuring(args: &RunArgs, opened: &Opened, agent: &mut Agent, served: &Served) {
     if args.measure.is_some() {
         agent.measure(opened.source.name());
+    }
+    if let Some(metrics) = &served.metrics {
+        agent.observe(metrics.clone(), opened.source.name());
     }
 }
 
@@ -212,7 +241,7 @@ fn event_source(args: &RunArgs) -> anyhow::Result<Opened> {
 
 /// Tells scripts (and tests) that start-up is done and events are being watched, by which
 /// source, and why sources tried before it were passed over.
-fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent, auto_probe: &AutoProbe) {
+fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent, auto_probe: &AutoProbe, served: &Served) {
     let contexts = agent.interface_reports().into_iter().filter(|r| r.failsafe.is_some()).collect();
     let passed_over = opened
         .passed_over
@@ -225,5 +254,10 @@ fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent, auto_probe: &A
         passed_over,
         interfaces: contexts,
         dpdk_auto_probe: auto_probe.clone(),
+        metrics_listen: served.addr,
     }));
+    let managed = agent.pairing().contexts().len();
+    served
+        .health
+        .enter(Phase::Ready, &format!("watching {managed} interface(s) with the {} source", opened.source.name()));
 }

@@ -142,6 +142,21 @@ pub struct Recorder {
     done: Vec<Failover>,
     /// Completed failovers whose address has not been seen read yet: context id → index in `done`.
     unread: BTreeMap<u32, usize>,
+    /// Whether completed failovers are kept for the report (`--measure`), or only the latest
+    /// (metrics, for as long as the agent runs).
+    history: bool,
+}
+
+/// Past this many remembered PCI addresses or ifindexes, those older than [`FORGET_AFTER_NS`]
+/// are forgotten: on a busy node (containers' veths with the netlink source) the maps would
+/// otherwise grow for as long as the agent runs.
+const REMEMBERED: usize = 512;
+const FORGET_AFTER_NS: u64 = 600 * 1_000_000_000;
+
+fn forget_old<K>(map: &mut HashMap<K, (bool, u64)>, now_ns: u64) {
+    if map.len() > REMEMBERED {
+        map.retain(|_, (_, at)| now_ns.saturating_sub(*at) < FORGET_AFTER_NS);
+    }
 }
 
 impl Recorder {
@@ -154,7 +169,18 @@ impl Recorder {
             open: BTreeMap::new(),
             done: Vec::new(),
             unread: BTreeMap::new(),
+            history: true,
         }
+    }
+
+    /// A recorder that keeps only the latest completed failover (for metrics: bounded memory).
+    pub fn without_history(source: SourceName) -> Self {
+        Self { history: false, ..Self::new(source) }
+    }
+
+    /// The outage in progress for context `id` (its VF gone, no successor yet).
+    pub fn outage(&self, id: u32) -> Option<&Failover> {
+        self.open.get(&id)
     }
 
     /// Notes when things appeared and went, before the event is handled.
@@ -176,6 +202,8 @@ impl Recorder {
             }
             LinkEvent::AddressChanged { .. } | LinkEvent::Resync { .. } => {}
         }
+        forget_old(&mut self.pci, at);
+        forget_old(&mut self.netdev, at);
     }
 
     /// Records an action the agent carried out at `at_ns` while handling `event`. Returns the
@@ -213,6 +241,10 @@ impl Recorder {
                 failover.written_ns = Some(at_ns);
                 if clock == Clock::Kernel {
                     failover.clock = clock;
+                }
+                if !self.history {
+                    self.done.clear();
+                    self.unread.clear();
                 }
                 self.unread.insert(*id, self.done.len());
                 self.done.push(failover);

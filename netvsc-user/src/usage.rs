@@ -27,6 +27,9 @@ pub enum UsageError {
     /// file that is not ours).
     #[error("--fifo-dir {}: {why}", .path.display())]
     FifoDir { path: PathBuf, why: String },
+    /// `--metrics-listen` cannot be bound (in use, not an address of this host).
+    #[error("--metrics-listen {}: {why}", clip(.addr))]
+    MetricsListen { addr: String, why: String },
     /// `--measure` cannot be written.
     #[error("--measure {}: {why}", .path.display())]
     Measure { path: PathBuf, why: String },

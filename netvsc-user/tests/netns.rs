@@ -1,12 +1,10 @@
 //! As root, in a private network namespace: real rtnetlink events from veth devices drive the
-//! agent, with a fake sysfs tree that says which veth plays the NetVSC and which the VF.
-//! The fake tree is updated before a device is created (the kernel registers sysfs before it
-//! announces the device) and after it is deleted (the kernel announces removal first).
+//! agent, with a fake sysfs tree that says which veth plays the NetVSC and which the VF
+//! ([`support::stage::Stage`]).
 
 use std::process::Command;
 use std::time::Duration;
 
-use netvsc_testkit::FakeSysfs;
 use netvsc_user::failsafe::reader::read_like_failsafe;
 use nix::sys::signal::Signal;
 
@@ -15,62 +13,8 @@ use netvsc_user::lines::Line;
 use netvsc_user::pairing::Release;
 use netvsc_user::source::SourceName;
 use netvsc_user::timeline::{Clock, Report};
+use support::stage::{Stage, MAC, MAC2};
 use support::{open_fifo, skip_unless_root, JsonProcess, Netns, FAILSAFE_SIM, NETVSC_WATCH};
-
-const MAC: &str = "00:15:5d:00:00:01";
-const MAC2: &str = "00:15:5d:00:00:02";
-
-struct Stage {
-    dir: tempfile::TempDir,
-    sys: FakeSysfs,
-    ns: Netns,
-}
-
-impl Stage {
-    fn new(tag: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
-        let ns = Netns::new(tag);
-        Self { dir, sys, ns }
-    }
-
-    fn netvsc(&self, name: &str, ifindex: u32, mac: &str) {
-        self.sys.add_netvsc(name, ifindex, mac).unwrap();
-        self.ns.add_veth(name, ifindex, mac);
-    }
-
-    fn plug_vf(&self, name: &str, ifindex: u32, mac: &str, pci: &str) {
-        self.sys.add_vf(name, ifindex, mac, pci).unwrap();
-        self.ns.add_veth(name, ifindex, mac);
-    }
-
-    fn unplug(&self, name: &str) {
-        self.ns.ip(&["link", "del", name]);
-        self.sys.remove(name).unwrap();
-    }
-
-    fn root(&self) -> &str {
-        self.sys.root().to_str().unwrap()
-    }
-
-    fn fifo_dir(&self) -> String {
-        let dir = self.dir.path().join("run");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.to_str().unwrap().to_owned()
-    }
-
-    /// `watch` with events only: the safety resync is off, so events alone must do the job.
-    fn watch(&self, extra: &[&str]) -> JsonProcess {
-        let fifo_dir = self.fifo_dir();
-        let mut args =
-            vec!["watch", "--source", "netlink", "--sysfs-root", self.root(), "--fifo-dir", &fifo_dir, "--json"];
-        args.extend_from_slice(&["--resync-interval", "0"]);
-        args.extend_from_slice(extra);
-        let mut agent = JsonProcess::agent(Some(&self.ns.name), &args);
-        agent.ready();
-        agent
-    }
-}
 
 #[test]
 fn netlink_events_alone_follow_vf_hotplug() {

@@ -115,6 +115,12 @@ pub trait Source: Send {
         serde_json::Value::Null
     }
 
+    /// Events lost so far because the kernel-side buffer was full (the eBPF ring); each loss
+    /// also comes as a `Resync` event.
+    fn ring_drops(&self) -> u64 {
+        0
+    }
+
     /// The MACs of the managed interfaces, for sources that filter on them (eBPF does, in the
     /// kernel). Called whenever the set changes.
     fn watch_macs(&mut self, _macs: &[MacAddr6]) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod rig;
+pub mod stage;
 pub mod testpmd;
 
 use netvsc_testkit::follow::Order;

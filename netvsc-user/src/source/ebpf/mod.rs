@@ -149,6 +149,10 @@ impl Source for EbpfSource {
         })
     }
 
+    fn ring_drops(&self) -> u64 {
+        self.dropped_so_far
+    }
+
     fn details(&self) -> serde_json::Value {
         serde_json::json!({
             "hooks": self.hooks,

@@ -1,0 +1,67 @@
+//! What the agent's loop tells the metrics: the events, the actions with their times (a
+//! history-less failover [`Recorder`] supplies the timings) and the pairing state after them.
+
+use super::Metrics;
+use crate::pairing::{Action, Pairing};
+use crate::source::{LinkEvent, SourceEvent, SourceName};
+use crate::timeline::Recorder;
+use crate::view::SystemView;
+
+pub struct Observer {
+    metrics: Metrics,
+    recorder: Recorder,
+    /// The eBPF ring's drop count already counted.
+    drops_seen: u64,
+}
+
+impl Observer {
+    /// `source` names the clock of events without a kernel time.
+    pub fn new(metrics: Metrics, source: SourceName) -> Self {
+        Self { metrics, recorder: Recorder::without_history(source), drops_seen: 0 }
+    }
+
+    /// Before the event is handled: when things appeared and went; rescans by reason.
+    pub fn source_event(&mut self, event: &SourceEvent) {
+        self.recorder.source_event(event);
+        if let LinkEvent::Resync { reason, .. } = event.event {
+            self.metrics.resync(reason);
+        }
+    }
+
+    /// An action carried out at `done_ns` for `event`, which `source` delivered.
+    pub fn action(&mut self, action: &Action, event: &SourceEvent, done_ns: u64, source: SourceName) {
+        let returned = self.recorder.action(action, event, done_ns).cloned();
+        match action {
+            Action::Dissociate { id, .. } => {
+                if let Some(outage) = self.recorder.outage(*id) {
+                    self.metrics.departed(outage, source);
+                }
+            }
+            Action::Associate { .. } => {
+                if let Some(failover) = returned {
+                    self.metrics.returned(&failover, source);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The source delivered an event; `ring_drops`: the eBPF ring's drop count so far.
+    pub fn delivered(&mut self, source: SourceName, ring_drops: u64) {
+        self.metrics.event(source);
+        if ring_drops > self.drops_seen {
+            self.metrics.ring_drops(ring_drops - self.drops_seen);
+            self.drops_seen = ring_drops;
+        }
+    }
+
+    /// An event from `source` changed pairings: the interfaces' state now.
+    pub fn changed(&self, source: SourceName, pairing: &Pairing, view: &SystemView) {
+        self.metrics.relevant(source);
+        self.metrics.interfaces(pairing, view);
+    }
+
+    pub fn interfaces(&self, pairing: &Pairing, view: &SystemView) {
+        self.metrics.interfaces(pairing, view);
+    }
+}
