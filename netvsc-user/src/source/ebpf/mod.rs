@@ -192,6 +192,15 @@ pub fn load_object(options: &EbpfOptions) -> anyhow::Result<Loaded> {
     if !has_object() {
         anyhow::bail!("this build has no eBPF object (build with `cargo xtask build`)");
     }
+    let effective = caps::read(None, caps::CapSet::Effective).context("reading this process's capabilities")?;
+    let missing = missing_capabilities(&effective);
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "missing capability {}: loading and attaching kernel programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)",
+            names.join(" and ")
+        );
+    }
     let kernel = kernel_btf::KernelBtf::load(BTF_PATH)?;
     let mut config = kernel.config().context("resolving kernel struct offsets from BTF")?;
     config.agent_netns = std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino() as u32;
@@ -206,6 +215,19 @@ pub fn load_object(options: &EbpfOptions) -> anyhow::Result<Loaded> {
         .load(OBJECT)
         .context("loading the eBPF object")?;
     Ok(Loaded { ebpf, kernel, btf })
+}
+
+/// What loading and attaching the kernel program needs that `effective` lacks: CAP_BPF for the
+/// bpf() calls, CAP_PERFMON for reading kernel memory and for kprobes (CAP_SYS_ADMIN covers
+/// both, and is what kernels before 5.8 ask for).
+pub fn missing_capabilities(effective: &caps::CapsHashSet) -> Vec<caps::Capability> {
+    if effective.contains(&caps::Capability::CAP_SYS_ADMIN) {
+        return Vec::new();
+    }
+    [caps::Capability::CAP_BPF, caps::Capability::CAP_PERFMON]
+        .into_iter()
+        .filter(|cap| !effective.contains(cap))
+        .collect()
 }
 
 /// The parent device a netdevice record names (the kernel program fills the PCI address of a
@@ -264,6 +286,17 @@ mod tests {
         event.name[..name.len()].copy_from_slice(name);
         event.pci[..pci.len()].copy_from_slice(pci);
         event
+    }
+
+    #[test]
+    fn capabilities_needed_are_bpf_and_perfmon_or_sys_admin() {
+        use caps::Capability::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN};
+        let set = |caps: &[caps::Capability]| caps.iter().copied().collect::<caps::CapsHashSet>();
+        assert_eq!(missing_capabilities(&set(&[])), [CAP_BPF, CAP_PERFMON]);
+        assert_eq!(missing_capabilities(&set(&[CAP_BPF, CAP_NET_ADMIN])), [CAP_PERFMON]);
+        assert_eq!(missing_capabilities(&set(&[CAP_PERFMON])), [CAP_BPF]);
+        assert!(missing_capabilities(&set(&[CAP_BPF, CAP_PERFMON])).is_empty());
+        assert!(missing_capabilities(&set(&[CAP_SYS_ADMIN])).is_empty());
     }
 
     #[test]
