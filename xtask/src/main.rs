@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod docs;
 mod figures;
+mod image;
 mod licenses;
 mod mutants;
 mod phase;
@@ -53,6 +54,9 @@ enum Task {
     EbpfRebuildCheck,
     /// QEMU guest with real PCI hot-plug (fetch the guest, run the VF scenarios)
     Vm(vm::VmArgs),
+    /// Build the container image (deploy/container/Containerfile) offline with podman (or
+    /// docker): a static agent with its eBPF object on an empty base; prints the tag and size
+    Image(image::ImageArgs),
     /// Mutation testing of the pure core (cargo-mutants, installed on first use): score and
     /// survivors, with the accepted ones of docs/mutants.md marked. Takes a long while.
     Mutants(mutants::MutantsArgs),
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Task::EbpfRebuildCheck => rebuild_check::run(),
         Task::MinimalReactor(args) => bench::floor::run(args),
         Task::Mutants(args) => mutants::run(args),
+        Task::Image(args) => image::run(args),
     }
 }
 

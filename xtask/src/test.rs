@@ -85,6 +85,7 @@ pub fn run() -> anyhow::Result<()> {
         failover_bench_check(&mut totals);
         vm_scenarios(&mut totals);
         vm_dpdk_check(&mut totals);
+        image_check(&mut totals);
     }
     // libtest counts a skipped test as passed.
     let passed = totals.passed.saturating_sub(totals.skipped);
@@ -132,6 +133,11 @@ fn rebuild_check(totals: &mut Totals) {
 fn failover_bench_check(totals: &mut Totals) {
     let unavailable = (!nix::unistd::geteuid().is_root()).then(|| "needs root for a network namespace".to_owned());
     check(totals, "failover bench check", unavailable, || crate::bench::failover_check(5));
+}
+
+/// The container image builds offline within its budget and its binary runs (one test).
+fn image_check(totals: &mut Totals) {
+    check(totals, "container image", crate::image::unavailable(), crate::image::check);
 }
 
 /// DPDK's real fail-safe in the guest, fed by the agent: two plugs at two addresses, fail-safe

@@ -19,6 +19,24 @@ pub fn build_agent() -> anyhow::Result<PathBuf> {
     Ok(crate::workspace::root().join("target/release"))
 }
 
+/// The target of the container image's binary: static, no C library to bring along.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Builds the agent as one static binary with its eBPF object (for the container image);
+/// installs the musl target with rustup if missing. Returns the binary's path.
+pub fn build_static_agent() -> anyhow::Result<PathBuf> {
+    ensure()?;
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|line| line.trim() == STATIC_TARGET) {
+        run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))?;
+    }
+    crate::workspace::cargo_with_env(
+        &["build", "--release", "--package", "netvsc-user", "--bin", "netvsc-watch", "--target", STATIC_TARGET],
+        &[("NETVSC_BUILD_EBPF", "1")],
+    )?;
+    Ok(crate::workspace::root().join("target").join(STATIC_TARGET).join("release/netvsc-watch"))
+}
+
 /// Ensures nightly, its rust-src and a working bpf-linker; cheap when all are there.
 pub fn ensure() -> anyhow::Result<()> {
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
@@ -76,7 +94,7 @@ fn succeeds(command: &mut Command) -> bool {
     command.output().is_ok_and(|out| out.status.success())
 }
 
-fn output(command: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn output(command: &mut Command) -> anyhow::Result<String> {
     let out = command.output().with_context(|| format!("running {command:?}"))?;
     if !out.status.success() {
         bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
