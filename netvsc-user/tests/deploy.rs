@@ -116,6 +116,11 @@ fn systemd_analyze_verifies_the_unit_and_rates_it_as_documented() {
     let score = rated.split_whitespace().next().unwrap();
     let docs = repo_file("docs/deployment.md");
     assert!(docs.contains(&format!("exposure: {score} ")), "docs/deployment.md must record exposure {score}");
+    let readme = repo_file("README.md");
+    assert!(
+        readme.contains(&format!("(`systemd-analyze security`: {score})")),
+        "the README must quote exposure {score}"
+    );
 }
 
 /// The named container of a pod spec, among `containers` or `initContainers`.

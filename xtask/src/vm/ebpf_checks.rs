@@ -17,6 +17,21 @@ pub const FILTERED_ARGS: &[&str] = &["--trace-events", "--measure", "/tmp/failov
 pub const UNFILTERED_ARGS: &[&str] =
     &["--trace-events", "--ebpf-attach", "kprobe", "--ebpf-filter", "off", "--ebpf-ring-bytes", "4096"];
 
+/// The third eBPF guest: the agent as nobody with only the capabilities docs/deployment.md lists
+/// for the eBPF source (setpriv execs it in place, so `$AGENT` stays its pid).
+pub const LEAST_PRIVILEGE: &[&str] = &[
+    "setpriv",
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+    "--no-new-privs",
+    "--bounding-set=-all,+bpf,+perfmon",
+    "--inh-caps=-all,+bpf,+perfmon",
+    "--ambient-caps=-all,+bpf,+perfmon",
+];
+
 /// veth pairs created and deleted while the agent watches with the filter on.
 const CHURN_PAIRS: u32 = 100;
 /// veth pairs created while the agent is stopped: 2 registrations each, well over one page.
@@ -46,6 +61,32 @@ pub fn unfiltered_guest() -> Checks {
         ("with the filter off, veth churn reaches the agent", Box::new(churn_is_seen)),
         ("ring buffer overflow: full resync, then events again", Box::new(overflow_resyncs)),
     ]
+}
+
+pub fn least_privilege_guest() -> Checks {
+    vec![
+        ("eBPF as nobody with CAP_BPF and CAP_PERFMON only", Box::new(runs_unprivileged)),
+        ("cold start with the VF present", Box::new(cold_start)),
+        ("a migration cycle", Box::new(|g: &mut Guest| migration_cycles(g, 1))),
+        ("without CAP_PERFMON, one line names it", Box::new(names_the_missing_capability)),
+    ]
+}
+
+/// The agent attached its hooks while running as uid 65534 with exactly CAP_BPF (39) and
+/// CAP_PERFMON (38) effective.
+fn runs_unprivileged(guest: &mut Guest) -> anyhow::Result<()> {
+    hooks_attached(guest, &["fentry", "fexit", "kprobe", "kprobe+kretprobe"])?;
+    guest.vm.guest_run(
+        "grep -Eq '^Uid:[[:space:]]+65534[[:space:]]' /proc/$AGENT/status && grep -Eq '^CapEff:[[:space:]]+000000c000000000$' /proc/$AGENT/status",
+    )
+}
+
+fn names_the_missing_capability(guest: &mut Guest) -> anyhow::Result<()> {
+    guest.vm.guest_run(
+        "mkdir -p /tmp/priv && setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all,+bpf --ambient-caps=-all,+bpf \
+         /bin/netvsc-watch watch --source ebpf --fifo-dir /tmp/priv 2>/tmp/priv.err; test $? = 1 \
+         && test $(grep -c CAP_ /tmp/priv.err) = 1 && grep -q 'missing capability CAP_PERFMON' /tmp/priv.err",
+    )
 }
 
 /// Every hook the agent needs attached, each by one of `via`; prints which function each took.

@@ -42,8 +42,16 @@ pub(super) struct Guest {
 }
 
 pub(super) fn boot(setup: &Setup, source: &str, agent_args: &[&str]) -> anyhow::Result<Guest> {
+    boot_as(setup, &[], source, agent_args)
+}
+
+/// [`boot`] with the agent started by `wrapper` (a program in the guest's /bin and its
+/// arguments, such as `setpriv` dropping privileges), which must exec it in place.
+pub(super) fn boot_as(setup: &Setup, wrapper: &[&str], source: &str, agent_args: &[&str]) -> anyhow::Result<Guest> {
+    let agent =
+        if wrapper.is_empty() { "netvsc-watch".to_owned() } else { format!("{} /bin/netvsc-watch", wrapper.join(" ")) };
     let command = format!(
-        "netvsc-watch exec --json --source {source} {} --mac {MAC_A} --mac {MAC_B} --force -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}",
+        "{agent} exec --json --source {source} {} --mac {MAC_A} --mac {MAC_B} --force -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}",
         agent_args.join(" ")
     );
     let config = BootConfig {

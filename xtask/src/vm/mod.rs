@@ -117,7 +117,13 @@ fn prepare_with(with_dpdk: bool) -> anyhow::Result<(guest::Setup, tempfile::Temp
     let work = tempfile::Builder::new().prefix("netvsc-vm.").tempdir().context("creating a work directory")?;
     let initramfs = work.path().join("initramfs.cpio");
     let mut contents = initramfs::Contents {
-        binaries: vec![release.join("netvsc-watch"), release.join("failsafe-sim"), release.join("stamp-lines")],
+        // setpriv (util-linux): the least-privilege guest runs the agent through it.
+        binaries: vec![
+            release.join("netvsc-watch"),
+            release.join("failsafe-sim"),
+            release.join("stamp-lines"),
+            PathBuf::from("/usr/bin/setpriv"),
+        ],
         ..Default::default()
     };
     if with_dpdk {

@@ -8,7 +8,7 @@ use netvsc_testkit::Output;
 use netvsc_user::lines::{Change, Line};
 
 use super::ebpf_checks;
-use super::guest::{boot, cold_start, migration_cycles, pci_of, plug, unplug, Guest, Setup, Side};
+use super::guest::{boot_as, cold_start, migration_cycles, pci_of, plug, unplug, Guest, Setup, Side};
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -28,6 +28,8 @@ type Check = Box<dyn Fn(&mut Guest) -> anyhow::Result<()>>;
 /// One guest boot: extra agent arguments and the checks played on it, in order.
 struct Run {
     label: String,
+    /// What starts the agent (empty: init itself, as root).
+    wrapper: &'static [&'static str],
     agent_args: &'static [&'static str],
     checks: Vec<(&'static str, Check)>,
 }
@@ -40,15 +42,22 @@ fn plan(source: &str, cycles: u32) -> Vec<Run> {
         ("the VF never returns", Box::new(never_returns)),
     ];
     if source != "ebpf" {
-        return vec![Run { label: source.to_owned(), agent_args: &[], checks }];
+        return vec![Run { label: source.to_owned(), wrapper: &[], agent_args: &[], checks }];
     }
     checks.extend(ebpf_checks::filtered_guest());
     vec![
-        Run { label: "ebpf".into(), agent_args: ebpf_checks::FILTERED_ARGS, checks },
+        Run { label: "ebpf".into(), wrapper: &[], agent_args: ebpf_checks::FILTERED_ARGS, checks },
         Run {
             label: "ebpf/kprobe".into(),
+            wrapper: &[],
             agent_args: ebpf_checks::UNFILTERED_ARGS,
             checks: ebpf_checks::unfiltered_guest(),
+        },
+        Run {
+            label: "ebpf/least privilege".into(),
+            wrapper: ebpf_checks::LEAST_PRIVILEGE,
+            agent_args: &[],
+            checks: ebpf_checks::least_privilege_guest(),
         },
     ]
 }
@@ -70,7 +79,7 @@ pub fn run(setup: &Setup, source: &str, cycles: u32) -> Outcome {
 fn play(setup: &Setup, source: &str, run: Run) -> Outcome {
     let label = &run.label;
     let mut outcome = Outcome::default();
-    let mut guest = match boot(setup, source, run.agent_args) {
+    let mut guest = match boot_as(setup, run.wrapper, source, run.agent_args) {
         Ok(guest) => guest,
         Err(err) => {
             println!("vm[{label}]: FAIL boot: {err:#}");
