@@ -124,6 +124,11 @@ fn prepare_with(with_dpdk: bool) -> anyhow::Result<(guest::Setup, tempfile::Temp
             release.join("stamp-lines"),
             PathBuf::from("/usr/bin/setpriv"),
         ],
+        texts: vec![(
+            ebpf_checks::LEAST_PRIVILEGE_SCRIPT.0.into(),
+            ebpf_checks::LEAST_PRIVILEGE_SCRIPT.1.into(),
+            0o755,
+        )],
         ..Default::default()
     };
     if with_dpdk {
