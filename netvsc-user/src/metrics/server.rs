@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::{debug, info};
 
 use super::Metrics;
 use crate::service::{Health, Phase};
 use crate::usage::UsageError;
 
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A bound listening socket: bound before the agent creates anything, so that an address in use
@@ -47,8 +48,11 @@ pub fn serve(listener: MetricsListener, metrics: Metrics, health: Health) -> std
                     let response = respond(request.method(), request.uri().path(), &metrics, &health);
                     async move { Ok::<_, Infallible>(response) }
                 });
-                let connection =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let connection = hyper::server::conn::http1::Builder::new()
+                    // A client that never finishes its request does not hold a task for ever.
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
                 if let Err(err) = connection.await {
                     debug!(%peer, error = %err, "metrics connection ended with an error");
                 }

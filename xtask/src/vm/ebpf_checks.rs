@@ -77,11 +77,14 @@ fn runs_unprivileged(guest: &mut Guest) -> anyhow::Result<()> {
     )
 }
 
+/// util-linux's setpriv by its path (busybox has an applet of that name without --reuid);
+/// on failure what the agent said goes to the console.
 fn names_the_missing_capability(guest: &mut Guest) -> anyhow::Result<()> {
     guest.vm.guest_run(
-        "mkdir -p /tmp/priv && setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all,+bpf --ambient-caps=-all,+bpf \
-         /bin/netvsc-watch watch --source ebpf --fifo-dir /tmp/priv 2>/tmp/priv.err; test $? = 1 \
-         && test $(grep -c CAP_ /tmp/priv.err) = 1 && grep -q 'missing capability CAP_PERFMON' /tmp/priv.err",
+        "mkdir -p /tmp/priv && /bin/setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all,+bpf --ambient-caps=-all,+bpf \
+         /bin/netvsc-watch watch --source ebpf --fifo-dir /tmp/priv 2>/tmp/priv.err; status=$?; test $status = 1 \
+         && test $(grep -c CAP_ /tmp/priv.err) = 1 && grep -q 'missing capability CAP_PERFMON' /tmp/priv.err \
+         || { echo \"exit status $status\"; cat /tmp/priv.err; false; }",
     )
 }
 
