@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::pairing::{Match, Release, Vf};
 
@@ -220,4 +222,56 @@ fn the_outage_starts_when_the_netdevice_went_not_when_the_agent_noticed() {
     let mut rec = Recorder::new(SourceName::Netlink);
     rec.action(&dissociate(0, vf(7, "p")), &rescan, 6 * MS);
     assert_eq!(rec.report().failovers[0].netdev_gone_ns, 5 * MS);
+}
+
+#[test]
+fn without_history_only_the_latest_failover_is_kept_and_its_outage_is_visible() {
+    let mut rec = Recorder::without_history(SourceName::Ebpf);
+    outage(&mut rec, 10 * MS, true);
+    outage(&mut rec, 5_000 * MS, true);
+    let report = rec.report();
+    assert_eq!(report.failovers.len(), 1, "{report:?}");
+    assert_eq!(report.failovers[0].netdev_gone_ns, 5_001 * MS, "the latest one");
+    assert_eq!(rec.awaiting_read().count(), 1, "its read is still awaited");
+    // While a VF is away its outage can be looked at (metrics time the emptying from it).
+    assert!(rec.outage(0).is_none());
+    let gone = event(LinkEvent::Removed { ifindex: 9 }, 9_000 * MS, true);
+    rec.source_event(&gone);
+    rec.action(&dissociate(0, vf(9, "0003:00:02.0")), &gone, 9_000 * MS + 30_000);
+    let open = rec.outage(0).expect("an outage in progress");
+    assert_eq!((open.netdev_gone_ns, open.pipe_emptied_ns), (9_000 * MS, 9_000 * MS + 30_000));
+    assert!(rec.outage(1).is_none());
+    // With history (--measure), both are kept.
+    let mut kept = Recorder::new(SourceName::Ebpf);
+    outage(&mut kept, 10 * MS, true);
+    outage(&mut kept, 5_000 * MS, true);
+    assert_eq!(kept.report().failovers.len(), 2);
+}
+
+#[test]
+fn old_sightings_are_forgotten_once_many_links_were_seen() {
+    let mut rec = Recorder::new(SourceName::Netlink);
+    let seen = |ifindex: u32, at: u64| event(LinkEvent::Removed { ifindex }, at, false);
+    // As many sightings as remembered, all but the last an hour old: all kept while there are
+    // no more.
+    for ifindex in 0..REMEMBERED as u32 - 1 {
+        rec.source_event(&seen(ifindex, 0));
+    }
+    rec.source_event(&seen(99_999, 3_600_000 * MS));
+    assert_eq!(rec.netdev.len(), REMEMBERED);
+    // One more: the old ones go, the recent ones stay.
+    rec.source_event(&seen(100_000, 3_600_000 * MS));
+    assert_eq!(rec.netdev.keys().copied().collect::<BTreeSet<_>>(), BTreeSet::from([99_999, 100_000]));
+    // Recent sightings are never forgotten, however many.
+    for ifindex in 0..=REMEMBERED as u32 {
+        rec.source_event(&seen(ifindex, 3_600_000 * MS + FORGET_AFTER_NS - 1));
+    }
+    assert_eq!(rec.netdev.len(), REMEMBERED + 3);
+    let pci =
+        |n: u32, at: u64| event(LinkEvent::PciDevice { address: format!("0000:00:{n:04}.0"), added: true }, at, false);
+    for n in 0..=REMEMBERED as u32 {
+        rec.source_event(&pci(n, 0));
+    }
+    rec.source_event(&pci(9_999, FORGET_AFTER_NS));
+    assert_eq!(rec.pci.len(), 1, "PCI sightings are bounded too");
 }
