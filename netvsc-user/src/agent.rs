@@ -135,21 +135,17 @@ impl Agent {
     /// An error here means the system could not be read; an output that cannot be written is
     /// logged and skipped so that the other interfaces keep being served.
     pub async fn handle(&mut self, event: &SourceEvent, source: SourceName) -> anyhow::Result<Vec<Action>> {
-        if let Some(measuring) = &mut self.measuring {
-            measuring.source_event(event);
-        }
-        if let Some(observer) = &mut self.observer {
-            observer.source_event(event);
-        }
         let touched = self.reader.apply(&mut self.view, event).await?;
         if touched.is_nothing() {
+            self.note_event(event);
             return Ok(Vec::new());
         }
         let actions = self.pairing.reconcile(&self.view, &touched);
         // Fail-safe waits on the pipes: every pipe of this event is written (and its time taken)
-        // before any state file, log line, JSON line or timeline bookkeeping.
+        // before any state file, log line, JSON line, timeline or metrics bookkeeping.
         let written: Vec<(anyhow::Result<()>, u64)> =
             actions.iter().map(|action| (self.outputs.apply_channel(action), monotonic_ns())).collect();
+        self.note_event(event);
         for (action, (written, done_ns)) in actions.iter().zip(written) {
             if let Err(err) = written.and_then(|()| self.outputs.apply_files(action)) {
                 error!(error = %format!("{err:#}"), "could not carry out {action:?}");
@@ -166,6 +162,17 @@ impl Agent {
             observer.changed(source, &self.pairing, &self.view);
         }
         Ok(actions)
+    }
+
+    /// Tells the timelines and metrics when things appeared and went: after the pipes are
+    /// written, before the actions taken for the event are recorded.
+    fn note_event(&mut self, event: &SourceEvent) {
+        if let Some(measuring) = &mut self.measuring {
+            measuring.source_event(event);
+        }
+        if let Some(observer) = &mut self.observer {
+            observer.source_event(event);
+        }
     }
 
     /// Restores pipe lines consumed while their VF is present; returns how many.
