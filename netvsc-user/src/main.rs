@@ -107,7 +107,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     // From here on every exit path leaves the directory in order (Agent::start undoes its own).
     let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode })?;
     let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
-    start_measuring(&args.run, &opened, &mut agent, &served);
+    start_recording(&args.run, &opened, &mut agent, &served);
     // What DPDK containers next to the sidecar need on their command line.
     let auto_probe = AutoProbe::detect(agent.view(), &[], false);
     announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
@@ -147,7 +147,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     }
     let argv = dpdk_argv(&args.command, &vdevs);
     info!(argv = ?argv, "starting the application");
-    start_measuring(&args.run, &opened, &mut agent, &served);
+    start_recording(&args.run, &opened, &mut agent, &served);
     let child = match spawn(&argv, inherit) {
         Ok(child) => child,
         Err(err) => {
@@ -204,7 +204,7 @@ fn start_metrics(args: &RunArgs) -> anyhow::Result<Served> {
 }
 
 /// With `--measure FILE` (already checked): starts recording; with metrics, starts feeding them.
-fn start_measuring(args: &RunArgs, opened: &Opened, agent: &mut Agent, served: &Served) {
+fn start_recording(args: &RunArgs, opened: &Opened, agent: &mut Agent, served: &Served) {
     if args.measure.is_some() {
         agent.measure(opened.source.name());
     }

@@ -183,7 +183,7 @@ impl Recorder {
         self.open.get(&id)
     }
 
-    /// Notes when things appeared and went, before the event is handled.
+    /// Notes when things appeared and went, before the actions taken for the event are recorded.
     pub fn source_event(&mut self, event: &SourceEvent) {
         let at = event.seen_at_ns;
         match &event.event {

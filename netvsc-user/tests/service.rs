@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use netvsc_testkit::openmetrics::sample;
 use netvsc_testkit::FakeSysfs;
 use nix::sys::signal::Signal;
 
@@ -34,11 +35,6 @@ fn get(addr: SocketAddr, path: &str, netns: Option<&str>) -> (u16, String) {
     })
     .join()
     .unwrap()
-}
-
-/// The value of the sample line `series` (name and labels as printed) in OpenMetrics `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Two VF cycles have moved every failover metric, timed by `source`.

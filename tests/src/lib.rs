@@ -7,6 +7,7 @@
 pub mod doubles;
 pub mod fake_sysfs;
 pub mod follow;
+pub mod openmetrics;
 
 pub use doubles::{StaticDump, StaticIfindexes};
 pub use fake_sysfs::FakeSysfs;

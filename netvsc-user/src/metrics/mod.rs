@@ -26,10 +26,22 @@ struct SourceLabel {
     source: String,
 }
 
+impl SourceLabel {
+    fn of(source: SourceName) -> Self {
+        Self { source: source.as_str().to_owned() }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InterfaceLabels {
     netvsc: String,
     failsafe: String,
+}
+
+impl InterfaceLabels {
+    fn of(failover: &Failover) -> Self {
+        Self { netvsc: failover.netvsc.clone(), failsafe: failover.failsafe.clone() }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,12 +158,12 @@ impl Metrics {
 
     /// One event delivered by `source`.
     pub fn event(&self, source: SourceName) {
-        self.events.get_or_create(&SourceLabel { source: source.as_str().to_owned() }).inc();
+        self.events.get_or_create(&SourceLabel::of(source)).inc();
     }
 
     /// One event (or resync) from `source` changed a pairing.
     pub fn relevant(&self, source: SourceName) {
-        self.relevant.get_or_create(&SourceLabel { source: source.as_str().to_owned() }).inc();
+        self.relevant.get_or_create(&SourceLabel::of(source)).inc();
     }
 
     pub fn resync(&self, reason: &str) {
@@ -165,21 +177,17 @@ impl Metrics {
 
     /// A VF left `failover.netvsc` and its pipe was emptied (timed by `source`'s clock).
     pub fn departed(&self, failover: &Failover, source: SourceName) {
-        let labels = InterfaceLabels { netvsc: failover.netvsc.clone(), failsafe: failover.failsafe.clone() };
-        self.failovers.get_or_create(&labels).inc();
-        let label = SourceLabel { source: source.as_str().to_owned() };
-        self.gone_to_emptied.get_or_create(&label).observe(failover.gone_to_emptied_us() / 1e6);
+        self.failovers.get_or_create(&InterfaceLabels::of(failover)).inc();
+        self.gone_to_emptied.get_or_create(&SourceLabel::of(source)).observe(failover.gone_to_emptied_us() / 1e6);
     }
 
     /// A VF came back and its address is in the pipe.
     pub fn returned(&self, failover: &Failover, source: SourceName) {
-        let labels = InterfaceLabels { netvsc: failover.netvsc.clone(), failsafe: failover.failsafe.clone() };
         if let Some(absent) = failover.absent_s() {
-            self.absent.get_or_create(&labels).observe(absent);
+            self.absent.get_or_create(&InterfaceLabels::of(failover)).observe(absent);
         }
         if let Some(micros) = failover.event_to_pipe_us() {
-            let label = SourceLabel { source: source.as_str().to_owned() };
-            self.registered_to_pipe.get_or_create(&label).observe(micros / 1e6);
+            self.registered_to_pipe.get_or_create(&SourceLabel::of(source)).observe(micros / 1e6);
         }
     }
 

@@ -20,7 +20,8 @@ impl Observer {
         Self { metrics, recorder: Recorder::without_history(source), drops_seen: 0 }
     }
 
-    /// Before the event is handled: when things appeared and went; rescans by reason.
+    /// When things appeared and went (told after the event's pipes are written, before its
+    /// actions); rescans by reason.
     pub fn source_event(&mut self, event: &SourceEvent) {
         self.recorder.source_event(event);
         if let LinkEvent::Resync { reason, .. } = event.event {
@@ -30,19 +31,14 @@ impl Observer {
 
     /// An action carried out at `done_ns` for `event`, which `source` delivered.
     pub fn action(&mut self, action: &Action, event: &SourceEvent, done_ns: u64, source: SourceName) {
-        let returned = self.recorder.action(action, event, done_ns).cloned();
-        match action {
-            Action::Dissociate { id, .. } => {
-                if let Some(outage) = self.recorder.outage(*id) {
-                    self.metrics.departed(outage, source);
-                }
+        // The recorder completes a failover only on the association that ends an outage.
+        if let Some(returned) = self.recorder.action(action, event, done_ns) {
+            self.metrics.returned(returned, source);
+        }
+        if let Action::Dissociate { id, .. } = action {
+            if let Some(outage) = self.recorder.outage(*id) {
+                self.metrics.departed(outage, source);
             }
-            Action::Associate { .. } => {
-                if let Some(failover) = returned {
-                    self.metrics.returned(&failover, source);
-                }
-            }
-            _ => {}
         }
     }
 

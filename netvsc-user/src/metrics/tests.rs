@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 
 use macaddr::MacAddr6;
+use netvsc_testkit::openmetrics::sample;
 
 use super::*;
 use crate::link::{Link, LinkKind, PciFunction};
@@ -10,11 +11,6 @@ use crate::source::{LinkEvent, SourceEvent};
 use crate::timeline::Failover;
 
 const MS: u64 = 1_000_000;
-
-/// The value of the sample line `name{labels}` (labels as OpenMetrics prints them), if any.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 fn failover() -> Failover {
     Failover {

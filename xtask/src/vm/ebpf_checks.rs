@@ -21,12 +21,10 @@ pub const UNFILTERED_ARGS: &[&str] =
 /// for the eBPF source. A script in the guest's /bin, because the kernel command line that
 /// carries the agent's command turns commas into spaces; `exec` all the way, so `$AGENT` stays
 /// the agent's pid.
-pub const LEAST_PRIVILEGE: &[&str] = &["least-privilege"];
-pub const LEAST_PRIVILEGE_SCRIPT: (&str, &str) = (
-    "/bin/least-privilege",
+pub const LEAST_PRIVILEGE: &str = "least-privilege";
+pub const LEAST_PRIVILEGE_SCRIPT: &str =
     "#!/bin/sh\nexec /bin/setpriv --reuid 65534 --regid 65534 --clear-groups --no-new-privs \
-     --bounding-set=-all,+bpf,+perfmon --inh-caps=-all,+bpf,+perfmon --ambient-caps=-all,+bpf,+perfmon \"$@\"\n",
-);
+     --bounding-set=-all,+bpf,+perfmon --inh-caps=-all,+bpf,+perfmon --ambient-caps=-all,+bpf,+perfmon \"$@\"\n";
 
 /// veth pairs created and deleted while the agent watches with the filter on.
 const CHURN_PAIRS: u32 = 100;

@@ -42,14 +42,18 @@ pub(super) struct Guest {
 }
 
 pub(super) fn boot(setup: &Setup, source: &str, agent_args: &[&str]) -> anyhow::Result<Guest> {
-    boot_as(setup, &[], source, agent_args)
+    boot_as(setup, None, source, agent_args)
 }
 
-/// [`boot`] with the agent started by `wrapper` (a program in the guest's /bin and its
-/// arguments, such as `setpriv` dropping privileges), which must exec it in place.
-pub(super) fn boot_as(setup: &Setup, wrapper: &[&str], source: &str, agent_args: &[&str]) -> anyhow::Result<Guest> {
-    let agent =
-        if wrapper.is_empty() { "netvsc-watch".to_owned() } else { format!("{} /bin/netvsc-watch", wrapper.join(" ")) };
+/// [`boot`] with the agent started by `wrapper` (a program in the guest's /bin, such as a
+/// script dropping privileges), which must exec it in place.
+pub(super) fn boot_as(
+    setup: &Setup,
+    wrapper: Option<&str>,
+    source: &str,
+    agent_args: &[&str],
+) -> anyhow::Result<Guest> {
+    let agent = wrapper.map_or("netvsc-watch".to_owned(), |wrapper| format!("{wrapper} /bin/netvsc-watch"));
     let command = format!(
         "{agent} exec --json --source {source} {} --mac {MAC_A} --mac {MAC_B} --force -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}",
         agent_args.join(" ")

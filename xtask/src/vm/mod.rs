@@ -125,8 +125,8 @@ fn prepare_with(with_dpdk: bool) -> anyhow::Result<(guest::Setup, tempfile::Temp
             PathBuf::from("/usr/bin/setpriv"),
         ],
         texts: vec![(
-            ebpf_checks::LEAST_PRIVILEGE_SCRIPT.0.into(),
-            ebpf_checks::LEAST_PRIVILEGE_SCRIPT.1.into(),
+            format!("/bin/{}", ebpf_checks::LEAST_PRIVILEGE),
+            ebpf_checks::LEAST_PRIVILEGE_SCRIPT.into(),
             0o755,
         )],
         ..Default::default()

@@ -28,8 +28,8 @@ type Check = Box<dyn Fn(&mut Guest) -> anyhow::Result<()>>;
 /// One guest boot: extra agent arguments and the checks played on it, in order.
 struct Run {
     label: String,
-    /// What starts the agent (empty: init itself, as root).
-    wrapper: &'static [&'static str],
+    /// What starts the agent (`None`: init itself, as root).
+    wrapper: Option<&'static str>,
     agent_args: &'static [&'static str],
     checks: Vec<(&'static str, Check)>,
 }
@@ -42,20 +42,20 @@ fn plan(source: &str, cycles: u32) -> Vec<Run> {
         ("the VF never returns", Box::new(never_returns)),
     ];
     if source != "ebpf" {
-        return vec![Run { label: source.to_owned(), wrapper: &[], agent_args: &[], checks }];
+        return vec![Run { label: source.to_owned(), wrapper: None, agent_args: &[], checks }];
     }
     checks.extend(ebpf_checks::filtered_guest());
     vec![
-        Run { label: "ebpf".into(), wrapper: &[], agent_args: ebpf_checks::FILTERED_ARGS, checks },
+        Run { label: "ebpf".into(), wrapper: None, agent_args: ebpf_checks::FILTERED_ARGS, checks },
         Run {
             label: "ebpf/kprobe".into(),
-            wrapper: &[],
+            wrapper: None,
             agent_args: ebpf_checks::UNFILTERED_ARGS,
             checks: ebpf_checks::unfiltered_guest(),
         },
         Run {
             label: "ebpf/least privilege".into(),
-            wrapper: ebpf_checks::LEAST_PRIVILEGE,
+            wrapper: Some(ebpf_checks::LEAST_PRIVILEGE),
             agent_args: &[],
             checks: ebpf_checks::least_privilege_guest(),
         },
