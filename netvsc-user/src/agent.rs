@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::monotonic_ns;
@@ -181,21 +183,32 @@ impl Agent {
     }
 
     /// Runs until `stop` completes and returns its output. Source errors end the loop.
-    pub async fn run<T>(
+    pub async fn run<T: Send + 'static>(
         &mut self,
         source: &mut dyn Source,
         timers: Timers,
-        stop: impl Future<Output = T>,
+        stop: impl Future<Output = T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let name = source.name();
+        // The stop condition (a dozen signal handlers, the application's exit) and the statistics
+        // signal run as tasks of their own: the loop polls every branch each time it turns, twice
+        // or more per plug before the VF's message is read, and polling a task's handle or a
+        // channel costs far less than polling a dozen signal streams.
+        let mut stop = AbortOnDropHandle::new(tokio::spawn(stop));
+        let (statistics, mut statistics_requested) = mpsc::channel::<()>(1);
+        let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+        let _usr1 = AbortOnDropHandle::new(tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                // A request already waiting covers this one.
+                let _ = statistics.try_send(());
+            }
+        }));
         let mut refill = interval_at(Instant::now() + timers.refill, timers.refill);
         refill.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // A zero-length period means "never": an interval needs a non-zero one.
         let resync_period = timers.resync.unwrap_or(Duration::from_secs(86_400 * 365));
         let mut resync = interval_at(Instant::now() + resync_period, resync_period);
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        tokio::pin!(stop);
-        let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
         info!(source = name.as_str(), contexts = self.pairing.contexts().len(), "watching");
         loop {
             self.sync_watched(source)?;
@@ -203,8 +216,8 @@ impl Agent {
             // events), then the source, and only when nothing else is ready an event that waited.
             tokio::select! {
                 biased;
-                result = &mut stop => return Ok(result),
-                _ = usr1.recv() => {
+                result = &mut stop => return result.context("the stop condition's task failed"),
+                Some(()) = statistics_requested.recv() => {
                     info!(stats = ?self.stats, "statistics");
                     self.reporter.line(&Line::Stats { source: name, stats: self.stats });
                     if let Some(report) = self.timeline() {

@@ -103,7 +103,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     let served = start_metrics(&args.run)?;
     let reader = system_reader(&args.selection)?;
     let mut opened = event_source(&args.run)?;
-    let mut signals = Terminations::install()?;
+    let signals = Terminations::install()?;
     // From here on every exit path leaves the directory in order (Agent::start undoes its own).
     let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode })?;
     let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
@@ -111,7 +111,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     // What DPDK containers next to the sidecar need on their command line.
     let auto_probe = AutoProbe::detect(agent.view(), &[], false);
     announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
-    let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.recv()).await;
+    let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.into_recv()).await;
     served.health.enter(Phase::Stopping, "stopping: emptying the FIFOs");
     let measured = finish_measuring(&args.run, &agent);
     agent.shutdown();

@@ -55,4 +55,9 @@ impl Terminations {
         });
         select_all(waits).await.0
     }
+
+    /// [`Terminations::recv`] owning the handlers, for a task of its own.
+    pub async fn into_recv(mut self) -> Signal {
+        self.recv().await
+    }
 }

@@ -24,6 +24,18 @@ impl Latencies {
     }
 }
 
+/// One writer's row of the host failover table.
+#[derive(Clone, Debug)]
+pub struct FailoverRow {
+    /// The bench's listener received the broadcast → the writer wrote the address.
+    pub latencies: Latencies,
+    /// The writer's own share of each plug, by its own clock: it received the message → it wrote.
+    /// The rest of a sample is the kernel waking it.
+    pub own_us: Vec<f64>,
+    /// The shares (%) of plugs in the fullest and emptiest tenth of a second.
+    pub phase: (f64, f64),
+}
+
 /// CPU time and wakeups of the agent over some period.
 #[derive(Clone, Debug)]
 pub struct Cost {
@@ -56,10 +68,7 @@ pub struct Results {
     pub host_latency: Vec<Latencies>,
     /// Kernel broadcast (the bench's own listener) → address written: the agent in both modes
     /// and the minimal reactor, the last row being the floor.
-    pub host_failover: Vec<Latencies>,
-    /// Per row of `host_failover`: the shares (%) of plugs in the fullest and emptiest tenth of
-    /// a second.
-    pub host_failover_phase: Vec<(f64, f64)>,
+    pub host_failover: Vec<FailoverRow>,
     pub host_costs: Vec<Cost>,
     /// Rescan times per interface count.
     pub scale: Vec<ScanTimes>,

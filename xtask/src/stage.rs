@@ -132,8 +132,7 @@ impl Agent {
             .arg("--sysfs-root")
             .arg(stage.dir.path().join("sys"))
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create("/tmp/agent-dbg.log").unwrap());
+            .stdout(Stdio::piped());
         command
     }
 

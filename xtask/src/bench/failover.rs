@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 
 use super::listener::Listener;
-use crate::figures::Latencies;
+use crate::figures::{FailoverRow, Latencies};
 use crate::phase::Phase;
 use crate::stage::{Agent, Stage};
 
@@ -52,9 +52,8 @@ impl Reactor {
     }
 }
 
-/// The row of `reactor`: `plugs` plugs, each at a random delay under [`PLUG_SPACING`], and the
-/// listener's receive time of each plug (for the phase check).
-pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Result<(Latencies, Vec<u64>)> {
+/// The row of `reactor`: `plugs` plugs, each at a random delay under [`PLUG_SPACING`].
+pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Result<FailoverRow> {
     let stage = Stage::new("failover")?;
     stage.add_veth("eth1", NETVSC_IFINDEX, MAC, "p10")?;
     stage.sys.add_netvsc("eth1", NETVSC_IFINDEX, MAC)?;
@@ -62,15 +61,16 @@ pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Resul
     let listener = Listener::start(&stage.netns)?;
     let mut phase = Phase::new(seed);
     let mut batch = stage.batch()?;
-    let (mut samples_us, mut plugged_at) = (Vec::new(), Vec::new());
+    let (mut samples_us, mut own_us, mut plugged_at) = (Vec::new(), Vec::new(), Vec::new());
     for plug in 0..plugs {
         std::thread::sleep(phase.next_delay_under(PLUG_SPACING));
         let (name, ifindex) = (format!("vf{plug}"), 100 + plug);
         stage.sys.add_vf(&name, ifindex, MAC, PCI)?;
         batch.send(&format!("link add {name} index {ifindex} address {MAC} type veth peer name q{plug}"))?;
-        let written_ns = running.written(&name, ifindex)?;
+        let (written_ns, own) = running.written(&name, ifindex)?;
         let heard_ns = listener.heard(ifindex, true, WAIT)?;
         samples_us.push((written_ns as f64 - heard_ns as f64) / 1e3);
+        own_us.push(own);
         plugged_at.push(heard_ns);
         batch.send(&format!("link del {name}"))?;
         stage.sys.remove(&name)?;
@@ -81,7 +81,8 @@ pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Resul
         }
     }
     batch.finish()?;
-    Ok((Latencies { source: reactor.label().into(), samples_us }, plugged_at))
+    let latencies = Latencies { source: reactor.label().into(), samples_us };
+    Ok(FailoverRow { latencies, own_us, phase: phase_spread(&plugged_at) })
 }
 
 enum Running {
@@ -124,23 +125,24 @@ impl Running {
         Ok(Running::Floor { child, stdout })
     }
 
-    /// When the address for VF `name` (`ifindex`) was written, by the writer's clock.
-    fn written(&mut self, name: &str, ifindex: u32) -> anyhow::Result<u64> {
+    /// When the address for VF `name` (`ifindex`) was written, by the writer's clock, and how
+    /// long after the writer received the message (µs).
+    fn written(&mut self, name: &str, ifindex: u32) -> anyhow::Result<(u64, f64)> {
         match self {
             Running::Agent(agent) => {
                 let change = agent.change("the address in the pipe", "associated", |c| {
                     c.vf.as_ref().is_some_and(|vf| vf.iface == name)
                 })?;
-                Ok(change.at_ns)
+                Ok((change.at_ns, change.reaction_us))
             }
             Running::Floor { stdout, .. } => {
                 let mut line = String::new();
                 stdout.read_line(&mut line)?;
-                let parsed = line
-                    .split_once(' ')
-                    .and_then(|(i, t)| Some((i.parse::<u32>().ok()?, t.trim().parse::<u64>().ok()?)));
-                match parsed {
-                    Some((index, written_ns)) if index == ifindex => Ok(written_ns),
+                let fields: Vec<u64> = line.split_whitespace().map_while(|field| field.parse().ok()).collect();
+                match fields[..] {
+                    [index, received_ns, written_ns] if index == u64::from(ifindex) => {
+                        Ok((written_ns, written_ns.saturating_sub(received_ns) as f64 / 1e3))
+                    }
                     _ => bail!("the minimal reactor wrote {line:?}, expected a line for ifindex {ifindex}"),
                 }
             }

@@ -1,7 +1,8 @@
 //! `xtask minimal-reactor`: the floor the agent is compared with. The least any reactor can do:
 //! block on an rtnetlink socket, and on a new link with the watched MAC write one fixed line to a
-//! pipe; no sysfs, no runtime, no logging. It prints `<ifindex> <written_ns>` (CLOCK_MONOTONIC,
-//! taken right after write(2) returned) per reaction, and `ready` once subscribed.
+//! pipe; no sysfs, no runtime, no logging. It prints `<ifindex> <received_ns> <written_ns>`
+//! (CLOCK_MONOTONIC, taken right after recv(2) and write(2) returned) per reaction, and `ready`
+//! once subscribed.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -37,11 +38,11 @@ pub fn run(args: FloorArgs) -> anyhow::Result<()> {
     let mut drain = [0u8; 64];
     loop {
         buf.clear();
-        match socket.recv(&mut buf, 0) {
-            Ok(_) => {}
+        let received_ns = match socket.recv(&mut buf, 0) {
+            Ok(_) => monotonic_ns(),
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err).context("reading rtnetlink"),
-        }
+        };
         for message in rtnl::link_messages(&buf) {
             if !message.new {
                 present.remove(&message.ifindex);
@@ -53,7 +54,7 @@ pub fn run(args: FloorArgs) -> anyhow::Result<()> {
                 let written_ns = monotonic_ns();
                 // The reader's part, after the clock is read: keep the pipe from filling up.
                 let _ = nix::unistd::read(&pipe_rx, &mut drain);
-                writeln!(stdout, "{} {written_ns}", message.ifindex)?;
+                writeln!(stdout, "{} {received_ns} {written_ns}", message.ifindex)?;
                 stdout.flush()?;
             }
         }

@@ -51,9 +51,7 @@ pub fn failover(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) 
             args.plugs,
             PLUG_SPACING.as_millis()
         );
-        let (latencies, plugged_at) = failover::row(bin, reactor, args.plugs, seed)?;
-        results.host_failover.push(latencies);
-        results.host_failover_phase.push(failover::phase_spread(&plugged_at));
+        results.host_failover.push(failover::row(bin, reactor, args.plugs, seed)?);
     }
     Ok(())
 }

@@ -100,15 +100,21 @@ pub fn failover_check(plugs: u32) -> anyhow::Result<()> {
     let bin = crate::toolchain::build_agent()?;
     let mut results = Results::default();
     for reactor in failover::Reactor::ALL {
-        let (latencies, _) = failover::row(&bin, reactor, plugs, 1)?;
+        let row = failover::row(&bin, reactor, plugs, 1)?;
+        let counts = (row.latencies.samples_us.len(), row.own_us.len());
         anyhow::ensure!(
-            latencies.samples_us.len() == plugs as usize,
-            "{}: {} samples for {plugs} plugs",
+            counts == (plugs as usize, plugs as usize),
+            "{}: {counts:?} samples (broadcast → written, own share) for {plugs} plugs",
             reactor.label(),
-            latencies.samples_us.len()
         );
-        results.host_failover.push(latencies);
-        results.host_failover_phase.push((10.0, 10.0));
+        // By the writer's own clock, from its receive to its write: never negative, never a second.
+        anyhow::ensure!(
+            row.own_us.iter().all(|own| (0.0..1e6).contains(own)),
+            "{}: the writer's own share of a plug out of range: {:?}",
+            reactor.label(),
+            row.own_us
+        );
+        results.host_failover.push(row);
     }
     let table = report::markdown(&results, "");
     for reactor in failover::Reactor::ALL {
