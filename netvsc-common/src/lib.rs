@@ -77,8 +77,8 @@ pub const PCI_NAME_LEN: usize = 32;
 /// `ARPHRD_ETHER`.
 pub const ARPHRD_ETHER: u16 = 1;
 
-/// One kernel event. Netdevice events fill the netdevice fields, and `pci` with the parent's
-/// name when the parent is a PCI function; PCI events fill `pci`.
+/// One kernel event. Netdevice events fill the netdevice fields, and `pci`, `pci_vendor` and
+/// `pci_device` when the parent is a PCI function; PCI events fill `pci`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelEvent {
@@ -97,6 +97,12 @@ pub struct KernelEvent {
     pub mac: [u8; 6],
     pub _pad2: [u8; 2],
     pub pci: [u8; PCI_NAME_LEN],
+    /// The PCI parent's vendor and device ids (`struct pci_dev`), so that the agent need not
+    /// ask sysfs what make the function is; 0 when there is no PCI parent or they could not be
+    /// read.
+    pub pci_vendor: u16,
+    pub pci_device: u16,
+    pub _pad3: [u8; 4],
 }
 
 impl KernelEvent {
@@ -140,6 +146,10 @@ pub struct Config {
     pub pci_dev_name: u32,
     /// `device.kobj.name`, a pointer to a device's name (a netdevice's parent: its PCI address).
     pub device_name: u32,
+    /// `pci_dev.vendor` and `pci_dev.device` relative to `pci_dev.dev` (the `struct device` a
+    /// netdevice's parent pointer points to), as two's complement: they come before it.
+    pub pci_dev_vendor: u32,
+    pub pci_dev_device: u32,
     /// Network namespace inode of the agent: events from others are dropped in the kernel.
     pub agent_netns: u32,
     /// 1: pass only NetVSC (VMBus parent), PCI-parented, or watched-MAC devices.
@@ -154,7 +164,7 @@ pub struct Config {
 // struct, and the kernel object is rebuilt with it (netvsc-ebpf is the agent's build-dependency).
 const _: () = {
     use core::mem::{align_of, offset_of, size_of};
-    assert!(size_of::<KernelEvent>() == 80 && align_of::<KernelEvent>() == 8);
+    assert!(size_of::<KernelEvent>() == 88 && align_of::<KernelEvent>() == 8);
     assert!(offset_of!(KernelEvent, timestamp_ns) == 0);
     assert!(offset_of!(KernelEvent, kind) == 8);
     assert!(offset_of!(KernelEvent, ifindex) == 12);
@@ -164,13 +174,17 @@ const _: () = {
     assert!(offset_of!(KernelEvent, name) == 24);
     assert!(offset_of!(KernelEvent, mac) == 40);
     assert!(offset_of!(KernelEvent, pci) == 48);
-    assert!(size_of::<Config>() == 14 * 4 && align_of::<Config>() == 4);
+    assert!(offset_of!(KernelEvent, pci_vendor) == 80);
+    assert!(offset_of!(KernelEvent, pci_device) == 82);
+    assert!(size_of::<Config>() == 16 * 4 && align_of::<Config>() == 4);
     assert!(offset_of!(Config, netdev_ifindex) == 0);
     assert!(offset_of!(Config, pci_dev_name) == 9 * 4);
     assert!(offset_of!(Config, device_name) == 10 * 4);
-    assert!(offset_of!(Config, agent_netns) == 11 * 4);
-    assert!(offset_of!(Config, filter) == 12 * 4);
-    assert!(offset_of!(Config, log) == 13 * 4);
+    assert!(offset_of!(Config, pci_dev_vendor) == 11 * 4);
+    assert!(offset_of!(Config, pci_dev_device) == 12 * 4);
+    assert!(offset_of!(Config, agent_netns) == 13 * 4);
+    assert!(offset_of!(Config, filter) == 14 * 4);
+    assert!(offset_of!(Config, log) == 15 * 4);
 };
 
 /// Key of the watched-MAC map: the six MAC bytes and two zero bytes.

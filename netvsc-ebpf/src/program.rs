@@ -21,6 +21,8 @@ static CONFIG: Config = Config {
     bus_name: 0,
     pci_dev_name: 0,
     device_name: 0,
+    pci_dev_vendor: 0,
+    pci_dev_device: 0,
     agent_netns: 0,
     filter: 1,
     log: 0,
@@ -78,6 +80,16 @@ fn parent_name(cfg: &Config, dev: *const u8, out: &mut [u8; PCI_NAME_LEN]) -> Re
     Ok(())
 }
 
+/// The vendor and device ids of the `struct pci_dev` whose `dev` is `dev->dev.parent`.
+fn parent_pci_id(cfg: &Config, dev: *const u8) -> Result<(u16, u16), i64> {
+    let parent = read::<*const u8>(dev, cfg.netdev_parent)?;
+    // The ids come before the embedded device: the offsets are negative, in two's complement.
+    let at = |offset: u32| parent.wrapping_offset(offset as i32 as isize);
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, never a fault.
+    let read_u16 = |offset: u32| unsafe { bpf_probe_read_kernel(at(offset) as *const u16) };
+    Ok((read_u16(cfg.pci_dev_vendor)?, read_u16(cfg.pci_dev_device)?))
+}
+
 fn submit(event: &KernelEvent) {
     match EVENTS.reserve::<KernelEvent>(0) {
         Some(mut entry) => {
@@ -107,6 +119,9 @@ fn blank(event_kind: u32) -> KernelEvent {
         mac: [0; 6],
         _pad2: [0; 2],
         pci: [0; PCI_NAME_LEN],
+        pci_vendor: 0,
+        pci_device: 0,
+        _pad3: [0; 4],
     }
 }
 
@@ -131,8 +146,11 @@ fn netdev_event<C: aya_ebpf::EbpfContext>(ctx: &C, dev: *const u8, event_kind: u
     }
     event.parent_bus = parent_bus(&cfg, dev);
     if event.parent_bus == bus::PCI {
-        // The PCI address, so that the agent need not ask sysfs which function this is.
+        // The PCI address and make, so that the agent need not ask sysfs which function this is.
         let _ = parent_name(&cfg, dev, &mut event.pci);
+        if let Ok((vendor, device)) = parent_pci_id(&cfg, dev) {
+            (event.pci_vendor, event.pci_device) = (vendor, device);
+        }
     }
     if cfg.filter != 0 && event.parent_bus != bus::PCI && event.parent_bus != bus::VMBUS {
         // SAFETY: lookup of a plain key; the value is not kept.

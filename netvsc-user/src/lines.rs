@@ -223,6 +223,9 @@ pub struct KernelRecord {
     /// `pci`, `vmbus`, `other` or `none`.
     pub parent_bus: String,
     pub pci: String,
+    /// The PCI parent's `vendor:device` ids in hex, as `lspci -n` prints them, when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_id: Option<String>,
 }
 
 impl From<&netvsc_common::KernelEvent> for KernelRecord {
@@ -238,6 +241,7 @@ impl From<&netvsc_common::KernelEvent> for KernelRecord {
             dev_type: event.dev_type,
             parent_bus: bus::name(event.parent_bus).to_owned(),
             pci: String::from_utf8_lossy(event.pci_bytes()).into_owned(),
+            pci_id: (event.pci_vendor != 0).then(|| format!("{:04x}:{:04x}", event.pci_vendor, event.pci_device)),
         }
     }
 }

@@ -112,6 +112,9 @@ fn kernel_records_are_decoded_without_padding() {
         mac: [0, 0x15, 0x5d, 1, 2, 3],
         _pad2: [0; 2],
         pci: [0; netvsc_common::PCI_NAME_LEN],
+        pci_vendor: 0,
+        pci_device: 0,
+        _pad3: [0; 4],
     };
     event.name[..4].copy_from_slice(b"eth1");
     event.pci[..12].copy_from_slice(b"0002:00:02.0");
@@ -120,4 +123,7 @@ fn kernel_records_are_decoded_without_padding() {
     assert_eq!((record.name.as_str(), record.pci.as_str()), ("eth1", "0002:00:02.0"));
     assert_eq!((record.mac.as_str(), record.parent_bus.as_str()), ("00:15:5d:01:02:03", "vmbus"));
     assert_eq!((record.timestamp_ns, record.netns, record.dev_type), (42, 7, 1));
+    assert_eq!(record.pci_id, None, "no ids read");
+    (event.pci_vendor, event.pci_device) = (0x8086, 0x10d3);
+    assert_eq!(KernelRecord::from(&event).pci_id.as_deref(), Some("8086:10d3"));
 }

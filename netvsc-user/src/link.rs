@@ -5,9 +5,22 @@ use macaddr::MacAddr6;
 /// sysfs `device/class_id` of a Hyper-V synthetic network adapter (NetVSC).
 pub const NETVSC_CLASS_ID: &str = "{f8615163-df3e-46c5-913f-f2d2f965ed0e}";
 
-/// PCI vendor and device of MANA (Microsoft Azure Network Adapter) functions.
-pub const MANA_VENDOR: &str = "0x1414";
-pub const MANA_DEVICE: &str = "0x00ba";
+/// A PCI function's make: its vendor and device ids (sysfs `vendor`/`device`, `struct pci_dev`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciId {
+    pub vendor: u16,
+    pub device: u16,
+}
+
+impl PciId {
+    /// MANA (Microsoft Azure Network Adapter) functions.
+    pub const MANA: PciId = PciId { vendor: 0x1414, device: 0x00ba };
+
+    /// A sysfs id attribute (`0x1414`, newline trimmed).
+    pub fn parse_attribute(text: &str) -> Option<u16> {
+        u16::from_str_radix(text.trim_end().strip_prefix("0x")?, 16).ok()
+    }
+}
 
 /// An Ethernet netdevice as read from sysfs (non-Ethernet devices are never represented).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,5 +110,14 @@ mod tests {
         assert_eq!(function(false, 1).devargs(&mac), "0002:00:02.0");
         assert_eq!(function(false, 2).devargs(&mac), "0002:00:02.0,mac=00:15:5d:00:00:01");
         assert_eq!(function(true, 1).devargs(&mac), "0002:00:02.0,mac=00:15:5d:00:00:01");
+    }
+
+    #[test]
+    fn pci_id_attributes_are_hex_as_sysfs_writes_them() {
+        assert_eq!(PciId::parse_attribute("0x1414\n"), Some(PciId::MANA.vendor));
+        assert_eq!(PciId::parse_attribute("0x00ba"), Some(PciId::MANA.device));
+        for bad in ["1414", "0x", "0x10000", "0xzz", ""] {
+            assert_eq!(PciId::parse_attribute(bad), None, "{bad:?}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode};
 
-use crate::link::{Link, LinkKind, PciFunction, MANA_DEVICE, MANA_VENDOR, NETVSC_CLASS_ID};
+use crate::link::{Link, LinkKind, PciFunction, PciId, NETVSC_CLASS_ID};
 
 /// `ARPHRD_ETHER`: the only link type the original driver (and we) consider.
 const ARPHRD_ETHER: u32 = 1;
@@ -103,6 +103,17 @@ impl Sysfs {
     pub fn pci_function(&self, address: &str) -> Result<PciFunction, ReadError> {
         let dir = SysDir::open(&self.pci_devices, address)?;
         Ok(dir.pci_function("", address.to_owned()))
+    }
+
+    /// [`Sysfs::pci_function`] when its make is known already (the eBPF record carries it): only
+    /// how many netdevices it carries is asked, one `stat` of its `net` directory.
+    pub fn pci_function_of(&self, address: &str, id: PciId) -> Result<PciFunction, ReadError> {
+        let netdevs = match nix::sys::stat::stat(&self.pci_devices.join(address).join("net")) {
+            Ok(stat) if stat.st_nlink >= 2 => stat.st_nlink as usize - 2,
+            // Gone, or a filesystem that does not count subdirectories: the whole read says which.
+            _ => return self.pci_function(address).map(|function| PciFunction { mana: id == PciId::MANA, ..function }),
+        };
+        Ok(PciFunction { address: address.to_owned(), mana: id == PciId::MANA, netdevs: netdevs.max(1) })
     }
 
     /// The ifindex of netdevice `name`'s master, if it has one.
@@ -227,12 +238,17 @@ impl SysDir {
     /// `/`, or empty) and how many netdevices it carries (`net/*`: one per vPort on MANA).
     /// Missing attributes read as "not MANA" and "one netdevice": the bare-address line.
     fn pci_function(&self, function: &str, address: String) -> PciFunction {
-        let attribute = |name: &str| self.attribute(&format!("{function}{name}")).map(|v| v.trim_end().to_owned()).ok();
+        let id =
+            |name: &str| self.attribute(&format!("{function}{name}")).ok().as_deref().and_then(PciId::parse_attribute);
         // The device id is only asked of Microsoft's functions.
-        let mana =
-            attribute("vendor").as_deref() == Some(MANA_VENDOR) && attribute("device").as_deref() == Some(MANA_DEVICE);
-        let netdevs = self.entries(&format!("{function}net")).unwrap_or(1).max(1);
-        PciFunction { address, mana, netdevs }
+        let mana = id("vendor") == Some(PciId::MANA.vendor) && id("device") == Some(PciId::MANA.device);
+        PciFunction { address, mana, netdevs: self.netdevs(function) }
+    }
+
+    /// How many netdevices the function at `function` (as for [`SysDir::pci_function`]) carries;
+    /// one when that cannot be told.
+    fn netdevs(&self, function: &str) -> usize {
+        self.entries(&format!("{function}net")).unwrap_or(1).max(1)
     }
 
     /// How many subdirectories directory `relative` has (a function's `net/` holds one per

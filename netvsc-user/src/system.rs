@@ -178,7 +178,9 @@ impl SystemReader {
         if let (Some(mac), Some(parent)) = (mac, parent) {
             let kind = match parent {
                 Parent::None | Parent::Other => Some(LinkKind::Other),
-                Parent::Pci(address) => match self.sysfs.pci_function(address) {
+                Parent::Pci { address, id } => match id
+                    .map_or_else(|| self.sysfs.pci_function(address), |id| self.sysfs.pci_function_of(address, id))
+                {
                     Ok(function) => Some(LinkKind::Pci(function)),
                     // The function is going away; its netdevice's removal follows.
                     Err(ReadError::Vanished { .. }) => return Ok(Touched::Nothing),

@@ -12,16 +12,8 @@ fn vf(ifindex: u32, pci: &str) -> Vf {
 fn event(event: LinkEvent, at: u64, kernel: bool) -> SourceEvent {
     let kernel = kernel.then_some(netvsc_common::KernelEvent {
         timestamp_ns: at,
-        kind: 0,
-        ifindex: 0,
-        netns: 0,
         dev_type: 1,
-        parent_bus: 0,
-        _pad: 0,
-        name: [0; 16],
-        mac: [0; 6],
-        _pad2: [0; 2],
-        pci: [0; 32],
+        ..netvsc_common::KernelEvent::default()
     });
     SourceEvent { event, seen_at_ns: at, kernel, parent: None }
 }

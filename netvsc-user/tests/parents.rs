@@ -4,6 +4,7 @@
 
 use netvsc_testkit::{FakeSysfs, StaticIfindexes as StaticAddresses};
 use netvsc_user::agent::Agent;
+use netvsc_user::link::PciId;
 use netvsc_user::source::{LinkEvent, Parent, SourceEvent, SourceName};
 use netvsc_user::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
@@ -39,7 +40,7 @@ fn tree() -> (tempfile::TempDir, FakeSysfs) {
 async fn a_vf_is_known_by_the_pci_address_the_event_named() {
     let (_dir, sys) = tree();
     let mut agent = agent(&sys, true).await;
-    let event = registered(10, "eth2", MAC, Parent::Pci("0002:00:02.0".into()));
+    let event = registered(10, "eth2", MAC, Parent::Pci { address: "0002:00:02.0".into(), id: None });
     agent.handle(&event, SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"));
 }
@@ -48,7 +49,7 @@ async fn a_vf_is_known_by_the_pci_address_the_event_named() {
 async fn a_fake_tree_never_takes_the_kernels_word() {
     let (_dir, sys) = tree();
     let mut agent = agent(&sys, false).await;
-    let event = registered(10, "eth2", MAC, Parent::Pci("0002:00:02.0".into()));
+    let event = registered(10, "eth2", MAC, Parent::Pci { address: "0002:00:02.0".into(), id: None });
     agent.handle(&event, SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&agent, 0), None, "looked up by name, and that name is gone");
 }
@@ -61,7 +62,7 @@ async fn a_mana_function_named_by_the_event_gets_the_mac_line() {
     sys.add_mana_vport("enP7p0s0", 10, MAC, "7870:00:00.0").unwrap();
     sys.remove("enP7p0s0").unwrap();
     let mut agent = agent(&sys, true).await;
-    let event = registered(10, "enP7p0s0", MAC, Parent::Pci("7870:00:00.0".into()));
+    let event = registered(10, "enP7p0s0", MAC, Parent::Pci { address: "7870:00:00.0".into(), id: None });
     agent.handle(&event, SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&agent, 0).as_deref(), Some("7870:00:00.0,mac=00:15:5d:00:00:01"));
 }
@@ -78,7 +79,34 @@ async fn a_link_without_a_parent_is_no_vf_and_a_gone_function_changes_nothing() 
     agent.handle(&SourceEvent::now(LinkEvent::Removed { ifindex: 10 }), SourceName::Ebpf).await.unwrap();
     agent.handle(&registered(10, "eth2", MAC, Parent::None), SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&agent, 0), None);
-    let gone = registered(11, "eth3", MAC, Parent::Pci("0009:00:02.0".into()));
+    let gone = registered(11, "eth3", MAC, Parent::Pci { address: "0009:00:02.0".into(), id: None });
     assert!(agent.handle(&gone, SourceName::Ebpf).await.unwrap().is_empty());
     assert_eq!(pipe(&agent, 0), None);
+}
+
+/// The eBPF record carries the function's make (`struct pci_dev`'s ids): it is taken as said,
+/// and sysfs is asked only how many netdevices the function carries.
+#[tokio::test]
+async fn the_make_an_event_names_is_taken_and_only_the_netdevices_are_counted() {
+    let pci = |address: &str, id| Parent::Pci { address: address.into(), id: Some(id) };
+    // The fake function has no vendor or device files: MANA can only be known from the event.
+    let (_dir, sys) = tree();
+    let mut first = agent(&sys, true).await;
+    first.handle(&registered(10, "eth2", MAC, pci("0002:00:02.0", PciId::MANA)), SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&first, 0).as_deref(), Some("0002:00:02.0,mac=00:15:5d:00:00:01"));
+
+    // Another make, on a function that carries two netdevices: bound by MAC all the same.
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    sys.add_netvsc("eth1", 3, MAC).unwrap();
+    sys.add_vf("eth5", 12, "00:15:5d:00:00:09", "0003:00:02.0").unwrap();
+    sys.add_vf("eth6", 13, MAC, "0003:00:02.0").unwrap();
+    let mut agent = agent(&sys, true).await;
+    let mellanox = PciId { vendor: 0x15b3, device: 0x101a };
+    agent.handle(&registered(13, "eth6", MAC, pci("0003:00:02.0", mellanox)), SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&agent, 0).as_deref(), Some("0003:00:02.0,mac=00:15:5d:00:00:01"));
+
+    // A function that is gone by the time the event is read: nothing changes.
+    let gone = registered(14, "eth7", MAC, pci("0009:00:02.0", mellanox));
+    assert!(agent.handle(&gone, SourceName::Ebpf).await.unwrap().is_empty());
 }

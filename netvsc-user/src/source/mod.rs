@@ -94,8 +94,9 @@ impl SourceEvent {
 pub enum Parent {
     /// No parent: a virtual device (veth, bridge, ...).
     None,
-    /// A PCI function, by address.
-    Pci(String),
+    /// A PCI function, by address, and its make when the source read it (the eBPF record does;
+    /// netlink does not say).
+    Pci { address: String, id: Option<crate::link::PciId> },
     /// A VMBus device (NetVSC, or another synthetic device: sysfs tells which).
     Vmbus,
     /// A parent on another bus.

@@ -116,7 +116,7 @@ pub fn decode_link(payload: &[u8]) -> Option<DecodedLink> {
         }
     }
     link.parent = match (parent_bus.as_deref(), parent_name) {
-        (Some("pci"), Some(address)) => Some(Parent::Pci(address)),
+        (Some("pci"), Some(address)) => Some(Parent::Pci { address, id: None }),
         (Some("vmbus"), _) => Some(Parent::Vmbus),
         (Some(_), _) => Some(Parent::Other),
         (None, _) => None,
@@ -210,7 +210,8 @@ mod tests {
         let named = |bus: &str, name: &str| {
             vec![LinkAttribute::ParentDevBusName(bus.into()), LinkAttribute::ParentDevName(name.into())]
         };
-        assert_eq!(parent(named("pci", "0002:00:02.0")), Some(Parent::Pci("0002:00:02.0".into())));
+        let pci = Parent::Pci { address: "0002:00:02.0".into(), id: None };
+        assert_eq!(parent(named("pci", "0002:00:02.0")), Some(pci));
         assert_eq!(parent(named("vmbus", "f8615163-0000-1000-8001-000d3a000001")), Some(Parent::Vmbus));
         assert_eq!(parent(named("usb", "1-1:1.0")), Some(Parent::Other));
         assert_eq!(parent(Vec::new()), None, "no parent named: an older kernel, or a virtual link");

@@ -113,6 +113,9 @@ fn kernel_record(lines: &[Line], kind: &str, pred: impl Fn(&KernelRecord) -> boo
         .with_context(|| format!("no {kind} record from the kernel program"))
 }
 
+/// `vendor:device` of QEMU's e1000e (Intel 82574L), as the kernel program reads them.
+const E1000E_PCI_ID: &str = "8086:10d3";
+
 fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
     let port = 2;
     let pci = pci_of(port);
@@ -133,6 +136,12 @@ fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
     ensure!(registered.mac == MAC_A, "registered record has MAC {}, expected {MAC_A}", registered.mac);
     ensure!(registered.parent_bus == "pci", "the VF's parent bus is {}, expected pci", registered.parent_bus);
     ensure!(registered.dev_type == 1, "dev_type {} is not ARPHRD_ETHER", registered.dev_type);
+    // Read by the kernel program from `struct pci_dev`: QEMU's e1000e is an Intel 82574L.
+    ensure!(
+        registered.pci_id.as_deref() == Some(E1000E_PCI_ID),
+        "the VF's PCI ids are {:?}, expected {E1000E_PCI_ID}",
+        registered.pci_id
+    );
     ensure!(registered.ifindex > 0, "no ifindex: {registered:?}");
     ensure!(registered.netns > 0, "no netns inode: {registered:?}");
     ensure!(
@@ -154,7 +163,7 @@ fn event_fields(guest: &mut Guest) -> anyhow::Result<()> {
     ensure!(unregistered.netns == registered.netns, "netns changed: {unregistered:?}");
     ensure!(removed.timestamp_ns <= unregistered.timestamp_ns, "unregistered before PCI removal");
     println!(
-        "  {iface} (ifindex {}, {MAC_A}, pci parent, netns {}): PCI add to netdevice {pci_to_netdev_us:.0} µs, \
+        "  {iface} (ifindex {}, {MAC_A}, pci parent {E1000E_PCI_ID}, netns {}): PCI add to netdevice {pci_to_netdev_us:.0} µs, \
          kernel event to pipe {:.1} µs",
         registered.ifindex, registered.netns, plugged.reaction_us
     );

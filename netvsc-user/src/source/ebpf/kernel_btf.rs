@@ -93,8 +93,17 @@ impl KernelBtf {
             bus_name: self.offset("bus_type", &["name"])?,
             pci_dev_name: self.offset("pci_dev", &["dev", "kobj", "name"])?,
             device_name: self.offset("device", &["kobj", "name"])?,
+            pci_dev_vendor: self.pci_dev_member_from_its_device("vendor")?,
+            pci_dev_device: self.pci_dev_member_from_its_device("device")?,
             ..Config::default()
         })
+    }
+
+    /// Where `pci_dev.<member>` is relative to `pci_dev.dev`, as two's complement (the kernel
+    /// program reaches the PCI function from its embedded `struct device`).
+    fn pci_dev_member_from_its_device(&self, member: &str) -> anyhow::Result<u32> {
+        let (at, dev) = (self.offset("pci_dev", &[member])?, self.offset("pci_dev", &["dev"])?);
+        Ok(at.wrapping_sub(dev))
     }
 }
 #[cfg(test)]
@@ -118,5 +127,9 @@ mod tests {
         assert!(btf.function(&["netdev_master_upper_dev_link"], 5).is_some());
         assert!(btf.function(&["netdev_upper_dev_unlink"], 2).is_some());
         assert!(btf.offset("net_device", &["no_such_member"]).is_err());
+        // vendor and device are adjacent u16s ahead of the embedded device.
+        let vendor = config.pci_dev_vendor as i32;
+        assert!(vendor < 0, "pci_dev.vendor comes before pci_dev.dev: {vendor}");
+        assert_eq!(config.pci_dev_device as i32, vendor + 2);
     }
 }

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::netlink::NetlinkSource;
 use super::{LinkEvent, Parent, Source, SourceEvent};
+use crate::link::PciId;
 
 mod attach;
 pub mod kernel_btf;
@@ -239,7 +240,11 @@ pub fn parent(event: &KernelEvent) -> Option<Parent> {
     match event.parent_bus {
         bus::NONE => Some(Parent::None),
         bus::PCI => {
-            std::str::from_utf8(event.pci_bytes()).ok().filter(|a| !a.is_empty()).map(|a| Parent::Pci(a.into()))
+            let address = std::str::from_utf8(event.pci_bytes()).ok().filter(|a| !a.is_empty())?;
+            // No function has vendor 0 (and 0xffff is "none"): such ids were not read.
+            let id = (!matches!(event.pci_vendor, 0 | 0xffff))
+                .then_some(PciId { vendor: event.pci_vendor, device: event.pci_device });
+            Some(Parent::Pci { address: address.into(), id })
         }
         bus::VMBUS => Some(Parent::Vmbus),
         _ => Some(Parent::Other),
@@ -306,7 +311,13 @@ mod tests {
             record.parent_bus = parent_bus;
             parent(&record)
         };
-        assert_eq!(with_bus(kind::REGISTERED, bus::PCI, b"0002:00:02.0"), Some(Parent::Pci("0002:00:02.0".into())));
+        let pci = |id| Some(Parent::Pci { address: "0002:00:02.0".into(), id });
+        assert_eq!(with_bus(kind::REGISTERED, bus::PCI, b"0002:00:02.0"), pci(None), "ids not read");
+        let mut mana = event(kind::REGISTERED, 7, b"enP2s2", b"0002:00:02.0");
+        (mana.parent_bus, mana.pci_vendor, mana.pci_device) = (bus::PCI, 0x1414, 0x00ba);
+        assert_eq!(parent(&mana), pci(Some(PciId::MANA)));
+        mana.pci_vendor = 0xffff;
+        assert_eq!(parent(&mana), pci(None), "0xffff: no function answered");
         assert_eq!(with_bus(kind::REGISTERED, bus::PCI, b""), None, "an address that could not be read");
         assert_eq!(with_bus(kind::RENAMED, bus::NONE, b""), Some(Parent::None));
         assert_eq!(with_bus(kind::MAC_CHANGED, bus::VMBUS, b""), Some(Parent::Vmbus));
