@@ -30,36 +30,17 @@ use serde_json::Value;
 use super::dpdk_rows::{Cycle, Feeder};
 use super::guest::{pci_of, Setup, MAC_A};
 use super::qemu::{BootConfig, Nic, Vm};
+use super::testpmd::{self, app_line_contains, start_forwarding, stop_forwarding, SETTLE};
 use super::traffic::{self, Listener};
 use crate::phase::Phase;
-
-/// The DPDK application in the guest: testpmd with the plugins fail-safe needs (`-d`, not the
-/// plugin directory: the directory's copies would load a second time beside testpmd's own
-/// links), in memory on hugepages, txonly forwarding through the fail-safe port, its stats
-/// every 5 s, its log stamped onto stdout. The feeder's `--vdev` arguments come in `$@`.
-///
-/// `--no-lsc-interrupt --disable-link-check`: fail-safe (22.11) gives a newly probed sub-device
-/// its own recorded link status with `rte_eth_dev_set_link_up` when the two differ, and DPDK's
-/// e1000 and vmxnet3 PMDs do not implement that call (mlx5 and mana do): the sub-device's
-/// configuration then fails ("Failed to apply link_status") and fail-safe never switches. So
-/// fail-safe must have recorded its link as down, as a new sub-device's is: it records it once,
-/// when it starts (from the tap, which is down while the NetVSC stand-in has no carrier; the rig
-/// turns the carrier on once fail-safe has started), and, without link checks and LSC events,
-/// never again.
-pub const TESTPMD_WRAPPER: &str = r#"#!/bin/sh
-set -o pipefail
-lib=/usr/lib/x86_64-linux-gnu
-/usr/bin/dpdk-testpmd -d $lib/librte_net_failsafe.so.23 -d $lib/librte_net_tap.so.23 \
-    -d $lib/librte_net_e1000.so.23 -d $lib/librte_net_vdev_netvsc.so.23 -d $lib/librte_mempool_ring.so.23 \
-    -l 0-1 -n 1 --in-memory --log-level=pmd.net.failsafe:debug --log-level=pmd.net.vdev_netvsc:debug \
-    "$@" -- --total-num-mbufs 2048 --forward-mode=txonly --stats-period 5 --no-lsc-interrupt --disable-link-check --hot-plug \
-    2>&1 | /bin/stamp-lines
-"#;
 
 /// Host files the guest needs for DPDK (installed at the same paths, with their libraries).
 pub fn host_files() -> Vec<std::path::PathBuf> {
     let lib = std::path::Path::new("/usr/lib/x86_64-linux-gnu");
-    let mut files = vec![std::path::PathBuf::from("/usr/bin/dpdk-testpmd")];
+    // stdbuf (coreutils) and its preloaded library: testpmd's prompt output line by line.
+    let mut files = ["/usr/bin/dpdk-testpmd", "/usr/bin/stdbuf", "/usr/libexec/coreutils/libstdbuf.so"]
+        .map(std::path::PathBuf::from)
+        .to_vec();
     for plugin in ["net_failsafe", "net_tap", "net_e1000", "net_vdev_netvsc", "mempool_ring"] {
         files.push(lib.join(format!("librte_{plugin}.so.23")));
     }
@@ -147,10 +128,6 @@ fn is_statistics(line: &str) -> bool {
     rule || stats.iter().any(|s| line.contains(s))
 }
 
-fn app_line_contains(needle: &str) -> impl Fn(&Value) -> bool + '_ {
-    move |v: &Value| v["app"].as_str().is_some_and(|line| line.contains(needle))
-}
-
 fn t_ns(v: &Value) -> u64 {
     v["t_ns"].as_u64().unwrap_or(0)
 }
@@ -166,7 +143,7 @@ fn one_plug(
     let pci = pci_of(port);
     listener.clear();
     vm.discard_others(|v| v.get("app").is_some());
-    // See TESTPMD_WRAPPER: fail-safe records the tap's link as down, then the carrier returns.
+    // See testpmd::WRAPPER: fail-safe records the tap's link as down, then the carrier returns.
     vm.set_link("net0", false)?;
     vm.guest_run(&feeder.start_command())?;
     let tap = app_line_contains("Switching tx_dev to sub_device 1");
@@ -174,7 +151,12 @@ fn one_plug(
     let run_start = t_ns(&started);
     vm.expect_within("testpmd to start forwarding", Duration::from_secs(60), app_line_contains("forwards packets"))?;
     vm.set_link("net0", true)?;
+    // Frames sent while the stand-in had no carrier never left the guest: the count starts from
+    // a fresh start of forwarding, once the frames before it have arrived.
+    stop_forwarding(vm)?;
+    std::thread::sleep(SETTLE);
     let traffic_from = listener.now();
+    start_forwarding(vm)?;
 
     std::thread::sleep(phase.next_delay_under(Duration::from_millis(2000)));
     let plugged_at = Instant::now();
@@ -203,11 +185,17 @@ fn one_plug(
     let rebind_to_switch = rebound_at.elapsed();
     let host_elapsed = plugged_at.elapsed();
 
+    // Forwarding stopped: how many frames fail-safe's sub-devices accepted since the start, and,
+    // once the last have arrived, how many the host received.
+    vm.collect_for(Duration::from_millis(300));
+    let frames_sent = stop_forwarding(vm)?;
+    std::thread::sleep(SETTLE);
+    let traffic = traffic::switch(&listener.between(traffic_from, listener.now()));
+    start_forwarding(vm)?;
+
     // Everything testpmd printed before the unplug has arrived by now: the unplug's boundary.
     vm.collect_for(Duration::from_millis(300));
     let unplugged_ns = vm.seen_others().iter().filter(|v| v.get("app").is_some()).map(t_ns).max().unwrap_or(0);
-    let unplugging = listener.now();
-    let traffic = traffic::switch(&listener.between(traffic_from, unplugging));
     vm.unplug_with_backend(id)?;
     let unplugged = listener.now();
     let watch = Duration::from_millis(u64::from(feeder.poll_ms()) * 2 + 2000);
@@ -218,7 +206,8 @@ fn one_plug(
     let after_unplug: Vec<String> = run_lines
         .iter()
         .filter(|v| t_ns(v) > unplugged_ns)
-        .filter_map(|v| v["app"].as_str())
+        // testpmd's prompt, written without a newline, ends up in front of the next line.
+        .filter_map(|v| v["app"].as_str().map(|line| line.trim_start_matches("testpmd> ")))
         // Indented lines are testpmd's configuration dumps and rates, not events.
         .filter(|line| !is_statistics(line) && !line.starts_with(char::is_whitespace))
         .map(str::to_owned)
@@ -233,14 +222,16 @@ fn one_plug(
         .collect();
     ensure!(parsed_all.iter().all(|p| *p == pci), "fail-safe parsed {parsed_all:?}, only {pci} is true");
 
+    testpmd::command(vm, "quit")?;
     vm.guest_run(
-        "kill $(pidof dpdk-testpmd) 2>/dev/null; \
+        "for i in $(seq 50); do pidof dpdk-testpmd >/dev/null || break; sleep 0.1; done; \
+         kill $(pidof dpdk-testpmd) 2>/dev/null; \
          while pidof dpdk-testpmd >/dev/null || pgrep -f 'netvsc-watch exec' >/dev/null; do sleep 0.1; done",
     )?;
     let ms = |ns: u64| ns.saturating_sub(registered_ns) as f64 / 1e6;
     println!(
         "  {pci}: parsed {:.1} ms, switched {:.1} ms after the kernel registered the VF ({:.1} s on the host from device_add); \
-         host received {} frames by the NetVSC stand-in, then {} by the VF, gap at the switch {}, longest {:.1} ms; \
+         testpmd sent {frames_sent} frames, the host received {} by the NetVSC stand-in, then {} by the VF, gap at the switch {}, longest {:.1} ms; \
          unplugged: {}, {frames_after_unplug} frames in the {:.1} s after",
         ms(t_ns(&parsed)),
         ms(t_ns(&switched)),
@@ -266,6 +257,7 @@ fn one_plug(
         after_unplug,
         fell_back,
         traffic,
+        frames_sent,
         frames_after_unplug,
     })
 }

@@ -6,7 +6,7 @@ use anyhow::{ensure, Context as _};
 use super::guest::MAC_A;
 use super::traffic;
 
-/// Where the guest's testpmd wrapper (`dpdk::TESTPMD_WRAPPER`) is installed.
+/// Where the guest's testpmd wrapper (`testpmd::WRAPPER`) is installed.
 pub const TESTPMD_PATH: &str = "/etc/nvw/testpmd";
 
 /// Who feeds fail-safe's pipe in a row.
@@ -69,10 +69,22 @@ pub struct Cycle {
     pub after_unplug: Vec<String>,
     /// Whether it switched TX back to the tap on its own.
     pub fell_back: bool,
-    /// The frames the host received from both NICs from testpmd's start to the unplug.
+    /// The frames the host received from both NICs from the start of forwarding to its stop
+    /// after the switch.
     pub traffic: traffic::Switch,
+    /// The frames fail-safe's sub-devices accepted in that time (testpmd's TX-packets).
+    pub frames_sent: u64,
     /// Frames the host received from either NIC in the watch period after the unplug.
     pub frames_after_unplug: usize,
+}
+
+impl Cycle {
+    /// Frames sent through fail-safe but never received by the host, from the start of
+    /// forwarding to its stop after the switch: exact, by testpmd's own count against the host's.
+    pub fn frames_lost(&self) -> i64 {
+        let received = self.traffic.synthetic_frames + self.traffic.vf_frames;
+        self.frames_sent as i64 - received as i64
+    }
 }
 
 /// `original`, `sidecar:<poll ms>` or `<source>:<poll ms>`.
@@ -110,8 +122,9 @@ pub fn table(results: &[(Feeder, Vec<Cycle>)]) -> String {
         .map(|(_, c)| quantile(&c.iter().map(|c| c.parsed_ms).collect::<Vec<_>>(), 0.5));
     let mut out = String::from(
         "| feeder | plugs | VF registered → fail-safe read it, ms p50 / p99 / max | → switched TX to it, ms p50 / max | \
-         rebind → switched, ms p50 | host: gap in frames at the switch, ms p50 / max | on unplug | \
-         read p50 ÷ original's |\n| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n",
+         rebind → switched, ms p50 | host: gap in frames at the switch, ms p50 / max | \
+         frames lost (sent − received), p50 / max | on unplug | read p50 ÷ original's |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n",
     );
     for (feeder, cycles) in results {
         let parsed: Vec<f64> = cycles.iter().map(|c| c.parsed_ms).collect();
@@ -125,12 +138,13 @@ pub fn table(results: &[(Feeder, Vec<Cycle>)]) -> String {
         } else {
             format!("{} of {} switches seen", gaps.len(), cycles.len())
         };
+        let lost: Vec<f64> = cycles.iter().map(|c| c.frames_lost() as f64).collect();
         let ratio = match original {
             Some(o) if o > 0.0 => format!("{:.2}", quantile(&parsed, 0.5) / o),
             _ => "–".into(),
         };
         out += &format!(
-            "| {} | {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | {gap} | fell back to the tap: {fell_back} of {}; \
+            "| {} | {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | {gap} | {:.0} / {:.0} | fell back to the tap: {fell_back} of {}; \
              no frame after it: {silent} of {} | {ratio} |\n",
             feeder.label(),
             cycles.len(),
@@ -140,6 +154,8 @@ pub fn table(results: &[(Feeder, Vec<Cycle>)]) -> String {
             quantile(&switched, 0.5),
             quantile(&switched, 1.0),
             quantile(&rebind, 0.5),
+            quantile(&lost, 0.5),
+            quantile(&lost, 1.0),
             cycles.len(),
             cycles.len(),
         );
@@ -200,6 +216,28 @@ mod tests {
             let err = parse_row(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{bad}: {err}");
         }
+    }
+
+    fn cycle(frames_sent: u64, synthetic_frames: usize, vf_frames: usize) -> Cycle {
+        Cycle {
+            parsed_ms: 120.0,
+            switched_ms: 250.0,
+            rebind_to_switch_ms: 110.0,
+            after_unplug: Vec::new(),
+            fell_back: false,
+            traffic: traffic::Switch { synthetic_frames, vf_frames, gap_ms: Some(2.0), longest_gap_ms: 3.0 },
+            frames_sent,
+            frames_after_unplug: 0,
+        }
+    }
+
+    #[test]
+    fn frames_lost_are_sent_minus_received_on_both_paths() {
+        assert_eq!(cycle(1000, 600, 390).frames_lost(), 10);
+        assert_eq!(cycle(500, 200, 300).frames_lost(), 0);
+        assert_eq!(cycle(10, 8, 4).frames_lost(), -2, "more received than sent is shown, not hidden");
+        let table = table(&[(Feeder::Sidecar { poll_ms: 100 }, vec![cycle(1000, 600, 390), cycle(500, 200, 300)])]);
+        assert!(table.contains("| 2.0 / 2.0 | 0 / 10 | fell back to the tap: 0 of 2;"), "{table}");
     }
 
     #[test]

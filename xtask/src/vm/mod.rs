@@ -14,6 +14,7 @@ mod guest;
 mod initramfs;
 mod qemu;
 mod scenarios;
+mod testpmd;
 mod traffic;
 
 pub use scenarios::{count as scenario_count, Outcome};
@@ -133,7 +134,7 @@ fn prepare_with(with_dpdk: bool) -> anyhow::Result<(guest::Setup, tempfile::Temp
     };
     if with_dpdk {
         contents.host_files = dpdk::host_files();
-        contents.texts.push((dpdk_rows::TESTPMD_PATH.into(), dpdk::TESTPMD_WRAPPER.into(), 0o755));
+        contents.texts.push((dpdk_rows::TESTPMD_PATH.into(), testpmd::WRAPPER.into(), 0o755));
     }
     initramfs::build(&assets, &contents, &initramfs)?;
     println!(

@@ -1,6 +1,8 @@
 //! The traffic listener outside the guest: each NIC of the DPDK guest sends its frames to a UDP
-//! port of the host (QEMU's socket backend), where a thread per path stamps every datagram's
-//! arrival on the host's monotonic clock. Independent of the guest, the agent and testpmd.
+//! port of the host (QEMU's socket backend), where a thread per path stamps the arrival of every
+//! frame testpmd generated on the host's monotonic clock. Independent of the guest, the agent
+//! and testpmd. The guest kernel's own frames on the NetVSC stand-in (neighbour discovery and
+//! the like) are not testpmd's, and are left out.
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,17 @@ pub enum Path {
     Synthetic,
     /// The VF stand-in.
     Vf,
+}
+
+/// The IPv4 source address of testpmd's txonly frames (`--tx-ip`, testpmd's default too).
+pub const TESTPMD_SOURCE: [u8; 4] = [198, 18, 0, 1];
+
+/// Whether `frame` (an Ethernet frame, as QEMU's socket backend sends it) is one of testpmd's
+/// txonly frames: IPv4 from [`TESTPMD_SOURCE`], UDP.
+pub fn is_testpmd_frame(frame: &[u8]) -> bool {
+    const IPV4: [u8; 2] = [0x08, 0x00];
+    const UDP: u8 = 17;
+    frame.len() >= 34 && frame[12..14] == IPV4 && frame[23] == UDP && frame[26..30] == TESTPMD_SOURCE
 }
 
 /// Arrivals of both paths, as offsets from the listener's start.
@@ -48,9 +61,12 @@ impl Listener {
             threads.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
-                    if socket.recv(&mut buf).is_ok() {
-                        let at = start.elapsed();
-                        arrivals.lock().expect("arrivals").push((at, path));
+                    match socket.recv(&mut buf) {
+                        Ok(length) if is_testpmd_frame(&buf[..length]) => {
+                            let at = start.elapsed();
+                            arrivals.lock().expect("arrivals").push((at, path));
+                        }
+                        _ => {}
                     }
                 }
             }));
@@ -126,6 +142,35 @@ mod tests {
 
     fn at(ms: u64, path: Path) -> (Duration, Path) {
         (Duration::from_millis(ms), path)
+    }
+
+    /// A txonly frame as testpmd 22.11 builds it: Ethernet, IPv4 198.18.0.1 → 198.18.0.2, UDP
+    /// 9 → 9, 64 bytes.
+    fn txonly_frame() -> Vec<u8> {
+        let mut frame = vec![0u8; 64];
+        frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0]);
+        frame[6..12].copy_from_slice(&[0x52, 0x54, 0, 0xaa, 0, 1]);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14] = 0x45;
+        frame[23] = 17;
+        frame[26..30].copy_from_slice(&TESTPMD_SOURCE);
+        frame[30..34].copy_from_slice(&[198, 18, 0, 2]);
+        frame
+    }
+
+    #[test]
+    fn only_testpmds_frames_are_counted() {
+        let frame = txonly_frame();
+        assert!(is_testpmd_frame(&frame));
+        let mut ipv6 = frame.clone();
+        ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let mut tcp = frame.clone();
+        tcp[23] = 6;
+        let mut other_source = frame.clone();
+        other_source[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        for not_ours in [&ipv6[..], &tcp, &other_source, &frame[..33]] {
+            assert!(!is_testpmd_frame(not_ours), "{not_ours:?}");
+        }
     }
 
     #[test]
