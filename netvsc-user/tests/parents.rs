@@ -14,6 +14,11 @@ use support::rig::{launcher, pipe};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
+/// A launcher that takes the kernel's word on parent devices.
+async fn trusting_agent(sys: &FakeSysfs) -> Agent {
+    agent(sys, true).await
+}
+
 async fn agent(sys: &FakeSysfs, trusted: bool) -> Agent {
     let reader = SystemReader::new(Sysfs::open(sys.root()).unwrap(), Box::new(StaticAddresses::default()), None)
         .trust_event_parents(trusted);
@@ -105,6 +110,26 @@ async fn the_make_an_event_names_is_taken_and_only_the_netdevices_are_counted() 
     let mellanox = PciId { vendor: 0x15b3, device: 0x101a };
     agent.handle(&registered(13, "eth6", MAC, pci("0003:00:02.0", mellanox)), SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0003:00:02.0,mac=00:15:5d:00:00:01"));
+
+    // One netdevice on a function of that make: the bare address, as the original writes it.
+    let dir = tempfile::tempdir().unwrap();
+    let single = FakeSysfs::create(dir.path()).unwrap();
+    single.add_netvsc("eth1", 3, MAC).unwrap();
+    single.add_vf("eth6", 13, MAC, "0003:00:02.0").unwrap();
+    let mut lone = trusting_agent(&single).await;
+    lone.handle(&registered(13, "eth6", MAC, pci("0003:00:02.0", mellanox)), SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&lone, 0).as_deref(), Some("0003:00:02.0"));
+
+    // A function whose netdevices cannot be counted by a stat (no `net` directory): read whole,
+    // the make still the event's.
+    let dir = tempfile::tempdir().unwrap();
+    let uncounted = FakeSysfs::create(dir.path()).unwrap();
+    uncounted.add_netvsc("eth1", 3, MAC).unwrap();
+    uncounted.add_vf("eth7", 14, MAC, "0004:00:02.0").unwrap();
+    std::fs::remove_dir_all(uncounted.root().join("devices/pci/0004:00:02.0/net")).unwrap();
+    let mut whole = trusting_agent(&uncounted).await;
+    whole.handle(&registered(14, "eth7", MAC, pci("0004:00:02.0", PciId::MANA)), SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&whole, 0).as_deref(), Some("0004:00:02.0,mac=00:15:5d:00:00:01"));
 
     // A function that is gone by the time the event is read: nothing changes.
     let gone = registered(14, "eth7", MAC, pci("0009:00:02.0", mellanox));
