@@ -283,7 +283,9 @@ mod tests {
         let text = markdown(&results, "plot.svg");
         // p50 50, p90 90, p99 99, max 100; the floor's p50 12.5 and p99 24.75.
         assert!(
-            text.contains("| exec | 100 | 50 µs | 90 µs | 99 µs | 100 µs | 10 µs / 20 µs | 4.0× | 4.0× | missed: 2× floor |"),
+            text.contains(
+                "| exec | 100 | 50 µs | 90 µs | 99 µs | 100 µs | 10 µs / 20 µs | 4.0× | 4.0× | missed: 2× floor |"
+            ),
             "{text}"
         );
         assert!(text.contains("| floor | 100 | 12 µs |"), "{text}");
