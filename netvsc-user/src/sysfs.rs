@@ -108,10 +108,13 @@ impl Sysfs {
     /// [`Sysfs::pci_function`] when its make is known already (the eBPF record carries it): only
     /// how many netdevices it carries is asked, one `stat` of its `net` directory.
     pub fn pci_function_of(&self, address: &str, id: PciId) -> Result<PciFunction, ReadError> {
-        let netdevs = match nix::sys::stat::stat(&self.pci_devices.join(address).join("net")) {
-            Ok(stat) if stat.st_nlink >= 2 => stat.st_nlink as usize - 2,
+        let counted = nix::sys::stat::stat(&self.pci_devices.join(address).join("net")).ok().and_then(subdirectories);
+        let netdevs = match counted {
+            Some(netdevs) => netdevs,
             // Gone, or a filesystem that does not count subdirectories: the whole read says which.
-            _ => return self.pci_function(address).map(|function| PciFunction { mana: id == PciId::MANA, ..function }),
+            None => {
+                return self.pci_function(address).map(|function| PciFunction { mana: id == PciId::MANA, ..function })
+            }
         };
         Ok(PciFunction { address: address.to_owned(), mana: id == PciId::MANA, netdevs: netdevs.max(1) })
     }
@@ -256,9 +259,8 @@ impl SysDir {
     /// plus one per subdirectory): one `stat` instead of reading the directory. A filesystem that
     /// does not (a link count below two) is read.
     fn entries(&self, relative: &str) -> io::Result<usize> {
-        let stat = fstatat(&self.fd, relative, AtFlags::empty())?;
-        if stat.st_nlink >= 2 {
-            return Ok(stat.st_nlink as usize - 2);
+        if let Some(count) = subdirectories(fstatat(&self.fd, relative, AtFlags::empty())?) {
+            return Ok(count);
         }
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let mut dir = Dir::from_fd(openat(&self.fd, relative, flags, Mode::empty())?)?;
@@ -289,6 +291,12 @@ impl SysDir {
         }
         ReadError::Io { path: self.path.join(relative), source }
     }
+}
+
+/// How many subdirectories a directory has, by its link count (two plus one per subdirectory, on
+/// sysfs as on most filesystems); `None` where the filesystem does not count them so.
+fn subdirectories(stat: nix::sys::stat::FileStat) -> Option<usize> {
+    (stat.st_nlink as usize).checked_sub(2)
 }
 
 fn basename(path: &Path) -> Option<String> {

@@ -14,11 +14,6 @@ use support::rig::{launcher, pipe};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
-/// A launcher that takes the kernel's word on parent devices.
-async fn trusting_agent(sys: &FakeSysfs) -> Agent {
-    agent(sys, true).await
-}
-
 async fn agent(sys: &FakeSysfs, trusted: bool) -> Agent {
     let reader = SystemReader::new(Sysfs::open(sys.root()).unwrap(), Box::new(StaticAddresses::default()), None)
         .trust_event_parents(trusted);
@@ -101,37 +96,39 @@ async fn the_make_an_event_names_is_taken_and_only_the_netdevices_are_counted() 
     assert_eq!(pipe(&first, 0).as_deref(), Some("0002:00:02.0,mac=00:15:5d:00:00:01"));
 
     // Another make, on a function that carries two netdevices: bound by MAC all the same.
-    let dir = tempfile::tempdir().unwrap();
-    let sys = FakeSysfs::create(dir.path()).unwrap();
-    sys.add_netvsc("eth1", 3, MAC).unwrap();
-    sys.add_vf("eth5", 12, "00:15:5d:00:00:09", "0003:00:02.0").unwrap();
-    sys.add_vf("eth6", 13, MAC, "0003:00:02.0").unwrap();
-    let mut agent = agent(&sys, true).await;
     let mellanox = PciId { vendor: 0x15b3, device: 0x101a };
-    agent.handle(&registered(13, "eth6", MAC, pci("0003:00:02.0", mellanox)), SourceName::Ebpf).await.unwrap();
-    assert_eq!(pipe(&agent, 0).as_deref(), Some("0003:00:02.0,mac=00:15:5d:00:00:01"));
+    let (_dir, sys) =
+        netvsc_and_vfs(&[("eth5", 12, "00:15:5d:00:00:09", "0003:00:02.0"), ("eth6", 13, MAC, "0003:00:02.0")]);
+    let mut two = agent(&sys, true).await;
+    two.handle(&registered(13, "eth6", MAC, pci("0003:00:02.0", mellanox)), SourceName::Ebpf).await.unwrap();
+    assert_eq!(pipe(&two, 0).as_deref(), Some("0003:00:02.0,mac=00:15:5d:00:00:01"));
 
     // One netdevice on a function of that make: the bare address, as the original writes it.
-    let dir = tempfile::tempdir().unwrap();
-    let single = FakeSysfs::create(dir.path()).unwrap();
-    single.add_netvsc("eth1", 3, MAC).unwrap();
-    single.add_vf("eth6", 13, MAC, "0003:00:02.0").unwrap();
-    let mut lone = trusting_agent(&single).await;
+    let (_dir, single) = netvsc_and_vfs(&[("eth6", 13, MAC, "0003:00:02.0")]);
+    let mut lone = agent(&single, true).await;
     lone.handle(&registered(13, "eth6", MAC, pci("0003:00:02.0", mellanox)), SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&lone, 0).as_deref(), Some("0003:00:02.0"));
 
     // A function whose netdevices cannot be counted by a stat (no `net` directory): read whole,
     // the make still the event's.
-    let dir = tempfile::tempdir().unwrap();
-    let uncounted = FakeSysfs::create(dir.path()).unwrap();
-    uncounted.add_netvsc("eth1", 3, MAC).unwrap();
-    uncounted.add_vf("eth7", 14, MAC, "0004:00:02.0").unwrap();
+    let (_dir, uncounted) = netvsc_and_vfs(&[("eth7", 14, MAC, "0004:00:02.0")]);
     std::fs::remove_dir_all(uncounted.root().join("devices/pci/0004:00:02.0/net")).unwrap();
-    let mut whole = trusting_agent(&uncounted).await;
+    let mut whole = agent(&uncounted, true).await;
     whole.handle(&registered(14, "eth7", MAC, pci("0004:00:02.0", PciId::MANA)), SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&whole, 0).as_deref(), Some("0004:00:02.0,mac=00:15:5d:00:00:01"));
 
     // A function that is gone by the time the event is read: nothing changes.
     let gone = registered(14, "eth7", MAC, pci("0009:00:02.0", mellanox));
-    assert!(agent.handle(&gone, SourceName::Ebpf).await.unwrap().is_empty());
+    assert!(two.handle(&gone, SourceName::Ebpf).await.unwrap().is_empty());
+}
+
+/// eth1 and the VFs `(name, ifindex, mac, pci)`.
+fn netvsc_and_vfs(vfs: &[(&str, u32, &str, &str)]) -> (tempfile::TempDir, FakeSysfs) {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(dir.path()).unwrap();
+    sys.add_netvsc("eth1", 3, MAC).unwrap();
+    for (name, ifindex, mac, pci) in vfs {
+        sys.add_vf(name, *ifindex, mac, pci).unwrap();
+    }
+    (dir, sys)
 }
