@@ -85,6 +85,7 @@ impl Agent {
             }
             reporter.action(action, SourceName::Startup, started, monotonic_ns(), outputs.paths(action.id()));
         }
+        reader.close_retired();
         Ok(Agent {
             measuring: None,
             observer: None,
@@ -109,6 +110,10 @@ impl Agent {
 
     pub fn outputs(&self) -> &Outputs {
         &self.outputs
+    }
+
+    pub fn reader(&self) -> &SystemReader {
+        &self.reader
     }
 
     /// What `scan` would report, with the sidecar files of the managed interfaces.
@@ -137,8 +142,11 @@ impl Agent {
     /// An error here means the system could not be read; an output that cannot be written is
     /// logged and skipped so that the other interfaces keep being served.
     pub async fn handle(&mut self, event: &SourceEvent, source: SourceName) -> anyhow::Result<Vec<Action>> {
+        // The descriptors of what was read are closed after the pipes are written; a read that
+        // failed leaves its few to the next event's close.
         let touched = self.reader.apply(&mut self.view, event).await?;
         if touched.is_nothing() {
+            self.reader.close_retired();
             self.note_event(event);
             return Ok(Vec::new());
         }
@@ -147,6 +155,7 @@ impl Agent {
         // before any state file, log line, JSON line, timeline or metrics bookkeeping.
         let written: Vec<(anyhow::Result<()>, u64)> =
             actions.iter().map(|action| (self.outputs.apply_channel(action), monotonic_ns())).collect();
+        self.reader.close_retired();
         self.note_event(event);
         for (action, (written, done_ns)) in actions.iter().zip(written) {
             if let Err(err) = written.and_then(|()| self.outputs.apply_files(action)) {

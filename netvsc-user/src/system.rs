@@ -43,6 +43,17 @@ impl SystemReader {
         self
     }
 
+    /// Closes the descriptors the reads left open so far: once the pipes are written (see
+    /// [`Sysfs::close_retired`]).
+    pub fn close_retired(&self) {
+        self.sysfs.close_retired();
+    }
+
+    /// How many descriptors wait for [`SystemReader::close_retired`].
+    pub fn retired(&self) -> usize {
+        self.sysfs.retired()
+    }
+
     /// Reads every netdevice that exists and the addresses of the NetVSC ones.
     pub async fn full_scan(&mut self) -> anyhow::Result<SystemView> {
         self.rescan(None).await

@@ -40,9 +40,11 @@ fn tree() -> (tempfile::TempDir, FakeSysfs) {
 async fn a_vf_is_known_by_the_pci_address_the_event_named() {
     let (_dir, sys) = tree();
     let mut agent = agent(&sys, true).await;
+    assert_eq!(agent.reader().retired(), 0, "what the start-up scan read is closed once it is done");
     let event = registered(10, "eth2", MAC, Parent::Pci { address: "0002:00:02.0".into(), id: None });
     agent.handle(&event, SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"));
+    assert_eq!(agent.reader().retired(), 0, "what was read is closed once the pipe is written");
 }
 
 #[tokio::test]

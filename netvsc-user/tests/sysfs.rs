@@ -84,3 +84,25 @@ fn a_wrong_root_is_refused_with_its_path() {
     let err = Sysfs::open(&dir.path().join("nope")).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+/// A read leaves its descriptors open for the caller to close once its pipes are written, and
+/// never more than a few dozen: a scan of many links does not run the process out of them.
+#[test]
+fn descriptors_of_reads_wait_for_the_close_and_never_pile_up() {
+    let (_dir, fake, sysfs) = tree();
+    fake.add_vf("enP2p0s2", 5, "00:15:5d:aa:bb:01", "0002:00:02.0").unwrap();
+    assert!(sysfs.read("enP2p0s2").unwrap().is_some());
+    let open_after_one = sysfs.retired();
+    assert!(open_after_one >= 2, "the netdevice's directory and its ifindex at least: {open_after_one}");
+    sysfs.close_retired();
+    assert_eq!(sysfs.retired(), 0);
+
+    for i in 0..100 {
+        fake.add_virtual(&format!("veth{i}"), 100 + i, "02:00:00:00:00:01").unwrap();
+    }
+    assert_eq!(sysfs.enumerate().unwrap().links.len(), 101);
+    let open_after_scan = sysfs.retired();
+    assert!((1..=32).contains(&open_after_scan), "{open_after_scan} descriptors left open by a scan of 101 links");
+    sysfs.close_retired();
+    assert_eq!(sysfs.retired(), 0);
+}

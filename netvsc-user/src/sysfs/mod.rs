@@ -15,11 +15,15 @@ use nix::sys::stat::{fstatat, Mode};
 
 use crate::link::{Link, LinkKind, PciFunction, PciId, NETVSC_CLASS_ID};
 
+mod attribute;
+mod retired;
+
+pub use attribute::read_attribute;
+use attribute::read_open_attribute;
+use retired::Retired;
+
 /// `ARPHRD_ETHER`: the only link type the original driver (and we) consider.
 const ARPHRD_ETHER: u32 = 1;
-
-/// Longest attribute read. sysfs attributes are at most a page; anything longer is not one.
-const MAX_ATTRIBUTE_BYTES: usize = 4096;
 
 /// Why one netdevice could not be read. `Vanished` is the normal race with a device going away;
 /// the others mean an odd entry that is skipped with a warning.
@@ -47,11 +51,13 @@ pub struct Enumeration {
 }
 
 /// A sysfs tree rooted at `root` (normally `/sys`).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Sysfs {
     net: PathBuf,
     /// `<root>/bus/pci/devices`, where a PCI function is found by its address.
     pci_devices: PathBuf,
+    /// Descriptors of successful reads, closed by [`Sysfs::close_retired`].
+    retired: Retired,
 }
 
 impl Sysfs {
@@ -64,7 +70,20 @@ impl Sysfs {
                 format!("{} is not a sysfs root: {} is not a directory", root.display(), net.display()),
             ));
         }
-        Ok(Self { net, pci_devices: root.join("bus/pci/devices") })
+        Ok(Self { net, pci_devices: root.join("bus/pci/devices"), retired: Retired::new() })
+    }
+
+    /// Closes the descriptors the reads so far left open, for the caller to call once its pipes
+    /// are written: closing is bookkeeping, and with the caches cold while the agent idled each
+    /// close costs microseconds between the kernel's message and the address in the pipe. A few
+    /// dozen at most are left open (a scan closes them as it goes).
+    pub fn close_retired(&self) {
+        self.retired.close();
+    }
+
+    /// How many descriptors wait for [`Sysfs::close_retired`].
+    pub fn retired(&self) -> usize {
+        self.retired.count()
     }
 
     /// Names under `class/net`, in directory order. Non-UTF-8 names come back separately.
@@ -101,8 +120,10 @@ impl Sysfs {
     /// The PCI function at `address`, found by its address (not through a netdevice's name,
     /// which may have moved to another device since an event named both).
     pub fn pci_function(&self, address: &str) -> Result<PciFunction, ReadError> {
-        let dir = SysDir::open(&self.pci_devices, address)?;
-        Ok(dir.pci_function("", address.to_owned()))
+        let dir = SysDir::open(&self.pci_devices, address, &self.retired)?;
+        let function = dir.pci_function("", address.to_owned());
+        dir.retire();
+        Ok(function)
     }
 
     /// [`Sysfs::pci_function`] when its make is known already (the eBPF record carries it): only
@@ -142,7 +163,7 @@ impl Sysfs {
     /// `ifindex` (the name may have moved to another device since the event). The ifindex is
     /// always read: it is what ties the name to the event's device.
     pub fn read_with(&self, name: &str, ifindex: Option<u32>, hints: Hints) -> Result<Option<Link>, ReadError> {
-        let dir = SysDir::open(&self.net, name)?;
+        let dir = SysDir::open(&self.net, name, &self.retired)?;
         let found: u32 = dir.parse("ifindex")?;
         let hints = if Some(found) == ifindex { hints } else { Hints::default() };
         let mac = match hints.mac {
@@ -157,6 +178,7 @@ impl Sysfs {
         };
         let kind = dir.kind()?;
         let master = hints.master.unwrap_or_else(|| dir.master());
+        dir.retire();
         Ok(Some(Link { ifindex: found, name: name.to_owned(), mac, kind, master }))
     }
 }
@@ -173,27 +195,36 @@ pub struct Hints {
 /// A device's directory (a netdevice's, a PCI function's), opened once (`O_PATH`): attributes are
 /// read relative to it, so the kernel walks `class/net/<name>` and its symlink once per device
 /// rather than once per attribute. With caches gone cold while the agent idled, every path walk
-/// costs microseconds.
-struct SysDir {
+/// costs microseconds. The directory and the attributes read are closed later (see [`Sysfs::close_retired`]).
+struct SysDir<'a> {
     fd: OwnedFd,
     name: String,
     path: PathBuf,
+    retired: &'a Retired,
 }
 
-impl SysDir {
-    fn open(net: &Path, name: &str) -> Result<Self, ReadError> {
+impl<'a> SysDir<'a> {
+    fn open(net: &Path, name: &str, retired: &'a Retired) -> Result<Self, ReadError> {
         let path = net.join(name);
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         match open(&path, flags, Mode::empty()) {
-            Ok(fd) => Ok(Self { fd, name: name.to_owned(), path }),
+            Ok(fd) => Ok(Self { fd, name: name.to_owned(), path, retired }),
             Err(Errno::ENOENT) => Err(ReadError::Vanished { name: name.to_owned() }),
             Err(errno) => Err(ReadError::Io { path, source: errno.into() }),
         }
     }
 
+    /// Done reading: the directory is closed with the attributes, later.
+    fn retire(self) {
+        self.retired.retire(self.fd);
+    }
+
     fn attribute(&self, relative: &str) -> io::Result<String> {
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-        read_open_attribute(File::from(openat(&self.fd, relative, flags, Mode::empty())?))
+        let file = File::from(openat(&self.fd, relative, flags, Mode::empty())?);
+        let content = read_open_attribute(&file);
+        self.retired.retire(file.into());
+        content
     }
 
     fn parse<T: std::str::FromStr>(&self, relative: &str) -> Result<T, ReadError> {
@@ -301,69 +332,4 @@ fn subdirectories(stat: nix::sys::stat::FileStat) -> Option<usize> {
 
 fn basename(path: &Path) -> Option<String> {
     path.file_name().and_then(|n| n.to_str()).filter(|n| !n.is_empty()).map(str::to_owned)
-}
-
-/// Reads one attribute file the way sysfs serves them: a regular file of at most a page. A FIFO,
-/// a device node or an endless file in a hostile tree is refused without blocking or growing.
-pub fn read_attribute(path: &Path) -> io::Result<String> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    read_open_attribute(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?)
-}
-
-/// [`read_attribute`] of a file opened (non-blocking) already.
-fn read_open_attribute(file: File) -> io::Result<String> {
-    use std::io::Read as _;
-    // One read: sysfs hands an attribute over whole, and a regular file reads short only at its
-    // end (a second read to see the end would be one more system call on the hot path).
-    let mut buf = [0u8; MAX_ATTRIBUTE_BYTES + 1];
-    let read = loop {
-        match (&file).read(&mut buf) {
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            other => break other,
-        }
-    };
-    // A FIFO or a device node reads as nothing, would block, or never ends; only then is the
-    // file's type asked, so that an attribute costs no system call beyond open, read and close.
-    let odd = match &read {
-        Ok(length) => *length == 0 || *length > MAX_ATTRIBUTE_BYTES,
-        Err(err) => err.kind() == io::ErrorKind::WouldBlock,
-    };
-    if odd && !file.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
-    }
-    let length = read?;
-    if length > MAX_ATTRIBUTE_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("longer than {MAX_ATTRIBUTE_BYTES} bytes")));
-    }
-    String::from_utf8(buf[..length].to_vec()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An attribute is read with open, read and close; the file's type is asked only when the
-    /// read looks wrong, and then a FIFO or a device is refused as such, never waited on.
-    #[test]
-    fn attributes_are_read_whole_and_odd_files_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name);
-        std::fs::write(path("ifindex"), "101\n").unwrap();
-        assert_eq!(read_attribute(&path("ifindex")).unwrap(), "101\n");
-        std::fs::write(path("empty"), "").unwrap();
-        assert_eq!(read_attribute(&path("empty")).unwrap(), "", "an empty regular file is just empty");
-        std::fs::write(path("long"), "a".repeat(MAX_ATTRIBUTE_BYTES + 1)).unwrap();
-        let err = read_attribute(&path("long")).unwrap_err();
-        assert!(err.to_string().contains("longer than 4096 bytes"), "{err}");
-        std::fs::write(path("page"), "a".repeat(MAX_ATTRIBUTE_BYTES)).unwrap();
-        assert_eq!(read_attribute(&path("page")).unwrap().len(), MAX_ATTRIBUTE_BYTES, "a whole page is fine");
-
-        nix::unistd::mkfifo(&path("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        // With a writer holding it open, a read of the empty FIFO would block.
-        let _writer = std::fs::OpenOptions::new().read(true).write(true).open(path("fifo")).unwrap();
-        for odd in [path("fifo"), PathBuf::from("/dev/zero"), PathBuf::from("/dev/null")] {
-            let err = read_attribute(&odd).unwrap_err();
-            assert_eq!(err.to_string(), "not a regular file", "{}", odd.display());
-        }
-    }
 }
