@@ -170,6 +170,11 @@ pub struct RunArgs {
     /// Example: --metrics-listen 127.0.0.1:9479 (port 0: any free port, logged)
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Run the agent at SCHED_FIFO with this priority (1–99), so that other work on its CPU
+    /// cannot delay its wake-up when a VF comes or goes. Needs CAP_SYS_NICE; threads and the
+    /// application it starts keep the normal policy. Example: --realtime-priority 10
+    #[arg(long, value_name = "1-99", value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub realtime_priority: Option<u8>,
     /// eBPF: pass only NetVSC, PCI-parented and managed-MAC devices to the agent (in the kernel)
     #[arg(long, default_value = "on", value_name = "on|off", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]

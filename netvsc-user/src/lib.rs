@@ -18,6 +18,7 @@ pub mod link_list;
 pub mod measuring;
 pub mod metrics;
 pub mod pairing;
+pub mod realtime;
 pub mod report;
 pub mod selection;
 pub mod service;

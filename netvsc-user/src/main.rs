@@ -100,6 +100,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         return Err(UsageError::FifoDir { path: args.fifo_dir.clone(), why: "not a directory".into() }.into());
     }
     check_measure_path(&args.run)?;
+    enter_realtime(&args.run)?;
     let served = start_metrics(&args.run)?;
     let reader = system_reader(&args.selection)?;
     let mut opened = event_source(&args.run)?;
@@ -127,6 +128,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         return Err(exec_unchanged(&args.command));
     }
     check_measure_path(&args.run)?;
+    enter_realtime(&args.run)?;
     let served = start_metrics(&args.run)?;
     let reader = system_reader(&args.selection)?;
     let mut opened = event_source(&args.run)?;
@@ -180,6 +182,14 @@ fn check_measure_path(args: &RunArgs) -> anyhow::Result<()> {
         }
         Err(err) => return Err(bad(err.to_string()).into()),
     }
+    Ok(())
+}
+
+/// `--realtime-priority`: before anything is created, so that a refusal leaves nothing behind.
+fn enter_realtime(args: &RunArgs) -> anyhow::Result<()> {
+    let Some(priority) = args.realtime_priority else { return Ok(()) };
+    netvsc_user::realtime::run_at_fifo(priority)?;
+    info!(priority, "running at SCHED_FIFO");
     Ok(())
 }
 

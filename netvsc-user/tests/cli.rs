@@ -11,7 +11,7 @@ use netvsc_user::pairing::Match;
 use nix::sys::signal::Signal;
 
 mod support;
-use support::{dir_names, open_fifo, scan_lines, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+use support::{dir_names, is_root, open_fifo, scan_lines, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";
 
@@ -114,6 +114,8 @@ fn bad_input_exits_2_naming_the_value() {
         (&["exec", "--sysfs-root", &root, "--failsafe-poll", "0", "--", "true"], "0"),
         (&["exec", "--sysfs-root", &root, "--failsafe-poll", "60001", "--", "true"], "60001"),
         (&["exec", "--sysfs-root", &root, "--failsafe-poll", "2s", "--", "true"], "2s"),
+        (&["exec", "--sysfs-root", &root, "--realtime-priority", "0", "--", "true"], "0"),
+        (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--realtime-priority", "100"], "100"),
     ];
     for (args, named) in cases {
         let out = netvsc_watch(args);
@@ -236,6 +238,29 @@ fn exec_inserts_vdevs_feeds_the_pipe_and_returns_the_exit_status() {
     agent.signal(Signal::SIGTERM);
     let status = agent.wait();
     assert_eq!(status.code(), Some(128 + 15), "SIGTERM was forwarded and the child's fate returned");
+}
+
+/// `--realtime-priority`: the agent runs at SCHED_FIFO, the application it starts at the normal
+/// policy (it asks `chrt` about its parent, the agent, and itself). Without the privilege (not
+/// root) the agent says which one is missing, exits 1 and starts nothing.
+#[test]
+fn exec_runs_the_agent_real_time_and_the_application_not() {
+    let (dir, sys) = fake();
+    let app = dir.path().join("policies.sh");
+    std::fs::write(&app, "#!/bin/sh\nchrt -p $PPID\nchrt -p $$\n").unwrap();
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let root = root_arg(&sys);
+    let out = netvsc_watch(&["exec", "--sysfs-root", &root, "--realtime-priority", "10", "--", app.to_str().unwrap()]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !is_root() {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("--realtime-priority 10") && stderr.contains("CAP_SYS_NICE"), "{stderr}");
+        assert!(stdout.is_empty(), "nothing started: {stdout}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let policies: Vec<&str> = stdout.lines().map(|line| line.rsplit(": ").next().unwrap()).collect();
+    assert_eq!(policies, ["SCHED_FIFO|SCHED_RESET_ON_FORK", "10", "SCHED_OTHER", "0"], "{stdout}");
 }
 
 #[test]

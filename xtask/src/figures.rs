@@ -34,6 +34,10 @@ pub struct FailoverRow {
     pub own_us: Vec<f64>,
     /// The shares (%) of plugs in the fullest and emptiest tenth of a second.
     pub phase: (f64, f64),
+    /// The minimal reactor's row: the floor the others of its scheduling policy are compared with.
+    pub floor: bool,
+    /// Writer at SCHED_FIFO (`--realtime-priority`).
+    pub realtime: bool,
 }
 
 /// CPU time and wakeups of the agent over some period.
@@ -67,7 +71,7 @@ pub struct Results {
     pub seed: u64,
     pub host_latency: Vec<Latencies>,
     /// Kernel broadcast (the bench's own listener) → address written: the agent in both modes
-    /// and the minimal reactor, the last row being the floor.
+    /// and the minimal reactor (the floor), at the normal policy and at SCHED_FIFO.
     pub host_failover: Vec<FailoverRow>,
     pub host_costs: Vec<Cost>,
     /// Rescan times per interface count.

@@ -29,9 +29,9 @@ const WAIT: Duration = Duration::from_secs(10);
 /// the plug times fall evenly across the agent's 1 s refill period (see phase_spread).
 pub const PLUG_SPACING: Duration = Duration::from_millis(100);
 
-/// What reacts to the plugs.
+/// What writes the address.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Reactor {
+pub enum Writer {
     /// `netvsc-watch exec --source netlink -- failsafe-sim`.
     Exec,
     /// `netvsc-watch watch --source netlink --fifo-dir DIR`.
@@ -40,14 +40,45 @@ pub enum Reactor {
     Floor,
 }
 
-impl Reactor {
-    pub const ALL: [Reactor; 3] = [Reactor::Exec, Reactor::Watch, Reactor::Floor];
+/// The SCHED_FIFO priority of the real-time rows (`--realtime-priority`).
+pub const REALTIME_PRIORITY: u8 = 10;
 
-    pub fn label(self) -> &'static str {
-        match self {
-            Reactor::Exec => "netvsc-watch exec (netlink)",
-            Reactor::Watch => "netvsc-watch watch (netlink)",
-            Reactor::Floor => "minimal reactor (floor)",
+/// What reacts to the plugs: a writer, at the normal scheduling policy or at SCHED_FIFO
+/// [`REALTIME_PRIORITY`]. Each row is compared with the floor of the same policy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reactor {
+    pub writer: Writer,
+    pub realtime: bool,
+}
+
+impl Reactor {
+    pub const ALL: [Reactor; 6] = [
+        Reactor { writer: Writer::Exec, realtime: false },
+        Reactor { writer: Writer::Watch, realtime: false },
+        Reactor { writer: Writer::Floor, realtime: false },
+        Reactor { writer: Writer::Exec, realtime: true },
+        Reactor { writer: Writer::Watch, realtime: true },
+        Reactor { writer: Writer::Floor, realtime: true },
+    ];
+
+    pub fn label(self) -> String {
+        let writer = match self.writer {
+            Writer::Exec => "netvsc-watch exec (netlink)",
+            Writer::Watch => "netvsc-watch watch (netlink)",
+            Writer::Floor => "minimal reactor (floor)",
+        };
+        if self.realtime {
+            format!("{writer}, SCHED_FIFO {REALTIME_PRIORITY}")
+        } else {
+            writer.to_owned()
+        }
+    }
+
+    /// `--realtime-priority N` for the real-time rows, nothing otherwise.
+    fn scheduling_args(self) -> Vec<String> {
+        match self.realtime {
+            true => vec!["--realtime-priority".into(), REALTIME_PRIORITY.to_string()],
+            false => Vec::new(),
         }
     }
 }
@@ -58,7 +89,8 @@ pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Resul
     stage.add_veth("eth1", NETVSC_IFINDEX, MAC, "p10")?;
     stage.sys.add_netvsc("eth1", NETVSC_IFINDEX, MAC)?;
     let mut running = Running::start(&stage, bin, reactor)?;
-    let listener = Listener::start(&stage.netns)?;
+    // Above the real-time rows' writers, so that it reads its clock first where they compete.
+    let listener = Listener::start(&stage.netns, REALTIME_PRIORITY + 1)?;
     let mut phase = Phase::new(seed);
     let mut batch = stage.batch()?;
     let (mut samples_us, mut own_us, mut plugged_at) = (Vec::new(), Vec::new(), Vec::new());
@@ -81,8 +113,14 @@ pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Resul
         }
     }
     batch.finish()?;
-    let latencies = Latencies { source: reactor.label().into(), samples_us };
-    Ok(FailoverRow { latencies, own_us, phase: phase_spread(&plugged_at) })
+    let latencies = Latencies { source: reactor.label(), samples_us };
+    Ok(FailoverRow {
+        latencies,
+        own_us,
+        phase: phase_spread(&plugged_at),
+        floor: reactor.writer == Writer::Floor,
+        realtime: reactor.realtime,
+    })
 }
 
 enum Running {
@@ -92,27 +130,30 @@ enum Running {
 
 impl Running {
     fn start(stage: &Stage, bin: &Path, reactor: Reactor) -> anyhow::Result<Self> {
-        let options = ["--source", "netlink"];
-        let mut agent = match reactor {
+        let scheduling = reactor.scheduling_args();
+        let options: Vec<&str> =
+            ["--source", "netlink"].into_iter().chain(scheduling.iter().map(String::as_str)).collect();
+        let mut agent = match reactor.writer {
             // failsafe-sim reads every 20 ms, as fail-safe would with a short hotplug_poll.
-            Reactor::Exec => Agent::start(stage, bin, &options, 20)?,
-            Reactor::Watch => {
+            Writer::Exec => Agent::start(stage, bin, &options, 20)?,
+            Writer::Watch => {
                 let fifo_dir = stage.dir.path().join("fifo");
                 std::fs::create_dir(&fifo_dir)?;
                 Agent::watch(stage, bin, &options, &fifo_dir)?
             }
-            Reactor::Floor => return Self::floor(stage),
+            Writer::Floor => return Self::floor(stage, &scheduling),
         };
         agent.ready()?;
         Ok(Running::Agent(agent))
     }
 
-    fn floor(stage: &Stage) -> anyhow::Result<Self> {
+    fn floor(stage: &Stage, scheduling: &[String]) -> anyhow::Result<Self> {
         let xtask = std::env::current_exe().context("locating xtask")?;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &stage.netns])
             .arg(xtask)
             .args(["minimal-reactor", "--mac", MAC, "--ignore-ifindex", &NETVSC_IFINDEX.to_string(), "--line", PCI])
+            .args(scheduling)
             .stdout(Stdio::piped())
             .spawn()
             .context("starting the minimal reactor")?;

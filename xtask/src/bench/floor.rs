@@ -24,9 +24,15 @@ pub struct FloorArgs {
     /// What is written to the pipe
     #[arg(long, default_value = "0002:00:02.0")]
     line: String,
+    /// Run at SCHED_FIFO with this priority, as the agent's `--realtime-priority` does
+    #[arg(long, value_name = "1-99", value_parser = clap::value_parser!(u8).range(1..=99))]
+    realtime_priority: Option<u8>,
 }
 
 pub fn run(args: FloorArgs) -> anyhow::Result<()> {
+    if let Some(priority) = args.realtime_priority {
+        netvsc_user::realtime::run_at_fifo(priority)?;
+    }
     let socket = rtnl::subscribe(None)?;
     let (pipe_rx, pipe_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("creating the pipe")?;
     let line = format!("{}\n", args.line);

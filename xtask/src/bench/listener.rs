@@ -1,9 +1,10 @@
 //! The host bench's reference clock: an rtnetlink listener of its own, on a thread of the bench
 //! in the stage's network namespace. It receives the same `RTM_NEWLINK` broadcast the agent
 //! reacts to and notes when (CLOCK_MONOTONIC, the agent's clock too), so a latency runs from a
-//! moment the agent does not report itself. The thread runs at real-time priority: woken by the
-//! same broadcast as the agent, it runs first where the two compete, so its stamp stays close to
-//! the broadcast and a measured latency errs long, never short.
+//! moment the agent does not report itself. The thread runs at real-time priority, above the
+//! writers of the real-time rows: woken by the same broadcast as a writer, it runs first where the
+//! two compete, so its stamp stays close to the broadcast and a measured latency errs long, never
+//! short.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,8 +35,9 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Listens in network namespace `netns` (an `ip netns` name) from now on.
-    pub fn start(netns: &str) -> anyhow::Result<Self> {
+    /// Listens in network namespace `netns` (an `ip netns` name) from now on, at SCHED_FIFO
+    /// `priority` (above every writer's).
+    pub fn start(netns: &str, priority: u8) -> anyhow::Result<Self> {
         let path = format!("/run/netns/{netns}");
         let (heard_tx, heard) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
@@ -43,7 +45,7 @@ impl Listener {
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
             let socket = enter(&path).and_then(|()| {
-                real_time();
+                real_time(priority);
                 rtnl::subscribe(Some(STOP_CHECK))
             });
             let socket = match socket {
@@ -110,11 +112,9 @@ fn enter(path: &str) -> anyhow::Result<()> {
 
 /// Real-time (FIFO) priority for the calling thread; without it the reference is noisier, which
 /// is said and not fatal.
-fn real_time() {
-    let param = libc::sched_param { sched_priority: 10 };
-    // SAFETY: sched_setscheduler with pid 0 changes the calling thread only; `param` is valid.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        println!("bench: the reference listener runs at normal priority ({})", std::io::Error::last_os_error());
+fn real_time(priority: u8) {
+    if let Err(err) = netvsc_user::realtime::run_at_fifo(priority) {
+        println!("bench: the reference listener runs at normal priority ({err:#})");
     }
 }
 

@@ -65,22 +65,30 @@ const TARGET_P99_US: f64 = 200.0;
 const TARGET_MAX_US: f64 = 1000.0;
 const TARGET_FLOOR_RATIO: f64 = 2.0;
 
-/// Kernel broadcast → address written, the last row being the floor; each row's ratio to it, and
-/// the writer's own share (its receive → its write) beside the whole.
+fn sorted(samples: &[f64]) -> Vec<f64> {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// Kernel broadcast → address written; each row's ratio to the floor of its scheduling policy,
+/// and the writer's own share (its receive → its write) beside the whole.
 fn failover_table(out: &mut String, rows: &[FailoverRow]) {
-    let Some(floor) = rows.last() else { return };
-    let sorted = |samples: &[f64]| {
-        let mut v = samples.to_vec();
-        v.sort_by(f64::total_cmp);
-        v
+    if rows.is_empty() {
+        return;
+    }
+    // (p50, p99) of the floor at the normal policy and at SCHED_FIFO.
+    let floor_of = |realtime: bool| {
+        let floor = rows.iter().find(|row| row.floor && row.realtime == realtime)?;
+        let v = sorted(&floor.latencies.samples_us);
+        Some((quantile(&v, 0.5), quantile(&v, 0.99)))
     };
-    let floor_sorted = sorted(&floor.latencies.samples_us);
-    let (floor_p50, floor_p99) = (quantile(&floor_sorted, 0.5), quantile(&floor_sorted, 0.99));
     let _ = writeln!(
         out,
         "\n**Host, failover from the kernel's broadcast: the VF's `RTM_NEWLINK` received by the bench's own rtnetlink \
          listener → address written (writer's clock after write(2)); one plug every 0–{} ms. \"own\": the \
-         writer's own share, from its receive of the message to its write; the rest is the kernel waking it**\n",
+         writer's own share, from its receive of the message to its write; the rest is the kernel waking it. \
+         Each row is compared with the floor of its scheduling policy**\n",
         super::failover::PLUG_SPACING.as_millis()
     );
     let _ = writeln!(
@@ -88,20 +96,20 @@ fn failover_table(out: &mut String, rows: &[FailoverRow]) {
         "| writer | plugs | p50 | p90 | p99 | max | own p50 / max | p50 ÷ floor's | p99 ÷ floor's | targets (p50 ≤ 50 µs, p99 ≤ 200 µs, max < 1 ms, p50 ≤ 2× floor's) |"
     );
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-    for (i, row) in rows.iter().enumerate() {
+    for row in rows {
         let v = sorted(&row.latencies.samples_us);
         let (p50, p90, p99, max) = (quantile(&v, 0.5), quantile(&v, 0.9), quantile(&v, 0.99), quantile(&v, 1.0));
         let own = sorted(&row.own_us);
         let (own_p50, own_max) = (quantile(&own, 0.5), quantile(&own, 1.0));
-        let is_floor = i == rows.len() - 1;
-        let targets = if is_floor {
+        let floor = floor_of(row.realtime);
+        let targets = if row.floor {
             "(the floor)".to_owned()
         } else {
             let missed: Vec<&str> = [
                 (p50 > TARGET_P50_US, "p50"),
                 (p99 > TARGET_P99_US, "p99"),
                 (max >= TARGET_MAX_US, "max"),
-                (p50 > TARGET_FLOOR_RATIO * floor_p50, "2× floor"),
+                (floor.is_some_and(|(floor_p50, _)| p50 > TARGET_FLOOR_RATIO * floor_p50), "2× floor"),
             ]
             .into_iter()
             .filter_map(|(missed, what)| missed.then_some(what))
@@ -123,8 +131,8 @@ fn failover_table(out: &mut String, rows: &[FailoverRow]) {
             signed_duration(max),
             duration(own_p50),
             duration(own_max),
-            ratio(p50, floor_p50),
-            ratio(p99, floor_p99),
+            floor.map_or("–".to_owned(), |(floor_p50, _)| ratio(p50, floor_p50)),
+            floor.map_or("–".to_owned(), |(_, floor_p99)| ratio(p99, floor_p99)),
         );
     }
     let below_zero: usize = rows.iter().map(|r| r.latencies.samples_us.iter().filter(|s| **s < 0.0).count()).sum();
@@ -250,10 +258,12 @@ mod tests {
     /// Plugs spread evenly across the second.
     const EVEN: (f64, f64) = (10.0, 10.0);
 
-    /// A failover row whose writer's own share is a fifth of every sample.
+    /// A failover row whose writer's own share is a fifth of every sample; `source` "floor…"
+    /// makes a floor, "…rt" a real-time row.
     fn failover_row(source: &str, samples_us: &[f64], phase: (f64, f64)) -> FailoverRow {
         let own_us = samples_us.iter().map(|s| s.max(0.0) / 5.0).collect();
-        FailoverRow { latencies: latencies(source, samples_us), own_us, phase }
+        let (floor, realtime) = (source.starts_with("floor"), source.ends_with("rt"));
+        FailoverRow { latencies: latencies(source, samples_us), own_us, phase, floor, realtime }
     }
 
     #[test]
@@ -303,6 +313,35 @@ mod tests {
         assert!(text.contains("| exec | 3 | 300 µs |"), "{text}");
         assert!(text.contains("missed: p50, p99, max, 2× floor"), "{text}");
         assert!(text.contains("1 samples are below zero"), "{text}");
+    }
+
+    /// A real-time row is compared with the real-time floor, a normal one with the normal floor.
+    #[test]
+    fn each_row_is_compared_with_the_floor_of_its_scheduling_policy() {
+        let results = Results {
+            host_failover: vec![
+                failover_row("exec", &[60.0; 10], EVEN),
+                failover_row("floor", &[40.0; 10], EVEN),
+                failover_row("exec rt", &[60.0; 10], EVEN),
+                failover_row("floor rt", &[20.0; 10], EVEN),
+            ],
+            ..Results::default()
+        };
+        let text = markdown(&results, "plot.svg");
+        assert!(
+            text.contains("| exec | 10 | 60 µs | 60 µs | 60 µs | 60 µs | 12 µs / 12 µs | 1.5× | 1.5× | missed: p50 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| exec rt | 10 | 60 µs | 60 µs | 60 µs | 60 µs | 12 µs / 12 µs | 3.0× | 3.0× | missed: p50, 2× floor |"),
+            "{text}"
+        );
+        assert_eq!(text.matches("(the floor)").count(), 2, "{text}");
+
+        let floorless =
+            Results { host_failover: vec![failover_row("exec rt", &[60.0; 10], EVEN)], ..Results::default() };
+        let text = markdown(&floorless, "plot.svg");
+        assert!(text.contains("| 12 µs / 12 µs | – | – | missed: p50 |"), "no floor to compare with: {text}");
     }
 
     #[test]
