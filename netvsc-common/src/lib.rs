@@ -187,6 +187,19 @@ const _: () = {
     assert!(offset_of!(Config, log) == 15 * 4);
 };
 
+/// When the kernel delivered one rtnetlink broadcast to the socket the `rtnl_broadcast_stamp`
+/// socket filter is attached to (the bench's reference listener): its message type and link
+/// (`ifinfomsg.ifi_index`), and `bpf_ktime_get_ns` (CLOCK_MONOTONIC) as the filter ran, before
+/// any reader of the broadcast was woken.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BroadcastStamp {
+    pub at_ns: u64,
+    pub ifindex: u32,
+    pub message_type: u16,
+    pub _pad: u16,
+}
+
 /// Key of the watched-MAC map: the six MAC bytes and two zero bytes.
 pub type MacKey = [u8; 8];
 
@@ -196,7 +209,8 @@ pub fn mac_key(mac: [u8; 6]) -> MacKey {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both are plain `#[repr(C)]` integers and byte arrays, valid for any bit pattern.
+    // SAFETY: all are plain `#[repr(C)]` integers and byte arrays, valid for any bit pattern.
     unsafe impl aya::Pod for super::KernelEvent {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::BroadcastStamp {}
 }

@@ -7,6 +7,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod broadcast;
+#[cfg(target_arch = "bpf")]
 mod program;
 
 /// Built for the host only so that workspace-wide `cargo check`/`test` work; does nothing.

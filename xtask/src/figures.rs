@@ -29,6 +29,9 @@ impl Latencies {
 pub struct FailoverRow {
     /// The bench's listener received the broadcast → the writer wrote the address.
     pub latencies: Latencies,
+    /// The same plugs timed from the listener's receive of the message (the reference before
+    /// the kernel's stamps), for comparison with earlier runs.
+    pub from_receive_us: Vec<f64>,
     /// The writer's own share of each plug, by its own clock: it received the message → it wrote.
     /// The rest of a sample is the kernel waking it.
     pub own_us: Vec<f64>,
@@ -38,6 +41,8 @@ pub struct FailoverRow {
     pub floor: bool,
     /// Writer at SCHED_FIFO (`--realtime-priority`).
     pub realtime: bool,
+    /// Timed from the kernel's stamp of the broadcast, not the listener's receive.
+    pub kernel_reference: bool,
 }
 
 /// CPU time and wakeups of the agent over some period.

@@ -6,10 +6,9 @@
 //! directory of its own that later runs reuse.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, ensure, Context as _};
-use cargo_metadata::Message;
 
 /// The edit: a value the kernel program writes into every registration event.
 const SHARED_FILE: &str = "netvsc-common/src/lib.rs";
@@ -23,13 +22,13 @@ pub fn run() -> anyhow::Result<()> {
     let copy = work.join("workspace");
     copy_tracked(&root, &copy)?;
     println!("ebpf-rebuild-check: building the agent with its kernel object (a copy in {})", copy.display());
-    let before = embedded_object(&copy, &work.join("target"))?;
+    let before = crate::toolchain::embedded_object(&copy, &["--lib"], Some(&work.join("target")))?;
     let shared = copy.join(SHARED_FILE);
     let text = std::fs::read_to_string(&shared).with_context(|| format!("reading {}", shared.display()))?;
     ensure!(text.contains(BEFORE), "{SHARED_FILE} no longer contains `{BEFORE}`: update this check");
     std::fs::write(&shared, text.replace(BEFORE, AFTER)).with_context(|| format!("writing {}", shared.display()))?;
     println!("ebpf-rebuild-check: changed only {SHARED_FILE} (`{BEFORE}` → `{AFTER}`), building again");
-    let after = embedded_object(&copy, &work.join("target"))?;
+    let after = crate::toolchain::embedded_object(&copy, &["--lib"], Some(&work.join("target")))?;
     ensure!(!before.is_empty() && !after.is_empty(), "the embedded object is the empty stub: eBPF build skipped");
     if before == after {
         bail!("the embedded kernel object did not change after {SHARED_FILE} changed: the agent would load a stale program");
@@ -71,30 +70,4 @@ fn copy_tracked(root: &Path, copy: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Builds the agent's library with the eBPF object and returns the object's bytes, found through
-/// the build script's `OUT_DIR` as cargo reports it.
-fn embedded_object(workspace: &Path, target_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(&cargo)
-        .args(["build", "--quiet", "--package", "netvsc-user", "--lib", "--message-format=json"])
-        .env("NETVSC_BUILD_EBPF", "1")
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(workspace)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {cargo} build"))?;
-    ensure!(out.status.success(), "building the agent in {} failed ({})", workspace.display(), out.status);
-    let out_dir = Message::parse_stream(out.stdout.as_slice())
-        .filter_map(Result::ok)
-        .find_map(|message| match message {
-            Message::BuildScriptExecuted(script) if script.package_id.repr.contains("netvsc-user") => {
-                Some(script.out_dir)
-            }
-            _ => None,
-        })
-        .context("cargo did not report netvsc-user's build script")?;
-    let object = out_dir.join("netvsc");
-    std::fs::read(&object).with_context(|| format!("reading {object}"))
 }

@@ -3,10 +3,11 @@
 //! (no system LLVM of the right version exists here). Version strings come from the toolchain.
 //! And the release build of the agent that needs them.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context as _};
+use anyhow::{bail, ensure, Context as _};
+use cargo_metadata::Message;
 
 /// Release build of the agent and failsafe-sim with the kernel program embedded; returns the
 /// directory holding them.
@@ -17,6 +18,36 @@ pub fn build_agent() -> anyhow::Result<PathBuf> {
         &[("NETVSC_BUILD_EBPF", "1")],
     )?;
     Ok(crate::workspace::root().join("target/release"))
+}
+
+/// Builds the agent's library in `workspace` with the eBPF object (`profile_args`: `--lib`, or
+/// `--lib --release`; into `target_dir` when given) and returns the object's bytes, found through
+/// the build script's `OUT_DIR` as cargo reports it.
+pub fn embedded_object(workspace: &Path, profile_args: &[&str], target_dir: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command
+        .args(["build", "--quiet", "--package", "netvsc-user", "--message-format=json"])
+        .args(profile_args)
+        .env("NETVSC_BUILD_EBPF", "1")
+        .current_dir(workspace)
+        .stderr(Stdio::inherit());
+    if let Some(target_dir) = target_dir {
+        command.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let out = command.output().with_context(|| format!("running {cargo} build"))?;
+    ensure!(out.status.success(), "building the agent in {} failed ({})", workspace.display(), out.status);
+    let out_dir = Message::parse_stream(out.stdout.as_slice())
+        .filter_map(Result::ok)
+        .find_map(|message| match message {
+            Message::BuildScriptExecuted(script) if script.package_id.repr.contains("netvsc-user") => {
+                Some(script.out_dir)
+            }
+            _ => None,
+        })
+        .context("cargo did not report netvsc-user's build script")?;
+    let object = out_dir.join("netvsc");
+    std::fs::read(&object).with_context(|| format!("reading {object}"))
 }
 
 /// The target of the container image's binary: static, no C library to bring along.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use super::listener::Listener;
+use super::listener::{Listener, Reference};
 use crate::figures::{FailoverRow, Latencies};
 use crate::phase::Phase;
 use crate::stage::{Agent, Stage};
@@ -83,27 +83,48 @@ impl Reactor {
     }
 }
 
-/// The row of `reactor`: `plugs` plugs, each at a random delay under [`PLUG_SPACING`].
-pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Result<FailoverRow> {
+/// The kernel program's object for the listener's kernel stamps (see listener.rs); `None`, said
+/// once, when it cannot be built here.
+pub fn kernel_object() -> Option<Vec<u8>> {
+    match crate::toolchain::embedded_object(&crate::workspace::root(), &["--lib", "--release"], None) {
+        Ok(object) => Some(object),
+        Err(err) => {
+            println!("bench: no kernel program for the reference's stamps ({err:#})");
+            None
+        }
+    }
+}
+
+/// The row of `reactor`: `plugs` plugs, each at a random delay under [`PLUG_SPACING`], timed
+/// from the kernel's stamps when `kernel_object` is given (else the listener's receive).
+pub fn row(
+    bin: &Path,
+    reactor: Reactor,
+    plugs: u32,
+    seed: u64,
+    kernel_object: Option<&[u8]>,
+) -> anyhow::Result<FailoverRow> {
     let stage = Stage::new("failover")?;
     stage.add_veth("eth1", NETVSC_IFINDEX, MAC, "p10")?;
     stage.sys.add_netvsc("eth1", NETVSC_IFINDEX, MAC)?;
     let mut running = Running::start(&stage, bin, reactor)?;
     // Above the real-time rows' writers, so that it reads its clock first where they compete.
-    let listener = Listener::start(&stage.netns, REALTIME_PRIORITY + 1)?;
+    let listener = Listener::start(&stage.netns, REALTIME_PRIORITY + 1, kernel_object.map(<[u8]>::to_vec))?;
     let mut phase = Phase::new(seed);
     let mut batch = stage.batch()?;
-    let (mut samples_us, mut own_us, mut plugged_at) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut samples_us, mut from_receive_us, mut own_us, mut plugged_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for plug in 0..plugs {
         std::thread::sleep(phase.next_delay_under(PLUG_SPACING));
         let (name, ifindex) = (format!("vf{plug}"), 100 + plug);
         stage.sys.add_vf(&name, ifindex, MAC, PCI)?;
         batch.send(&format!("link add {name} index {ifindex} address {MAC} type veth peer name q{plug}"))?;
         let (written_ns, own) = running.written(&name, ifindex)?;
-        let heard_ns = listener.heard(ifindex, true, WAIT)?;
-        samples_us.push((written_ns as f64 - heard_ns as f64) / 1e3);
+        let heard = listener.heard(ifindex, true, WAIT)?;
+        samples_us.push((written_ns as f64 - heard.at_ns as f64) / 1e3);
+        from_receive_us.push((written_ns as f64 - heard.received_ns as f64) / 1e3);
         own_us.push(own);
-        plugged_at.push(heard_ns);
+        plugged_at.push(heard.at_ns);
         batch.send(&format!("link del {name}"))?;
         stage.sys.remove(&name)?;
         listener.heard(ifindex, false, WAIT)?;
@@ -116,10 +137,12 @@ pub fn row(bin: &Path, reactor: Reactor, plugs: u32, seed: u64) -> anyhow::Resul
     let latencies = Latencies { source: reactor.label(), samples_us };
     Ok(FailoverRow {
         latencies,
+        from_receive_us,
         own_us,
         phase: phase_spread(&plugged_at),
         floor: reactor.writer == Writer::Floor,
         realtime: reactor.realtime,
+        kernel_reference: listener.reference() == Reference::KernelBroadcast,
     })
 }
 

@@ -44,6 +44,7 @@ pub fn run(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) -> an
 
 /// The failover table: every [`Reactor`] over the same plug sequence.
 pub fn failover(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) -> anyhow::Result<()> {
+    let kernel_object = failover::kernel_object();
     for reactor in Reactor::ALL {
         println!(
             "bench[host/{}]: {} plugs, each within {} ms of the last unplug",
@@ -51,7 +52,7 @@ pub fn failover(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) 
             args.plugs,
             PLUG_SPACING.as_millis()
         );
-        results.host_failover.push(failover::row(bin, reactor, args.plugs, seed)?);
+        results.host_failover.push(failover::row(bin, reactor, args.plugs, seed, kernel_object.as_deref())?);
     }
     Ok(())
 }

@@ -99,8 +99,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 pub fn failover_check(plugs: u32) -> anyhow::Result<()> {
     let bin = crate::toolchain::build_agent()?;
     let mut results = Results::default();
+    let kernel_object = failover::kernel_object();
     for reactor in failover::Reactor::ALL {
-        let row = failover::row(&bin, reactor, plugs, 1)?;
+        let row = failover::row(&bin, reactor, plugs, 1, kernel_object.as_deref())?;
         let counts = (row.latencies.samples_us.len(), row.own_us.len());
         anyhow::ensure!(
             counts == (plugs as usize, plugs as usize),
@@ -114,6 +115,16 @@ pub fn failover_check(plugs: u32) -> anyhow::Result<()> {
             reactor.label(),
             row.own_us
         );
+        // The kernel stamps the broadcast before it wakes anyone: no writer can come before it.
+        if kernel_object.as_ref().is_some_and(|object| !object.is_empty()) {
+            anyhow::ensure!(row.kernel_reference, "{}: timed without the kernel's stamps", reactor.label());
+            anyhow::ensure!(
+                row.latencies.samples_us.iter().all(|sample| *sample > 0.0),
+                "{}: a write before the kernel's broadcast stamp: {:?}",
+                reactor.label(),
+                row.latencies.samples_us
+            );
+        }
         results.host_failover.push(row);
     }
     let table = report::markdown(&results, "");
