@@ -16,7 +16,7 @@ pub struct RealtimeError {
 /// SCHED_FIFO with `priority` (1–99). Threads and processes it starts afterwards, the
 /// application `exec` runs among them, start with the normal policy (`SCHED_RESET_ON_FORK`).
 pub fn run_at_fifo(priority: u8) -> Result<(), RealtimeError> {
-    let param = libc::sched_param { sched_priority: i32::from(priority) };
+    let param = sched_param(i32::from(priority));
     // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 is the calling thread.
     let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
     if result == 0 {
@@ -36,12 +36,20 @@ pub fn current() -> std::io::Result<(i32, i32)> {
     // SAFETY: pid 0 is the calling thread; `param` is written by the kernel before being read.
     unsafe {
         let policy = libc::sched_getscheduler(0);
-        let mut param = libc::sched_param { sched_priority: 0 };
+        let mut param = sched_param(0);
         if policy < 0 || libc::sched_getparam(0, &mut param) < 0 {
             return Err(std::io::Error::last_os_error());
         }
         Ok((policy, param.sched_priority))
     }
+}
+
+/// A `sched_param` with `priority`, the other fields (musl has some for SCHED_SPORADIC) zero.
+fn sched_param(priority: i32) -> libc::sched_param {
+    // SAFETY: sched_param is plain integers (and timespecs of integers): all-zero is valid.
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = priority;
+    param
 }
 
 #[cfg(test)]
