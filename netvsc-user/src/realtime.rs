@@ -76,4 +76,20 @@ mod tests {
         .join()
         .unwrap();
     }
+
+    /// Capabilities are per thread: one that gives up CAP_SYS_NICE (with no RLIMIT_RTPRIO, the
+    /// default) is refused, and the error names what is missing.
+    #[test]
+    fn a_refusal_names_the_missing_capability() {
+        std::thread::spawn(|| {
+            caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_NICE).unwrap();
+            let err = run_at_fifo(7).expect_err("no CAP_SYS_NICE in this thread");
+            let text = format!("{:#}", anyhow::Error::from(err));
+            assert!(text.starts_with("--realtime-priority 7: cannot run at SCHED_FIFO (needs CAP_SYS_NICE"), "{text}");
+            assert!(text.ends_with("Operation not permitted (os error 1)"), "{text}");
+            assert_eq!(current().unwrap(), (libc::SCHED_OTHER, 0), "the thread's policy is unchanged");
+        })
+        .join()
+        .unwrap();
+    }
 }
