@@ -30,20 +30,6 @@ pub fn run_at_fifo(priority: u8) -> Result<(), RealtimeError> {
     Err(RealtimeError { priority, source, hint })
 }
 
-/// The calling thread's scheduling policy and priority, as `sched_getscheduler` and
-/// `sched_getparam` give them (`SCHED_RESET_ON_FORK` included in the policy when set).
-pub fn current() -> std::io::Result<(i32, i32)> {
-    // SAFETY: pid 0 is the calling thread; `param` is written by the kernel before being read.
-    unsafe {
-        let policy = libc::sched_getscheduler(0);
-        let mut param = sched_param(0);
-        if policy < 0 || libc::sched_getparam(0, &mut param) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok((policy, param.sched_priority))
-    }
-}
-
 /// A `sched_param` with `priority`, the other fields (musl has some for SCHED_SPORADIC) zero.
 fn sched_param(priority: i32) -> libc::sched_param {
     // SAFETY: sched_param is plain integers (and timespecs of integers): all-zero is valid.
@@ -55,6 +41,20 @@ fn sched_param(priority: i32) -> libc::sched_param {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's scheduling policy and priority, as `sched_getscheduler` and
+    /// `sched_getparam` give them (`SCHED_RESET_ON_FORK` included in the policy when set).
+    fn current() -> std::io::Result<(i32, i32)> {
+        // SAFETY: pid 0 is the calling thread; `param` is written by the kernel before being read.
+        unsafe {
+            let policy = libc::sched_getscheduler(0);
+            let mut param = sched_param(0);
+            if policy < 0 || libc::sched_getparam(0, &mut param) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok((policy, param.sched_priority))
+        }
+    }
 
     /// In a thread of its own, so that no other test runs at SCHED_FIFO; as root the thread is
     /// real-time afterwards, and a thread it starts is not. Without the privilege the error says
