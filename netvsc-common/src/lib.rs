@@ -209,8 +209,10 @@ pub fn mac_key(mac: [u8; 6]) -> MacKey {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all are plain `#[repr(C)]` integers and byte arrays, valid for any bit pattern.
+    // SAFETY: plain `#[repr(C)]` integers and byte arrays, valid for any bit pattern.
     unsafe impl aya::Pod for super::KernelEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::BroadcastStamp {}
 }

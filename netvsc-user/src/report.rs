@@ -94,7 +94,14 @@ impl Reporter {
 
     /// An action carried out at `done_ns` for an event seen at `seen_ns` (CLOCK_MONOTONIC);
     /// `paths` are the sidecar files of the context, if any.
-    pub fn action(&self, action: &Action, source: SourceName, seen_ns: u64, done_ns: u64, paths: Option<SidecarPaths>) {
+    pub fn action(
+        &self,
+        action: &Action,
+        source: SourceName,
+        seen_ns: u64,
+        done_ns: u64,
+        paths: Option<SidecarPaths<'_>>,
+    ) {
         let reaction_us = done_ns.saturating_sub(seen_ns) as f64 / 1e3;
         log_action(action, source, reaction_us);
         if self.json {
@@ -146,7 +153,7 @@ fn change_line(
     source: SourceName,
     reaction_us: f64,
     at_ns: u64,
-    paths: Option<SidecarPaths>,
+    paths: Option<SidecarPaths<'_>>,
 ) -> Option<Line> {
     let change = |id: u32, netvsc: &str, vf: Option<&Vf>| Change {
         netvsc: netvsc.to_owned(),

@@ -71,7 +71,10 @@ fn off_hyperv_exec_adds_nothing_for_it() {
     let (argv, ready) = exec_argv(&sys, &["--iface", "eth0", "--force"], &[]);
     let evidence = ready.evidence.clone();
     if evidence.contains("Microsoft Hv") {
-        eprintln!("SKIP off_hyperv_exec_adds_nothing_for_it: this machine is a Hyper-V guest ({evidence})");
+        netvsc_testkit::skip(
+            "off_hyperv_exec_adds_nothing_for_it",
+            &format!("this machine is a Hyper-V guest ({evidence})"),
+        );
         return;
     }
     assert!(evidence.starts_with("CPUID") || evidence.starts_with("no NetVSC"), "{evidence}");

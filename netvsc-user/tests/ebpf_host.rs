@@ -16,7 +16,7 @@ use support::{skip_unless_root, JsonProcess, NETVSC_WATCH};
 
 fn skip(test: &str) -> bool {
     if !ebpf::has_object() {
-        println!("SKIP {test}: this build has no eBPF object (cargo xtask test and cargo xtask build embed it)");
+        netvsc_testkit::skip(test, "this build has no eBPF object (cargo xtask test and cargo xtask build embed it)");
         return true;
     }
     skip_unless_root(test)

@@ -35,6 +35,7 @@ fn pipe_holds_at_most_the_current_line() {
     let mut outputs = Outputs::new(OutputMode::Pipes).unwrap();
     manage(&mut outputs);
     let fd = outputs.child_fd(0).unwrap();
+    // SAFETY: `outputs` owns the descriptor and lives to the end of the test.
     let pipe = || read_like_failsafe(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).unwrap();
     let pending = |outputs: &Outputs| outputs.channel(0).unwrap().pending_bytes().unwrap();
 
@@ -219,7 +220,7 @@ fn a_reused_fifo_gets_the_configured_mode() {
 #[test]
 fn a_fifo_of_another_user_is_refused() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP a_fifo_of_another_user_is_refused: needs root to give a FIFO to another user");
+        netvsc_testkit::skip("a_fifo_of_another_user_is_refused", "needs root to give a FIFO to another user");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

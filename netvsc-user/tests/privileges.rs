@@ -92,8 +92,9 @@ fn netlink_and_poll_run_as_nobody_without_any_capability() {
 #[test]
 fn ebpf_without_its_capabilities_names_the_missing_one() {
     if !ebpf::has_object() {
-        println!(
-            "SKIP ebpf_without_its_capabilities_names_the_missing_one: no eBPF object (cargo xtask test embeds it)"
+        netvsc_testkit::skip(
+            "ebpf_without_its_capabilities_names_the_missing_one",
+            "this build has no eBPF object (cargo xtask test and cargo xtask build embed it)",
         );
         return;
     }

@@ -10,5 +10,13 @@ pub mod follow;
 pub mod openmetrics;
 
 pub use doubles::{StaticDump, StaticIfindexes};
+
+/// Says that `test` skips and why, as `SKIP <test>: <reason>` on stderr, which `cargo xtask
+/// test` counts and groups by reason. Written to the stderr handle itself: libtest captures
+/// `print!` and `eprint!` of passing tests, so a skip said with them would pass silently.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {reason}");
+}
 pub use fake_sysfs::FakeSysfs;
 pub use follow::{JsonLines, Output, WaitError};

@@ -15,6 +15,7 @@ mod licenses;
 mod mutants;
 mod phase;
 mod rebuild_check;
+mod setup;
 mod stage;
 mod structure;
 mod test;
@@ -38,9 +39,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test (unit, fake-sysfs, CLI; network-namespace tests when root) and check that
-    /// the benchmarks still run
-    Test,
+    /// Run the whole suite: unit, fake-sysfs, CLI, network-namespace, DPDK, QEMU hot-plug, image,
+    /// lint and format gates; the benchmarks run once each
+    ///
+    /// As root on Debian it first installs what the suite needs and is missing (QEMU, DPDK,
+    /// podman, ...; one line says what); otherwise, or with --no-install, it says what will be
+    /// skipped and how to enable it. Ends with the skips grouped by reason and a summary line.
+    Test(test::TestArgs),
     /// Show the agent feeding a fail-safe reader while a VF stand-in comes and goes (needs root)
     ///
     /// In a private network namespace: a veth plays the NetVSC interface, another (same MAC)
@@ -69,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Build => toolchain::build_agent().map(|dir| println!("built {}", dir.join("netvsc-watch").display())),
         Task::Run { args } => run_agent(&args),
-        Task::Test => test::run(),
+        Task::Test(args) => test::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Vm(args) => vm::run(args),
         Task::Bench(args) => bench::run(args),

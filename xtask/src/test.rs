@@ -1,5 +1,7 @@
-//! `cargo xtask test`: every test target, relayed as it runs, then one closing line that totals
-//! them (`summary: N passed, N failed, N skipped`), skips being the tests that said `SKIP`.
+//! `cargo xtask test`: installs what the suite needs (setup.rs), runs every test target relayed
+//! as it runs, the lint gates and the checks that need the whole build (VM, image, bench), then
+//! lists the skips grouped by reason and one closing line that totals them
+//! (`summary: N passed, N failed, N skipped`), skips being the tests that said `SKIP name: why`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -7,18 +9,28 @@ use std::sync::mpsc::channel;
 
 use anyhow::{bail, Context as _};
 
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Install nothing: what needs a missing package is skipped, and the summary says so
+    #[arg(long)]
+    no_install: bool,
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub passed: u64,
     pub failed: u64,
     pub skipped: u64,
+    /// (test, reason) of every skip, in the order they were said.
+    pub skips: Vec<(String, String)>,
 }
 
 impl Totals {
     /// Adds what one line of cargo's output says.
     pub fn add_line(&mut self, line: &str) {
-        if line.starts_with("SKIP ") {
-            self.skipped += 1;
+        if let Some(skip) = line.strip_prefix("SKIP ") {
+            let (test, reason) = skip.split_once(": ").unwrap_or((skip, "no reason given"));
+            self.skip(test, reason, 0);
         }
         if let Some(result) = line.trim().strip_prefix("test result: ") {
             for part in result.split(['.', ';']) {
@@ -33,12 +45,34 @@ impl Totals {
             }
         }
     }
+
+    /// Counts `test` as skipped for `reason`; `counted_as_passed` of them also count as passed
+    /// (libtest counts a skipping test as passed; a check of ours does not count itself).
+    fn skip(&mut self, test: &str, reason: &str, counted_as_passed: u64) {
+        self.skipped += 1;
+        self.passed += counted_as_passed;
+        self.skips.push((test.to_owned(), reason.to_owned()));
+    }
+
+    /// The skips grouped by reason, most frequent first: one line per reason naming its tests.
+    pub fn skips_by_reason(&self) -> Vec<String> {
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (test, reason) in &self.skips {
+            match groups.iter_mut().find(|(known, _)| known == reason) {
+                Some((_, tests)) => tests.push(test),
+                None => groups.push((reason, vec![test])),
+            }
+        }
+        groups.sort_by_key(|(_, tests)| std::cmp::Reverse(tests.len()));
+        groups
+            .into_iter()
+            .map(|(reason, tests)| format!("{} skipped: {reason}: {}", tests.len(), tests.join(", ")))
+            .collect()
+    }
 }
 
-pub fn run() -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("note: not root; network-namespace tests will be skipped (each says so)");
-    }
+pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    crate::setup::prepare(args.no_install).context("installing what the suite needs")?;
     // The agent under test embeds the kernel program, as `cargo xtask build` makes it.
     crate::toolchain::ensure().context("setting up nightly rust-src and bpf-linker for the eBPF object")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -81,11 +115,15 @@ pub fn run() -> anyhow::Result<()> {
     relays.into_iter().for_each(|r| r.join().expect("relay thread"));
     let status = child.wait()?;
     if status.success() {
+        lint_gates(&mut totals);
         rebuild_check(&mut totals);
         failover_bench_check(&mut totals);
         vm_scenarios(&mut totals);
         vm_dpdk_check(&mut totals);
         image_check(&mut totals);
+    }
+    for line in totals.skips_by_reason() {
+        println!("{line}");
     }
     // libtest counts a skipped test as passed.
     let passed = totals.passed.saturating_sub(totals.skipped);
@@ -107,8 +145,7 @@ pub fn run() -> anyhow::Result<()> {
 fn check(totals: &mut Totals, name: &str, unavailable: Option<String>, run: impl FnOnce() -> anyhow::Result<()>) {
     if let Some(reason) = unavailable {
         println!("SKIP {name}: {reason}");
-        totals.skipped += 1;
-        totals.passed += 1;
+        totals.skip(name, &reason, 1);
         return;
     }
     match run() {
@@ -121,6 +158,21 @@ fn check(totals: &mut Totals, name: &str, unavailable: Option<String>, run: impl
             totals.failed += 1;
         }
     }
+}
+
+/// `cargo fmt --check` and clippy with warnings denied over every target (one test each).
+fn lint_gates(totals: &mut Totals) {
+    let missing = |component: &str| {
+        (!crate::setup::has_component(component)).then(|| format!("no {component} (rustup component add {component})"))
+    };
+    check(totals, "rustfmt", missing("rustfmt"), || crate::workspace::cargo(&["fmt", "--all", "--check"]));
+    check(totals, "clippy", missing("clippy"), || {
+        // With the test build's environment, so its build scripts are not rerun.
+        crate::workspace::cargo_with_env(
+            &["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[("NETVSC_BUILD_EBPF", "1")],
+        )
+    });
 }
 
 /// A change to the shared types must reach the embedded kernel object (one test).
@@ -152,12 +204,14 @@ fn vm_scenarios(totals: &mut Totals) {
     let sources = ["ebpf", "netlink", "poll"];
     let scenarios: u64 = sources.iter().map(|s| u64::from(crate::vm::scenario_count(s))).sum();
     if let Some(reason) = crate::vm::unavailable() {
-        println!("SKIP vm scenarios: {reason}");
-        totals.skipped += scenarios;
-        totals.passed += scenarios;
+        println!("SKIP vm scenarios ({scenarios} checks): {reason}");
+        for _ in 0..scenarios {
+            totals.skip("vm scenario", &reason, 1);
+        }
         return;
     }
-    let args = crate::vm::TestArgs { sources: sources.map(str::to_owned).to_vec(), cycles: 3 };
+    let args =
+        crate::vm::TestArgs { sources: sources.map(str::to_owned).to_vec(), cycles: 3, names: Vec::new(), list: false };
     match crate::vm::test(&args) {
         Ok(outcome) => {
             totals.passed += u64::from(outcome.passed);
@@ -185,6 +239,33 @@ mod tests {
         ] {
             totals.add_line(line);
         }
-        assert_eq!(totals, Totals { passed: 13, failed: 2, skipped: 1 });
+        assert_eq!(
+            totals,
+            Totals { passed: 13, failed: 2, skipped: 1, skips: vec![("netlink_events".into(), "needs root".into())] }
+        );
+    }
+
+    #[test]
+    fn skips_are_grouped_by_reason_most_frequent_first() {
+        let mut totals = Totals::default();
+        for line in [
+            "SKIP a: dpdk-testpmd not installed",
+            "SKIP b: needs root",
+            "SKIP c: needs root",
+            "SKIP d: dpdk-testpmd not installed",
+            "SKIP e: needs root",
+            "SKIP odd",
+        ] {
+            totals.add_line(line);
+        }
+        assert_eq!(
+            totals.skips_by_reason(),
+            [
+                "3 skipped: needs root: b, c, e",
+                "2 skipped: dpdk-testpmd not installed: a, d",
+                "1 skipped: no reason given: odd",
+            ]
+        );
+        assert_eq!((totals.skipped, totals.passed), (6, 0));
     }
 }

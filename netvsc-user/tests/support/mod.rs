@@ -2,7 +2,6 @@
 //! test kit's follower), make throw-away network namespaces, skip (loudly) what needs root.
 #![allow(dead_code)]
 
-use std::io::Write as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -24,13 +23,12 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// True when the test must skip; says why on stderr so a skip is never silent. Written to
-/// the stderr handle directly: libtest captures `eprintln!` of passing tests.
+/// True when the test must skip; says why (the test kit's `skip`) so a skip is never silent.
 pub fn skip_unless_root(test: &str) -> bool {
     if is_root() {
         return false;
     }
-    let _ = writeln!(std::io::stderr(), "SKIP {test}: needs root (network namespaces and veth devices)");
+    netvsc_testkit::skip(test, "needs root (network namespaces and veth devices)");
     true
 }
 

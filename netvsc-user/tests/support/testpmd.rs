@@ -11,11 +11,11 @@ pub fn available(test: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(TESTPMD).is_file()));
     if !found {
-        eprintln!("SKIP {test}: dpdk-testpmd not installed (apt-get install dpdk-dev librte-net-failsafe23 ...)");
+        netvsc_testkit::skip(test, "dpdk-testpmd not installed (apt-get install dpdk-dev librte-net-failsafe23 ...)");
         return false;
     }
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP {test}: dpdk-testpmd needs root here (EAL's runtime directory)");
+        netvsc_testkit::skip(test, "dpdk-testpmd needs root here (EAL's runtime directory)");
         return false;
     }
     true

@@ -61,6 +61,7 @@ pub fn subscribe(timeout: Option<Duration>) -> anyhow::Result<Socket> {
     socket.set_rx_buf_sz(4 << 20).context("sizing the rtnetlink receive buffer")?;
     if let Some(timeout) = timeout {
         let timeval = nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64);
+        // SAFETY: the socket owns the descriptor and outlives this borrow.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
         nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeval)
             .context("setting the rtnetlink receive timeout")?;

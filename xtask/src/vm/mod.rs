@@ -72,6 +72,13 @@ pub struct TestArgs {
     /// Migration cycles (VF removed, returns) in the cycles scenario
     #[arg(long, default_value_t = 3)]
     pub cycles: u32,
+    /// Play only the checks whose name contains one of these (case-insensitive), e.g.
+    /// `cargo xtask vm test "never returns"`; the checks before a chosen one in its boot play
+    /// too, since they build its state. `--list` shows the names.
+    pub names: Vec<String>,
+    /// Print every check's name per boot, play nothing
+    #[arg(long)]
+    pub list: bool,
 }
 
 pub fn run(args: VmArgs) -> anyhow::Result<()> {
@@ -83,6 +90,11 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
         }
         VmCommand::Dpdk(args) => dpdk_rows(&args),
         VmCommand::Test(args) => {
+            let unknown = scenarios::unknown_names(&args.sources, &args.names);
+            if !unknown.is_empty() {
+                eprintln!("vm test: no check is named like {unknown:?} (see `cargo xtask vm test --list`)");
+                std::process::exit(2);
+            }
             let outcome = test(&args)?;
             if outcome.failed > 0 {
                 bail!("{} VM scenario(s) failed", outcome.failed);
@@ -99,15 +111,11 @@ pub fn unavailable() -> Option<String> {
         return Some("qemu-system-x86_64 not found (apt-get install qemu-system-x86)".into());
     }
     for tool in ["apt-get", "dpkg-deb", "ldd"] {
-        if which(tool).is_none() && !assets::cache_dir().join("root").exists() {
+        if crate::setup::which(tool).is_none() && !assets::cache_dir().join("root").exists() {
             return Some(format!("{tool} not found and no cached guest kernel"));
         }
     }
     None
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(tool)).find(|p| p.exists())
 }
 
 /// Builds the agent and the guest's initramfs in a fresh work directory; with `with_dpdk`,
@@ -220,12 +228,18 @@ pub fn bench(cycles: u32, churn_pairs: u32, seed: u64, results: &mut crate::figu
     bench::run(&setup, cycles, churn_pairs, seed, results)
 }
 
-/// Builds the agent, prepares the guest and runs every scenario for every source.
+/// Builds the agent, prepares the guest and runs the chosen scenarios for every source.
 pub fn test(args: &TestArgs) -> anyhow::Result<Outcome> {
+    if args.list {
+        for source in &args.sources {
+            scenarios::list(source);
+        }
+        return Ok(Outcome::default());
+    }
     let (setup, work) = prepare()?;
     let mut outcome = Outcome::default();
     for source in &args.sources {
-        outcome.add(scenarios::run(&setup, source, args.cycles));
+        outcome.add(scenarios::run(&setup, source, args.cycles, &args.names));
     }
     println!("vm: {} passed, {} failed", outcome.passed, outcome.failed);
     if outcome.failed > 0 {

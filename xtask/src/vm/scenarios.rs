@@ -67,13 +67,54 @@ pub fn count(source: &str) -> u32 {
     plan(source, 1).iter().map(|run| run.checks.len() as u32).sum()
 }
 
+/// Prints the checks of every boot of `source`, in the order they play.
+pub fn list(source: &str) {
+    for run in plan(source, 1) {
+        for (name, _) in &run.checks {
+            println!("vm[{}]: {name}", run.label);
+        }
+    }
+}
+
+/// The names in `names` that no check of any of `sources` contains.
+pub fn unknown_names<'a>(sources: &[String], names: &'a [String]) -> Vec<&'a str> {
+    let plans: Vec<Run> = sources.iter().flat_map(|source| plan(source, 1)).collect();
+    names
+        .iter()
+        .filter(|name| {
+            plans.iter().all(|run| chosen_prefix_cut(&run.checks, std::slice::from_ref(name)) == run.checks.len())
+        })
+        .map(String::as_str)
+        .collect()
+}
+
 /// Boots a guest per run of `source` and plays its checks; prints a line per check and cycle.
-pub fn run(setup: &Setup, source: &str, cycles: u32) -> Outcome {
+/// With `names`, only the runs holding a check whose name contains one of them boot, and they
+/// play up to the last such check.
+pub fn run(setup: &Setup, source: &str, cycles: u32, names: &[String]) -> Outcome {
     let mut outcome = Outcome::default();
-    for run in plan(source, cycles) {
+    for mut run in plan(source, cycles) {
+        let chosen = run.checks.len() - chosen_prefix_cut(&run.checks, names);
+        if chosen == 0 {
+            continue;
+        }
+        run.checks.truncate(chosen);
         outcome.add(play(setup, source, run));
     }
     outcome
+}
+
+/// How many checks at the end of `checks` come after the last one `names` chose (all of them
+/// when none is chosen; none when `names` is empty, which chooses everything).
+fn chosen_prefix_cut<T>(checks: &[(&str, T)], names: &[String]) -> usize {
+    if names.is_empty() {
+        return 0;
+    }
+    let wanted = |check: &str| names.iter().any(|name| check.to_lowercase().contains(&name.to_lowercase()));
+    match checks.iter().rposition(|(check, _)| wanted(check)) {
+        Some(last) => checks.len() - 1 - last,
+        None => checks.len(),
+    }
 }
 
 fn play(setup: &Setup, source: &str, run: Run) -> Outcome {
@@ -157,4 +198,19 @@ fn never_returns(guest: &mut Guest) -> anyhow::Result<()> {
     let (id, _) = guest.vf_b.clone().context("VF B present")?;
     unplug(guest, &id, Side::B)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chosen_prefix_cut;
+
+    #[test]
+    fn a_chosen_check_plays_with_the_checks_before_it() {
+        let checks = [("cold start", ()), ("migration cycles", ()), ("two NetVSC", ()), ("never returns", ())];
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(chosen_prefix_cut(&checks, &[]), 0);
+        assert_eq!(chosen_prefix_cut(&checks, &names(&["Migration"])), 2);
+        assert_eq!(chosen_prefix_cut(&checks, &names(&["cold", "never"])), 0);
+        assert_eq!(chosen_prefix_cut(&checks, &names(&["nothing such"])), 4);
+    }
 }
