@@ -7,9 +7,15 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
-mod broadcast;
-#[cfg(target_arch = "bpf")]
 mod program;
+
+/// What the kernel is told of the licence (the object's `license` section). GPL-compatible, as
+/// the GPL-only helpers it calls (`bpf_probe_read_kernel`) require; the crate's licence says the
+/// same (MIT OR GPL-2.0-only; texts in LICENSE-MIT and LICENSE-GPL-2.0 at the repository's root).
+#[cfg(target_arch = "bpf")]
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 /// Built for the host only so that workspace-wide `cargo check`/`test` work; does nothing.
 #[cfg(not(target_arch = "bpf"))]

@@ -26,6 +26,31 @@ fn options(ring_bytes: u32) -> EbpfOptions {
     EbpfOptions { filter: true, log: false, ring_bytes, attach: AttachMode::Auto }
 }
 
+/// What the kernel is told of the licence must be said, not defaulted: aya marks an object
+/// without a `license` section as GPL silently. And the bench's socket filter is an object of its
+/// own, not part of what the agent embeds.
+#[test]
+fn the_object_declares_its_licence_and_holds_only_the_agents_programs() {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    if !ebpf::has_object() {
+        netvsc_testkit::skip(
+            "the_object_declares_its_licence_and_holds_only_the_agents_programs",
+            "this build has no eBPF object (cargo xtask test and cargo xtask build embed it)",
+        );
+        return;
+    }
+    let file = object::File::parse(ebpf::object()).expect("an ELF object");
+    let license = file.section_by_name("license").expect("a license section");
+    assert_eq!(license.data().unwrap(), b"Dual MIT/GPL\0");
+    let symbols: Vec<&str> = file.symbols().filter_map(|symbol| symbol.name().ok()).collect();
+    for program in ebpf::program_names() {
+        assert!(symbols.contains(&program), "program {program} missing: {symbols:?}");
+    }
+    for bench_only in ["rtnl_broadcast_stamp", "BROADCASTS"] {
+        assert!(!symbols.contains(&bench_only), "{bench_only} is the bench's, not the agent's: {symbols:?}");
+    }
+}
+
 #[test]
 fn object_loads_with_this_kernels_offsets_and_creates_its_maps() {
     if skip("object_loads_with_this_kernels_offsets_and_creates_its_maps") {

@@ -22,13 +22,15 @@ pub fn run() -> anyhow::Result<()> {
     let copy = work.join("workspace");
     copy_tracked(&root, &copy)?;
     println!("ebpf-rebuild-check: building the agent with its kernel object (a copy in {})", copy.display());
-    let before = crate::toolchain::embedded_object(&copy, &["--lib"], Some(&work.join("target")))?;
+    let before =
+        crate::toolchain::kernel_object(&copy, crate::toolchain::AGENT_OBJECT, &["--lib"], Some(&work.join("target")))?;
     let shared = copy.join(SHARED_FILE);
     let text = std::fs::read_to_string(&shared).with_context(|| format!("reading {}", shared.display()))?;
     ensure!(text.contains(BEFORE), "{SHARED_FILE} no longer contains `{BEFORE}`: update this check");
     std::fs::write(&shared, text.replace(BEFORE, AFTER)).with_context(|| format!("writing {}", shared.display()))?;
     println!("ebpf-rebuild-check: changed only {SHARED_FILE} (`{BEFORE}` → `{AFTER}`), building again");
-    let after = crate::toolchain::embedded_object(&copy, &["--lib"], Some(&work.join("target")))?;
+    let after =
+        crate::toolchain::kernel_object(&copy, crate::toolchain::AGENT_OBJECT, &["--lib"], Some(&work.join("target")))?;
     ensure!(!before.is_empty() && !after.is_empty(), "the embedded object is the empty stub: eBPF build skipped");
     if before == after {
         bail!("the embedded kernel object did not change after {SHARED_FILE} changed: the agent would load a stale program");

@@ -9,21 +9,32 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, ensure, Context as _};
 use cargo_metadata::Message;
 
-/// Release build of the agent and failsafe-sim with the kernel program embedded; returns the
-/// directory holding them.
+/// Release build of the agent with the kernel program embedded, and of the test stand-ins
+/// (failsafe-sim, stamp-lines: feature `test-tools`) the demo, bench and VM rig run beside it;
+/// returns the directory holding them.
 pub fn build_agent() -> anyhow::Result<PathBuf> {
     ensure()?;
     crate::workspace::cargo_with_env(
-        &["build", "--release", "--package", "netvsc-user", "--bins"],
+        &["build", "--release", "--package", "netvsc-user", "--bins", "--features", "test-tools"],
         &[("NETVSC_BUILD_EBPF", "1")],
     )?;
     Ok(crate::workspace::root().join("target/release"))
 }
 
-/// Builds the agent's library in `workspace` with the eBPF object (`profile_args`: `--lib`, or
-/// `--lib --release`; into `target_dir` when given) and returns the object's bytes, found through
-/// the build script's `OUT_DIR` as cargo reports it.
-pub fn embedded_object(workspace: &Path, profile_args: &[&str], target_dir: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+/// The agent's kernel program, the one object the agent embeds.
+pub const AGENT_OBJECT: &str = "netvsc";
+/// The bench's reference clock (netvsc-ebpf/src/bin/broadcast-stamp.rs), built beside it.
+pub const BROADCAST_STAMP_OBJECT: &str = "broadcast-stamp";
+
+/// Builds the agent's library in `workspace` with the kernel objects (`profile_args`: `--lib`, or
+/// `--lib --release`; into `target_dir` when given) and returns the bytes of object `name`, found
+/// through the build script's `OUT_DIR` as cargo reports it.
+pub fn kernel_object(
+    workspace: &Path,
+    name: &str,
+    profile_args: &[&str],
+    target_dir: Option<&Path>,
+) -> anyhow::Result<Vec<u8>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
     command
@@ -46,7 +57,7 @@ pub fn embedded_object(workspace: &Path, profile_args: &[&str], target_dir: Opti
             _ => None,
         })
         .context("cargo did not report netvsc-user's build script")?;
-    let object = out_dir.join("netvsc");
+    let object = out_dir.join(name);
     std::fs::read(&object).with_context(|| format!("reading {object}"))
 }
 

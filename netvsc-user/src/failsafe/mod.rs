@@ -10,6 +10,7 @@ use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 
 pub mod channel;
+#[cfg(feature = "test-tools")]
 pub mod reader;
 pub mod sidecar;
 

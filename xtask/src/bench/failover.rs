@@ -83,10 +83,11 @@ impl Reactor {
     }
 }
 
-/// The kernel program's object for the listener's kernel stamps (see listener.rs); `None`, said
-/// once, when it cannot be built here.
+/// The object of the listener's kernel stamps (see listener.rs); `None`, said once, when it
+/// cannot be built here.
 pub fn kernel_object() -> Option<Vec<u8>> {
-    match crate::toolchain::embedded_object(&crate::workspace::root(), &["--lib", "--release"], None) {
+    let name = crate::toolchain::BROADCAST_STAMP_OBJECT;
+    match crate::toolchain::kernel_object(&crate::workspace::root(), name, &["--lib", "--release"], None) {
         Ok(object) => Some(object),
         Err(err) => {
             println!("bench: no kernel program for the reference's stamps ({err:#})");

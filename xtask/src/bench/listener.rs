@@ -4,7 +4,7 @@
 //! moment the agent does not report itself.
 //!
 //! Where the kernel program is at hand, the moment is the kernel's own: the socket filter
-//! `rtnl_broadcast_stamp` (netvsc-ebpf/src/broadcast.rs) on the listener's socket stamps each
+//! `rtnl_broadcast_stamp` (netvsc-ebpf/src/bin/broadcast-stamp.rs) on the listener's socket stamps each
 //! message while the kernel broadcasts it, before any reader is woken, so no scheduling decides
 //! it. Otherwise it is the listener's receive time; the thread then runs at real-time priority,
 //! above the writers of the real-time rows, so that where the two compete it runs first and a

@@ -175,8 +175,7 @@ impl Source for EbpfSource {
     }
 }
 
-/// The kernel program's object as embedded (empty without it), for tools that load other parts
-/// of it: the bench's reference listener loads `rtnl_broadcast_stamp` from it.
+/// The kernel program's object as embedded (empty without it), for tests that read it.
 pub fn object() -> &'static [u8] {
     OBJECT
 }
@@ -219,9 +218,6 @@ pub fn load_object(options: &EbpfOptions) -> anyhow::Result<Loaded> {
         .btf(Some(&btf))
         .set_global("CONFIG", &config, true)
         .set_max_entries("EVENTS", options.ring_bytes)
-        // The bench's reference listener's ring (netvsc-ebpf/src/broadcast.rs): never used by
-        // the agent, which gets it with the object; one page instead of its 64 KiB.
-        .set_max_entries("BROADCASTS", 4096)
         .load(OBJECT)
         .context("loading the eBPF object")?;
     Ok(Loaded { ebpf, kernel, btf })
