@@ -367,6 +367,6 @@ pub fn pci_removing_kprobe(ctx: ProbeContext) -> u32 {
 }
 
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }

@@ -40,7 +40,7 @@ mod filter {
     static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
     #[panic_handler]
-    fn panic(_info: &core::panic::PanicInfo) -> ! {
+    fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
         loop {}
     }
 }
