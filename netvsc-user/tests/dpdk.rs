@@ -8,7 +8,8 @@ use netvsc_testkit::FakeSysfs;
 use netvsc_user::dpdk_probe::AutoProbe;
 
 mod support;
-use support::{testpmd, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
+use support::testpmd::{self, Release};
+use support::{JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
 
 const IGNORE: &str = "net_vdev_netvsc0,ignore=1";
 
@@ -84,44 +85,36 @@ fn off_hyperv_exec_adds_nothing_for_it() {
 }
 
 /// `netvsc-watch exec -- dpdk-testpmd` without hugepages or PCI, non-interactive: its output.
-fn run_testpmd(sys: &FakeSysfs, app_vdevs: &[&str]) -> std::process::Output {
-    let mut command = testpmd::under_exec(sys.root(), &[]);
+fn run_testpmd(release: &Release, sys: &FakeSysfs, app_vdevs: &[&str]) -> std::process::Output {
+    let mut command = release.under_exec(sys.root(), &[]);
     command.args(app_vdevs).arg("--").args(testpmd::APP_ARGS);
     command.stdin(std::process::Stdio::null()).output().unwrap()
 }
 
-#[test]
-fn real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it() {
-    if !testpmd::available("real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it") {
-        return;
-    }
+dpdk_tests!(real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it, |release| {
     let (_dir, sys) = tree(true);
-    let out = run_testpmd(&sys, &[]);
+    let out = run_testpmd(release, &sys, &[]);
     let log = testpmd::log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(log.contains(r#"net_vdev_netvsc: invoked as "net_vdev_netvsc0", using arguments "ignore=1""#), "{log}");
+    assert_eq!(testpmd::vdev_netvsc_invoked(&log), [r#""net_vdev_netvsc0", using arguments "ignore=1""#], "{log}");
     assert_eq!(log.matches("Initializing Fail-safe PMD for").count(), 1, "only our fail-safe port: {log}");
     assert!(log.contains("Initializing Fail-safe PMD for net_failsafe_vsc0"), "{log}");
 
     // The user's own net_vdev_netvsc argument: nothing added, no duplicate device.
-    let out = run_testpmd(&sys, &["--vdev", IGNORE]);
+    let out = run_testpmd(release, &sys, &["--vdev", IGNORE]);
     let log = testpmd::log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert_eq!(log.matches("net_vdev_netvsc: invoked as").count(), 1, "{log}");
-}
+    assert_eq!(testpmd::vdev_netvsc_invoked(&log).len(), 1, "{log}");
+});
 
-#[test]
-fn real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac() {
-    if !testpmd::available("real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac") {
-        return;
-    }
+dpdk_tests!(real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac, |release| {
     let dir = tempfile::tempdir().unwrap();
     let sys = FakeSysfs::create(dir.path()).unwrap();
     sys.add_netvsc("eth1", 90_001, "00:22:48:00:00:0a").unwrap();
     sys.add_mana_vport("enP30832s1", 90_002, "00:22:48:00:00:0a", "7870:00:00.0").unwrap();
     sys.add_netvsc("eth2", 90_003, "00:22:48:00:00:0b").unwrap();
     sys.add_mana_vport("enP30832s1d1", 90_004, "00:22:48:00:00:0b", "7870:00:00.0").unwrap();
-    let out = run_testpmd(&sys, &[]);
+    let out = run_testpmd(release, &sys, &[]);
     let log = testpmd::log_of(&out);
     // Each fail-safe instance read its own line from its pipe and parsed it whole: the vPort's
     // PCI function with the MAC that selects the port.
@@ -130,4 +123,4 @@ fn real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac() {
         assert!(parsed.contains(&line), "fail-safe did not parse {line}: {log}");
     }
     assert_eq!(log.matches("Initializing Fail-safe PMD for").count(), 2, "{log}");
-}
+});

@@ -1,7 +1,9 @@
 //! The real consumer: Debian's `dpdk-testpmd` with DPDK's own fail-safe PMD reading what
 //! netvsc-watch writes, in the three forms the README documents (launcher pipe, sidecar FIFO,
-//! sidecar state file through `exec(cat ...)`), run exactly as the README writes them. What
-//! fail-safe parsed is taken from its own debug log. Skipped, with the reason, without DPDK/root.
+//! sidecar state file through `exec(cat ...)`), run exactly as the README writes them, for each
+//! DPDK release (22.11 on the host, 24.11 from a trixie root sharing only the sidecar's
+//! directory). What fail-safe parsed is taken from its own debug log. Skipped, with the reason,
+//! without DPDK/root.
 //!
 //! Without PCI here, fail-safe's probe of the VF address fails; it then re-probes the address it
 //! parsed every `hotplug_poll` (which is how the poll set by `exec` is observed).
@@ -13,7 +15,8 @@ use std::time::Duration;
 use netvsc_testkit::FakeSysfs;
 
 mod support;
-use support::{testpmd, JsonProcess, NETVSC_WATCH};
+use support::testpmd::{self, Release};
+use support::{JsonProcess, NETVSC_WATCH};
 
 const VF_PCI: &str = "0001:00:02.0";
 
@@ -28,8 +31,9 @@ fn tree() -> (tempfile::TempDir, FakeSysfs) {
 
 /// The README's sidecar example whose fail-safe argument contains `form` (`fd(9)` or
 /// `exec(cat`): its lines from the first shell line to the `dpdk-testpmd` line, with `/run/netvsc`
-/// → `dir` and the trailing `...` → a development machine's EAL arguments.
-fn readme_example(form: &str, dir: &std::path::Path) -> String {
+/// → `dir` (as the shell sees it, and as testpmd sees it on its own line), `dpdk-testpmd` →
+/// `release`'s, and the trailing `...` → a development machine's EAL arguments.
+fn readme_example(release: &Release, form: &str, dir: &std::path::Path) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let lines: Vec<&str> = readme.lines().map(str::trim).collect();
     let at = lines
@@ -37,12 +41,16 @@ fn readme_example(form: &str, dir: &std::path::Path) -> String {
         .position(|l| l.starts_with("dpdk-testpmd") && l.contains(form))
         .unwrap_or_else(|| panic!("README has no dpdk-testpmd example with {form}"));
     let first = if lines[at - 1].starts_with("exec ") { at - 1 } else { at };
-    let script = lines[first..=at].join("\n");
-    assert!(script.ends_with(" ..."), "{script}");
+    assert!(lines[at].ends_with(" ..."), "{}", lines[at]);
+    let shell_lines = lines[first..at].iter().map(|line| line.replace("/run/netvsc", dir.to_str().unwrap()));
+    let testpmd_line = lines[at]
+        .trim_end_matches(" ...")
+        .replacen("dpdk-testpmd", release.testpmd.to_str().unwrap(), 1)
+        .replace("/run/netvsc", &release.inside(dir));
     let eal = testpmd::eal_args().join(" ");
     let app = testpmd::APP_ARGS.join(" ");
-    let script = script.trim_end_matches(" ...").replace("/run/netvsc", dir.to_str().unwrap());
-    format!("{script} {eal} -- {app}")
+    let script: Vec<String> = shell_lines.chain([format!("{testpmd_line} {eal} -- {app}")]).collect();
+    script.join("\n")
 }
 
 /// The sidecar on `sys` with its files in `dir`, ready.
@@ -59,11 +67,11 @@ fn sidecar(sys: &FakeSysfs, dir: &std::path::Path) -> JsonProcess {
 /// The README's sidecar example for `form` run against a sidecar on eth1 with its VF: asserts
 /// that testpmd ran and fail-safe parsed the VF's address; stops the sidecar. Its log and the
 /// sidecar's directory.
-fn readme_form_feeds_real_failsafe(form: &str) -> (String, tempfile::TempDir) {
+fn readme_form_feeds_real_failsafe(release: &Release, form: &str) -> (String, tempfile::TempDir) {
     let (_tree_dir, sys) = tree();
-    let run = tempfile::tempdir().unwrap();
+    let run = release.shared_dir();
     let agent = sidecar(&sys, run.path());
-    let out = testpmd::shell(&readme_example(form, run.path()));
+    let out = testpmd::shell(&readme_example(release, form, run.path()));
     let log = testpmd::log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_eq!(testpmd::parsed(&log).first(), Some(&VF_PCI), "fail-safe did not read {form}: {log}");
@@ -72,33 +80,25 @@ fn readme_form_feeds_real_failsafe(form: &str) -> (String, tempfile::TempDir) {
     (log, run)
 }
 
-#[test]
-fn fifo_form_from_the_readme_feeds_real_failsafe() {
-    if !testpmd::available("fifo_form_from_the_readme_feeds_real_failsafe") {
-        return;
-    }
-    let (log, _run) = readme_form_feeds_real_failsafe("fd(9)");
+dpdk_tests!(fifo_form_from_the_readme_feeds_real_failsafe, |release| {
+    let (log, _run) = readme_form_feeds_real_failsafe(release, "fd(9)");
     assert!(log.contains("Initializing Fail-safe PMD for net_failsafe_vsc0"), "{log}");
     // Only our port: the example switches off DPDK's own vdev_netvsc.
-    assert!(log.contains(r#"net_vdev_netvsc: invoked as "net_vdev_netvsc0", using arguments "ignore=1""#), "{log}");
-}
+    assert!(testpmd::vdev_netvsc_invoked(&log).contains(&r#""net_vdev_netvsc0", using arguments "ignore=1""#), "{log}");
+});
 
-#[test]
-fn state_file_form_from_the_readme_feeds_real_failsafe() {
-    if !testpmd::available("state_file_form_from_the_readme_feeds_real_failsafe") {
-        return;
-    }
-    let (_, run) = readme_form_feeds_real_failsafe("exec(cat");
+dpdk_tests!(state_file_form_from_the_readme_feeds_real_failsafe, |release| {
+    let (_, run) = readme_form_feeds_real_failsafe(release, "exec(cat");
 
     // After the agent stopped the state file is gone: fail-safe reads no address (and no stale one).
-    let out = testpmd::shell(&readme_example("exec(cat", run.path()));
+    let out = testpmd::shell(&readme_example(release, "exec(cat", run.path()));
     let log = testpmd::log_of(&out);
     assert!(!testpmd::parsed(&log).contains(&VF_PCI), "{log}");
-}
+});
 
 /// Interactive testpmd under `exec --failsafe-poll poll_ms`, kept running for `held`: its log.
-fn exec_held(sys: &FakeSysfs, poll_ms: &str, held: Duration) -> String {
-    let mut command = testpmd::under_exec(sys.root(), &["--failsafe-poll", poll_ms]);
+fn exec_held(release: &Release, sys: &FakeSysfs, poll_ms: &str, held: Duration) -> String {
+    let mut command = release.under_exec(sys.root(), &["--failsafe-poll", poll_ms]);
     command.args(["--", "-i"]).args(testpmd::APP_ARGS);
     let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(held);
@@ -112,42 +112,38 @@ fn exec_held(sys: &FakeSysfs, poll_ms: &str, held: Duration) -> String {
     log
 }
 
-#[test]
-fn exec_sets_failsafes_poll_and_failsafe_keeps_it() {
-    if !testpmd::available("exec_sets_failsafes_poll_and_failsafe_keeps_it") {
-        return;
-    }
+dpdk_tests!(exec_sets_failsafes_poll_and_failsafe_keeps_it, |release| {
     let (_tree_dir, sys) = tree();
     let probes = |log: &str| log.matches(&format!("Cannot find device ({VF_PCI})")).count();
     let held = Duration::from_millis(2000);
-    let fast = exec_held(&sys, "50", held);
+    let fast = exec_held(release, &sys, "50", held);
     assert_eq!(testpmd::parsed(&fast).first(), Some(&VF_PCI), "{fast}");
-    let slow = exec_held(&sys, "1000", held);
+    let slow = exec_held(release, &sys, "1000", held);
     // The probe of the parsed address fails here (no PCI) and is retried every hotplug_poll:
     // about 40 times in 2 s at 50 ms, at most 3 at 1000 ms. Never a re-read of the pipe.
     assert!(probes(&fast) >= 15, "{} probes at 50 ms: {fast}", probes(&fast));
     assert!((1..=3).contains(&probes(&slow)), "{} probes at 1000 ms: {slow}", probes(&slow));
     assert_eq!(testpmd::parsed(&fast).iter().filter(|p| **p == VF_PCI).count(), 1, "{fast}");
-}
+});
 
-#[test]
-fn exec_returns_testpmds_own_exit_status() {
-    if !testpmd::available("exec_returns_testpmds_own_exit_status") {
-        return;
-    }
+dpdk_tests!(exec_returns_testpmds_own_exit_status, |release| {
     let (_tree_dir, sys) = tree();
-    // An EAL argument testpmd rejects: its status, run directly and under exec.
-    let bad = ["--no-such-eal-option"];
-    let direct = Command::new(testpmd::TESTPMD).args(bad).stdin(Stdio::null()).output().unwrap();
+    // An EAL argument testpmd rejects: its status, run directly and under exec. `-v` first: EAL
+    // says which DPDK this is before it refuses.
+    let bad = ["-v", "--no-such-eal-option"];
+    let direct = Command::new(&release.testpmd).args(bad).stdin(Stdio::null()).output().unwrap();
     let code = direct.status.code().expect("exited");
-    assert_ne!(code, 0, "{}", testpmd::log_of(&direct));
+    let log = testpmd::log_of(&direct);
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains(&format!("RTE Version: 'DPDK {}.", release.name)), "not DPDK {}: {log}", release.name);
     let under = Command::new(NETVSC_WATCH)
         .args(["exec", "--source", "poll", "--sysfs-root"])
         .arg(sys.root())
-        .args(["--", testpmd::TESTPMD])
+        .arg("--")
+        .arg(&release.testpmd)
         .args(bad)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(under.status.code(), Some(code), "{}", testpmd::log_of(&under));
-}
+});

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod docs;
+mod dpdk_root;
 mod figures;
 mod image;
 mod licenses;

@@ -44,6 +44,11 @@ const NEEDS: &[Need] = &[
         enables: "the QEMU hot-plug scenarios",
     },
     Need { probe: Probe::Packages, packages: DPDK_PACKAGES, enables: "DPDK fail-safe tests (host and guest)" },
+    Need {
+        probe: Probe::Command("debootstrap"),
+        packages: &["debootstrap"],
+        enables: "DPDK 24.11 tests (a Debian trixie root)",
+    },
     Need { probe: Probe::Command("podman"), packages: &["podman"], enables: "the container image" },
     Need { probe: Probe::Command("setpriv"), packages: &["util-linux"], enables: "least-privilege tests" },
     Need {

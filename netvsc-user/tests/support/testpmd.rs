@@ -1,24 +1,115 @@
-//! Debian's real `dpdk-testpmd` (DPDK 22.11 with fail-safe, tap, null and vdev_netvsc), run
-//! without hugepages or PCI as a development machine allows.
+//! DPDK's real `dpdk-testpmd` (fail-safe, tap, null and vdev_netvsc), run without hugepages or
+//! PCI as a development machine allows, in each release users run: the host's own (Debian
+//! bookworm, 22.11) and the current LTS (Debian trixie, 24.11) from a root of trixie's packages
+//! that `cargo xtask test` makes, entered through a wrapper that shares nothing with the host
+//! but the kernel and the directories a test creates inside the root (like a DPDK container
+//! that shares only the FIFO directory with the sidecar).
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The host's own testpmd (Debian bookworm's DPDK 22.11).
 pub const TESTPMD: &str = "dpdk-testpmd";
 
-/// Whether testpmd can run here; prints why the test `test` skips if not.
-pub fn available(test: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(TESTPMD).is_file()));
-    if !found {
-        netvsc_testkit::skip(test, "dpdk-testpmd not installed (apt-get install dpdk-dev librte-net-failsafe23 ...)");
-        return false;
+/// One DPDK release: where its testpmd is, and the root it runs in (none: the host's).
+pub struct Release {
+    pub name: &'static str,
+    /// The program to run (`dpdk-testpmd`, or the root's wrapper).
+    pub testpmd: PathBuf,
+    /// The release's own root, whose `/` testpmd sees (None: the host's).
+    root: Option<PathBuf>,
+}
+
+/// `$NETVSC_DPDK_<release>`: the directory holding `root/` and the wrapper `dpdk-testpmd` that
+/// runs the root's testpmd (made by `cargo xtask test`; see xtask/src/dpdk_root.rs).
+fn env_var(name: &str) -> String {
+    format!("NETVSC_DPDK_{}", name.replace('.', "_"))
+}
+
+impl Release {
+    /// The release called `name` ("22.11", "24.11") if it can run here; says why `test` skips if
+    /// not.
+    pub fn available(name: &'static str, test: &str) -> Option<Release> {
+        let release = if name == "22.11" {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(TESTPMD).is_file()));
+            if !found {
+                netvsc_testkit::skip(
+                    test,
+                    "dpdk-testpmd 22.11 not installed (apt-get install dpdk-dev librte-net-failsafe23 ...)",
+                );
+                return None;
+            }
+            Release { name, testpmd: TESTPMD.into(), root: None }
+        } else {
+            let Some(dir) = std::env::var_os(env_var(name)).map(PathBuf::from) else {
+                netvsc_testkit::skip(test, &format!("no DPDK {name} root (cargo xtask test makes one as root)"));
+                return None;
+            };
+            Release { name, testpmd: dir.join(TESTPMD), root: Some(dir.join("root")) }
+        };
+        if !nix::unistd::geteuid().is_root() {
+            netvsc_testkit::skip(test, "dpdk-testpmd needs root here (EAL's runtime directory)");
+            return None;
+        }
+        Some(release)
     }
-    if !nix::unistd::geteuid().is_root() {
-        netvsc_testkit::skip(test, "dpdk-testpmd needs root here (EAL's runtime directory)");
-        return false;
+
+    /// A fresh directory testpmd and the host both reach: inside the release's root when it has
+    /// one. See [`Release::inside`] for the path testpmd sees.
+    pub fn shared_dir(&self) -> tempfile::TempDir {
+        match &self.root {
+            Some(root) => tempfile::Builder::new().prefix("nvw-shared.").tempdir_in(root.join("tmp")).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        }
     }
-    true
+
+    /// `host_path` (under [`Release::shared_dir`]) as testpmd sees it.
+    pub fn inside(&self, host_path: &Path) -> String {
+        let seen = match &self.root {
+            Some(root) => Path::new("/").join(host_path.strip_prefix(root).expect("a path inside the release's root")),
+            None => host_path.to_owned(),
+        };
+        seen.to_str().unwrap().to_owned()
+    }
+
+    /// `netvsc-watch exec --source poll <flags> --sysfs-root <root> -- <testpmd> <EAL arguments>`:
+    /// the caller adds more EAL arguments, then `--` and testpmd's own.
+    pub fn under_exec(&self, root: &Path, flags: &[&str]) -> Command {
+        let mut command = Command::new(super::NETVSC_WATCH);
+        command.args(["exec", "--source", "poll"]).args(flags).arg("--sysfs-root").arg(root);
+        command.arg("--").arg(&self.testpmd).args(eal_args());
+        command
+    }
+}
+
+/// One test per DPDK release: `dpdk_tests!(name, |release| body)` makes `name::dpdk_22_11` and
+/// `name::dpdk_24_11`, each skipped (saying why) where its release cannot run.
+#[macro_export]
+macro_rules! dpdk_tests {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn dpdk_22_11() {
+                let test = concat!(stringify!($name), "::dpdk_22_11");
+                if let Some(release) = support::testpmd::Release::available("22.11", test) {
+                    let run: fn(&support::testpmd::Release) = $body;
+                    run(&release);
+                }
+            }
+            #[test]
+            fn dpdk_24_11() {
+                let test = concat!(stringify!($name), "::dpdk_24_11");
+                if let Some(release) = support::testpmd::Release::available("24.11", test) {
+                    let run: fn(&support::testpmd::Release) = $body;
+                    run(&release);
+                }
+            }
+        }
+    };
 }
 
 /// EAL arguments of one run: no hugepages, no PCI, fail-safe's and vdev_netvsc's debug logs, and
@@ -33,15 +124,6 @@ pub fn eal_args() -> Vec<String> {
         .collect()
 }
 
-/// `netvsc-watch exec --source poll <flags> --sysfs-root <root> -- dpdk-testpmd <EAL arguments>`:
-/// the caller adds more EAL arguments, then `--` and testpmd's own.
-pub fn under_exec(root: &std::path::Path, flags: &[&str]) -> Command {
-    let mut command = Command::new(super::NETVSC_WATCH);
-    command.args(["exec", "--source", "poll"]).args(flags).arg("--sysfs-root").arg(root);
-    command.args(["--", TESTPMD]).args(eal_args());
-    command
-}
-
 /// testpmd's own arguments (after `--`): a mempool small enough for `-m 256`.
 pub const APP_ARGS: [&str; 2] = ["--total-num-mbufs", "2048"];
 
@@ -50,13 +132,25 @@ pub fn log_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// What follows `<logtype>: ` on each line of `log` from a PMD known by one of `logtypes`: 22.11
+/// prefixes `net_failsafe: ` and `net_vdev_netvsc: `, 24.11 `NET_FAILSAFE: ` and `VDEV_NETVSC: `.
+fn pmd_lines<'a>(log: &'a str, logtypes: &'a [&'a str]) -> impl Iterator<Item = &'a str> {
+    log.lines().filter_map(move |line| {
+        let (head, rest) = line.split_once(": ")?;
+        logtypes.iter().any(|logtype| head.eq_ignore_ascii_case(logtype)).then_some(rest)
+    })
+}
+
 /// The device strings fail-safe parsed, in order (its debug line `net_failsafe: <devargs>`
 /// after reading a pipe, a command's output or a `dev()`).
 pub fn parsed(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter_map(|line| line.strip_prefix("net_failsafe: "))
-        .filter(|rest| !rest.contains(' ') && !rest.is_empty())
-        .collect()
+    pmd_lines(log, &["net_failsafe"]).filter(|rest| !rest.contains(' ') && !rest.is_empty()).collect()
+}
+
+/// What vdev_netvsc said of each instance it was invoked as (`invoked as "<name>", using
+/// arguments "<args>"`): the text after `invoked as `.
+pub fn vdev_netvsc_invoked(log: &str) -> Vec<&str> {
+    pmd_lines(log, &["net_vdev_netvsc", "vdev_netvsc"]).filter_map(|rest| rest.strip_prefix("invoked as ")).collect()
 }
 
 /// `sh -c SCRIPT`, non-interactive testpmd reading EOF from stdin: runs to its end.
