@@ -6,8 +6,7 @@
 //! realistic sidecar case of DPDK in another distribution's container, sharing only the FIFO
 //! directory. The tests find it through `NETVSC_DPDK_<release>` (netvsc-user/tests/support/testpmd.rs).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 
@@ -33,19 +32,6 @@ pub const RELEASES: &[Release] = &[Release {
     ],
 }];
 
-const MIRROR: &str = "http://deb.debian.org/debian";
-
-const WRAPPER: &str = r#"#!/bin/sh
-# DPDK's testpmd from the packages in ROOT (beside this script), sharing only the kernel, and
-# what the caller put inside ROOT, with the host: a mount namespace of its own with /proc, /sys
-# and /dev bound in, then chroot. Descriptors pass through (fail-safe's fd(N)). Made by xtask.
-ROOT="$(dirname "$0")/root"
-exec unshare --mount --propagation private sh -c '
-  root=$1; shift
-  mount -t proc proc "$root/proc" && mount --rbind /sys "$root/sys" && mount --rbind /dev "$root/dev" || exit 125
-  exec chroot "$root" dpdk-testpmd "$@"' sh "$ROOT" "$@"
-"#;
-
 impl Release {
     /// `<cache>/dpdk-<name>`: `root/` and the wrapper `dpdk-testpmd`.
     pub fn dir(&self) -> PathBuf {
@@ -57,59 +43,43 @@ impl Release {
         format!("NETVSC_DPDK_{}", self.name.replace('.', "_"))
     }
 
-    /// Makes the root once (debootstrap, then the packages with the root's own apt); cheap when
-    /// it is there. Returns the directory for [`Release::env_var`].
+    /// Makes the root once and writes the wrapper beside it; cheap when both are there. Returns
+    /// the directory for [`Release::env_var`].
     pub fn ensure(&self) -> anyhow::Result<PathBuf> {
         let dir = self.dir();
         let root = dir.join("root");
-        let done = dir.join(".complete");
-        if !done.exists() {
-            self.make(&root).with_context(|| format!("making the DPDK {} root in {}", self.name, root.display()))?;
-            std::fs::write(&done, self.packages.join(" "))?;
+        let packages: Vec<String> = self.packages.iter().map(|p| p.to_string()).collect();
+        crate::debian::ensure_root(self.suite, &root, &packages)
+            .with_context(|| format!("making the DPDK {} root", self.name))?;
+        let testpmd = root.join("usr/bin/dpdk-testpmd");
+        if !testpmd.is_file() {
+            bail!("{} missing after installing {}", testpmd.display(), packages.join(" "));
         }
         let wrapper = dir.join("dpdk-testpmd");
-        if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(WRAPPER) {
-            std::fs::write(&wrapper, WRAPPER)?;
+        let text = wrapper_script();
+        if std::fs::read_to_string(&wrapper).ok() != Some(text.clone()) {
+            std::fs::write(&wrapper, text)?;
             std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         }
         Ok(dir)
     }
+}
 
-    fn make(&self, root: &Path) -> anyhow::Result<()> {
-        println!(
-            "xtask: making a Debian {} root with DPDK {} in {} (about a minute, once)",
-            self.suite,
-            self.name,
-            root.display()
-        );
-        let _ = std::fs::remove_dir_all(root);
-        run(Command::new("debootstrap").args(["--variant=minbase", self.suite]).arg(root).arg(MIRROR))?;
-        // apt inside the root, with /proc, /sys and /dev in a mount namespace that ends with it.
-        let script = r#"root=$1; shift
-            mount -t proc proc "$root/proc" && mount --rbind /sys "$root/sys" && mount --rbind /dev "$root/dev" &&
-            exec chroot "$root" apt-get install -y -qq --no-install-recommends "$@""#;
-        run(Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
-            .arg(root)
-            .args(self.packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-        let testpmd = root.join("usr/bin/dpdk-testpmd");
-        if !testpmd.is_file() {
-            bail!("{} missing after installing {}", testpmd.display(), self.packages.join(" "));
-        }
-        Ok(())
-    }
+/// The root's testpmd entered as [`crate::debian::in_root`] enters a root, from a shell script
+/// a test (or a user) can run like `dpdk-testpmd`. Descriptors pass through (fail-safe's fd(N)).
+fn wrapper_script() -> String {
+    format!(
+        "#!/bin/sh\n# DPDK's testpmd from the packages in ROOT (beside this script), sharing only the kernel, and\n\
+         # what the caller put inside ROOT, with the host. Made by cargo xtask test.\n\
+         ROOT=\"$(dirname \"$0\")/root\"\n\
+         exec unshare --mount --propagation private sh -c '{}' sh \"$ROOT\" dpdk-testpmd \"$@\"\n",
+        crate::debian::ENTER_ROOT
+    )
 }
 
 /// Why no other DPDK release can be made here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("making a root and chroot into it need root".into());
-    }
-    ["debootstrap", "unshare", "chroot"]
-        .into_iter()
-        .find(|tool| crate::setup::which(tool).is_none())
-        .map(|tool| format!("{tool} not found (apt-get install debootstrap)"))
+    crate::debian::roots_unavailable()
 }
 
 /// The roots made, as (variable, directory) for the tests' environment (their tests skip, saying
@@ -128,12 +98,4 @@ pub fn environment() -> (Vec<(String, PathBuf)>, Vec<String>) {
         }
     }
     (made, failed)
-}
-
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("running {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed ({status})");
-    }
-    Ok(())
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod debian;
 mod demo;
 mod docs;
 mod dpdk_root;

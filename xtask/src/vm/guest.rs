@@ -17,6 +17,8 @@ pub(super) const READ_POLL_MS: u64 = 20;
 
 pub struct Setup {
     pub kernel: PathBuf,
+    /// `uname -r` of the guest, as the results name it.
+    pub kernel_version: String,
     pub initramfs: PathBuf,
     pub work_dir: PathBuf,
 }

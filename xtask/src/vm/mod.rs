@@ -12,11 +12,13 @@ mod dpdk_rows;
 mod ebpf_checks;
 mod guest;
 mod initramfs;
+mod kbuild;
 mod qemu;
 mod scenarios;
 mod testpmd;
 mod traffic;
 
+pub use assets::DEFAULT_KERNEL;
 pub use scenarios::{count as scenario_count, Outcome};
 
 #[derive(clap::Args)]
@@ -27,8 +29,13 @@ pub struct VmArgs {
 
 #[derive(clap::Subcommand)]
 enum VmCommand {
-    /// Download and unpack the guest kernel and busybox into the cache (done by `test` if needed)
-    Fetch,
+    /// Download and unpack a guest kernel and busybox into the cache (done by `test` if needed)
+    Fetch {
+        /// Kernel: a linux-image-* package of bookworm, trixie or bullseye, or an alias for the
+        /// newest of one (bookworm, bookworm-cloud, trixie, trixie-cloud, bullseye, bullseye-cloud)
+        #[arg(long, default_value = assets::DEFAULT_KERNEL)]
+        kernel: String,
+    },
     /// Boot the guest once per source and play the hot-plug scenarios, asserting on what a
     /// fail-safe-style reader in the guest read
     Test(TestArgs),
@@ -69,6 +76,12 @@ pub struct TestArgs {
     /// Event sources to test, comma-separated
     #[arg(long, value_delimiter = ',', default_value = "ebpf,netlink,poll")]
     pub sources: Vec<String>,
+    /// Guest kernels, comma-separated: linux-image-* packages of bookworm, trixie or bullseye
+    /// (generic or cloud), or aliases for the newest of one: bookworm, bookworm-cloud, trixie,
+    /// trixie-cloud, bullseye, bullseye-cloud. A kernel without e1000e (the cloud kernels) gets it
+    /// built from Debian's linux-source for that kernel, once
+    #[arg(long = "kernel", value_delimiter = ',', default_value = assets::DEFAULT_KERNEL)]
+    pub kernels: Vec<String>,
     /// Migration cycles (VF removed, returns) in the cycles scenario
     #[arg(long, default_value_t = 3)]
     pub cycles: u32,
@@ -83,9 +96,14 @@ pub struct TestArgs {
 
 pub fn run(args: VmArgs) -> anyhow::Result<()> {
     match args.command {
-        VmCommand::Fetch => {
-            let assets = assets::ensure()?;
-            println!("vm: kernel {} cached in {}", assets.kernel_version, assets::cache_dir().display());
+        VmCommand::Fetch { kernel } => {
+            let assets = assets::ensure(&kernel)?;
+            println!(
+                "vm: kernel {} ({}) cached in {}",
+                assets.kernel_version,
+                assets.package,
+                assets::cache_dir().display()
+            );
             Ok(())
         }
         VmCommand::Dpdk(args) => dpdk_rows(&args),
@@ -110,18 +128,16 @@ pub fn unavailable() -> Option<String> {
     if !qemu.is_ok_and(|o| o.status.success()) {
         return Some("qemu-system-x86_64 not found (apt-get install qemu-system-x86)".into());
     }
-    for tool in ["apt-get", "dpkg-deb", "ldd"] {
-        if crate::setup::which(tool).is_none() && !assets::cache_dir().join("root").exists() {
-            return Some(format!("{tool} not found and no cached guest kernel"));
-        }
-    }
-    None
+    ["apt-get", "dpkg-deb", "ldd"]
+        .into_iter()
+        .find(|tool| crate::setup::which(tool).is_none())
+        .map(|tool| format!("{tool} not found (the guest is made from Debian packages)"))
 }
 
-/// Builds the agent and the guest's initramfs in a fresh work directory; with `with_dpdk`,
-/// Debian's testpmd and fail-safe's plugins go in too.
-fn prepare_with(with_dpdk: bool) -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
-    let assets = assets::ensure()?;
+/// Builds the agent and the guest's initramfs for `kernel` in a fresh work directory; with
+/// `with_dpdk`, Debian's testpmd and fail-safe's plugins go in too.
+fn prepare_with(with_dpdk: bool, kernel: &str) -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
+    let assets = assets::ensure(kernel)?;
     let release = crate::toolchain::build_agent()?;
     let work = tempfile::Builder::new().prefix("netvsc-vm.").tempdir().context("creating a work directory")?;
     let initramfs = work.path().join("initramfs.cpio");
@@ -146,16 +162,22 @@ fn prepare_with(with_dpdk: bool) -> anyhow::Result<(guest::Setup, tempfile::Temp
     }
     initramfs::build(&assets, &contents, &initramfs)?;
     println!(
-        "vm: guest kernel {}, initramfs {:.1} MiB",
+        "vm: guest kernel {} ({}), initramfs {:.1} MiB",
         assets.kernel_version,
+        assets.package,
         std::fs::metadata(&initramfs)?.len() as f64 / (1 << 20) as f64
     );
-    let setup = guest::Setup { kernel: assets.kernel, initramfs, work_dir: work.path().to_owned() };
+    let setup = guest::Setup {
+        kernel: assets.kernel,
+        kernel_version: assets.kernel_version,
+        initramfs,
+        work_dir: work.path().to_owned(),
+    };
     Ok((setup, work))
 }
 
-fn prepare() -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
-    prepare_with(false)
+fn prepare(kernel: &str) -> anyhow::Result<(guest::Setup, tempfile::TempDir)> {
+    prepare_with(false, kernel)
 }
 
 /// Why DPDK's fail-safe cannot be played in the guest here, if it cannot.
@@ -179,7 +201,7 @@ fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
     let feeders = args.rows.iter().map(|row| dpdk_rows::parse_row(row)).collect::<anyhow::Result<Vec<_>>>()?;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     println!("vm dpdk: seed {seed}, {} plugs a row", args.cycles);
-    let (setup, work) = prepare_with(true)?;
+    let (setup, work) = prepare_with(true, assets::DEFAULT_KERNEL)?;
     if args.hyperv_cpuid {
         let seen = dpdk::hyperv_cpuid(&setup)?;
         println!(
@@ -212,7 +234,7 @@ fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
              {} plugs a row at random phase (uniform over 2 s before each plug; seed {seed}).",
             crate::docs::machine(),
             accel.map_or("?", |a| a.name()),
-            assets::ensure()?.kernel_version,
+            assets::ensure(assets::DEFAULT_KERNEL)?.kernel_version,
             dpdk::dpdk_version(),
             args.cycles,
         );
@@ -224,11 +246,13 @@ fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
 
 /// The VM workload of `cargo xtask bench`.
 pub fn bench(cycles: u32, churn_pairs: u32, seed: u64, results: &mut crate::figures::Results) -> anyhow::Result<()> {
-    let (setup, _work) = prepare()?;
+    let (setup, _work) = prepare(assets::DEFAULT_KERNEL)?;
     bench::run(&setup, cycles, churn_pairs, seed, results)
 }
 
-/// Builds the agent, prepares the guest and runs the chosen scenarios for every source.
+/// Builds the agent, prepares a guest per kernel and runs the chosen scenarios for every source;
+/// prints the results by kernel and source. A kernel whose guest cannot be made counts every
+/// check of it as failed.
 pub fn test(args: &TestArgs) -> anyhow::Result<Outcome> {
     if args.list {
         for source in &args.sources {
@@ -236,14 +260,34 @@ pub fn test(args: &TestArgs) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::default());
     }
-    let (setup, work) = prepare()?;
     let mut outcome = Outcome::default();
-    for source in &args.sources {
-        outcome.add(scenarios::run(&setup, source, args.cycles, &args.names));
+    let mut table = Vec::new();
+    for kernel in &args.kernels {
+        let (setup, work) = match prepare(kernel) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                let checks: u32 = args.sources.iter().map(|source| scenarios::count(source)).sum();
+                println!("vm[{kernel}]: FAIL preparing the guest: {err:#}");
+                outcome.failed += checks;
+                table.push(format!("  {kernel}: guest not made, {checks} checks failed"));
+                continue;
+            }
+        };
+        let version = setup.kernel_version.clone();
+        let mut row = Vec::new();
+        let mut failed = 0;
+        for source in &args.sources {
+            let result = scenarios::run(&setup, source, args.cycles, &args.names);
+            row.push(format!("{source} {}/{}", result.passed, result.passed + result.failed));
+            failed += result.failed;
+            outcome.add(result);
+        }
+        table.push(format!("  {version} ({kernel}): {}", row.join(", ")));
+        if failed > 0 {
+            println!("vm: console logs of {version} kept in {}", work.keep().display());
+        }
     }
+    println!("vm: by kernel and source (passed/played):\n{}", table.join("\n"));
     println!("vm: {} passed, {} failed", outcome.passed, outcome.failed);
-    if outcome.failed > 0 {
-        println!("vm: console logs kept in {}", work.keep().display());
-    }
     Ok(outcome)
 }
