@@ -90,10 +90,12 @@ fn install_missing(no_install: bool) -> anyhow::Result<()> {
         None if !packages.is_empty() => {
             let enables: Vec<&str> = missing.iter().map(|need| need.enables).collect();
             println!("xtask test: installing {} (apt-get, for {})", packages.join(" "), enables.join(", "));
-            run(Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&packages)
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+            run_quietly(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-qq", "--no-install-recommends"])
+                    .args(&packages)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
         }
         None => {}
     }
@@ -207,6 +209,17 @@ fn missing_components() -> Vec<&'static str> {
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+}
+
+/// Runs `command` with its output kept back, shown only if it fails (apt and dpkg print a
+/// screenful per package even with -qq).
+fn run_quietly(command: &mut Command) -> anyhow::Result<()> {
+    let out = command.output().with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!("{command:?} failed ({})", out.status);
+    }
+    Ok(())
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
