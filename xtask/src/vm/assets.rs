@@ -83,10 +83,16 @@ pub fn kernel_package(kernel: &str) -> anyhow::Result<String> {
 pub fn ensure(kernel: &str) -> anyhow::Result<Assets> {
     let package = kernel_package(kernel)?;
     let cache = cache_dir();
-    let busybox = cache.join("busybox/bin/busybox");
-    if !busybox.exists() {
-        unpack(&["busybox-static"], &cache.join("busybox"))?;
-    }
+    // The newest busybox-static of the lists (trixie's installs under usr/).
+    let find_busybox =
+        || ["bin/busybox", "usr/bin/busybox"].map(|p| cache.join("busybox").join(p)).into_iter().find(|p| p.exists());
+    let busybox = match find_busybox() {
+        Some(found) => found,
+        None => {
+            unpack(&["busybox-static"], &cache.join("busybox"))?;
+            find_busybox().context("busybox-static unpacked without a busybox")?
+        }
+    };
     let dir = cache.join("kernels").join(&package);
     let root = dir.join("root");
     if modules_dir(&root).is_none() {
