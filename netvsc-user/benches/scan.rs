@@ -12,12 +12,12 @@ use netvsc_testkit::FakeSysfs;
 use netvsc_testkit::StaticDump;
 use netvsc_testkit::StaticIfindexes as StaticAddresses;
 use netvsc_user::agent::Agent;
-use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::link_list::{KernelLinkList, ListedLink};
+use netvsc_user::decide::selection::Selection;
+use netvsc_user::event::{NetdevEvent, SourceEvent};
+use netvsc_user::output::failsafe::{OutputMode, Outputs};
 use netvsc_user::report::Reporter;
-use netvsc_user::selection::Selection;
-use netvsc_user::source::{LinkEvent, SourceEvent};
-use netvsc_user::sysfs::Sysfs;
+use netvsc_user::system::netdev_list::{KernelNetdevList, ListedNetdev};
+use netvsc_user::system::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 use tokio::runtime::Runtime;
 
@@ -62,8 +62,12 @@ fn resync_from_dump(c: &mut Criterion) {
     for n in SIZES {
         let (_dir, sys) = tree(n);
         let view = runtime.block_on(reader(&sys).full_scan()).unwrap();
-        let listed =
-            view.links().map(|l| ListedLink { ifindex: l.ifindex, name: l.name.clone(), mac: l.mac, master: l.master });
+        let listed = view.links().map(|l| ListedNetdev {
+            ifindex: l.ifindex,
+            name: l.name.clone(),
+            mac: l.mac,
+            master: l.master,
+        });
         let dump = StaticDump::new(listed);
         let reader = SystemReader::new(
             Sysfs::open(sys.root()).unwrap(),
@@ -102,18 +106,18 @@ fn resync_kernel_dump(c: &mut Criterion) {
         let reader = SystemReader::new(
             Sysfs::open(sys.root()).unwrap(),
             Box::new(StaticAddresses::default()),
-            Some(Box::new(KernelLinkList)),
+            Some(Box::new(KernelNetdevList)),
         );
         bench_resync(&runtime, &mut group, n, reader);
     }
     group.finish();
 }
 
-/// Times `LinkEvent::Resync` (events not lost) applied to the view of a first full scan.
+/// Times `NetdevEvent::Resync` (events not lost) applied to the view of a first full scan.
 fn bench_resync(runtime: &Runtime, group: &mut BenchmarkGroup<'_, WallTime>, n: u32, mut reader: SystemReader) {
     let mut view = runtime.block_on(reader.full_scan()).unwrap();
     assert!(view.links().count() >= n as usize, "{} links, fewer than {n}", view.links().count());
-    let resync = SourceEvent::now(LinkEvent::Resync { reason: "bench", lost: false });
+    let resync = SourceEvent::now(NetdevEvent::Resync { reason: "bench", lost: false });
     group.throughput(Throughput::Elements(n as u64));
     group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
         b.iter(|| black_box(runtime.block_on(reader.apply(&mut view, &resync)).unwrap()))
@@ -134,8 +138,8 @@ fn one_event(c: &mut Criterion) {
                 Reporter::new(false),
             ))
             .unwrap();
-        let removed = SourceEvent::now(LinkEvent::Removed { ifindex: VF_IFINDEX });
-        let added = SourceEvent::now(LinkEvent::Changed {
+        let removed = SourceEvent::now(NetdevEvent::Removed { ifindex: VF_IFINDEX });
+        let added = SourceEvent::now(NetdevEvent::Changed {
             ifindex: VF_IFINDEX,
             name: Some("enP1".into()),
             mac: None,
@@ -148,7 +152,7 @@ fn one_event(c: &mut Criterion) {
             b.iter(|| {
                 let event = if present { &removed } else { &added };
                 present = !present;
-                let actions = runtime.block_on(agent.handle(event, netvsc_user::source::SourceName::Netlink)).unwrap();
+                let actions = runtime.block_on(agent.handle(event, netvsc_user::event::SourceName::Netlink)).unwrap();
                 assert_eq!(actions.len(), 1, "each event flips the association");
                 black_box(actions)
             })

@@ -8,8 +8,3 @@ pub fn monotonic_ns() -> u64 {
     let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
-
-/// Microseconds elapsed since `start_ns` (a [`monotonic_ns`] reading), as a float for reports.
-pub fn micros_since(start_ns: u64) -> f64 {
-    monotonic_ns().saturating_sub(start_ns) as f64 / 1_000.0
-}

@@ -6,21 +6,21 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use netvsc_user::addresses::{rtnetlink_handle, KernelAddresses};
+use netvsc_user::agent::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs, WatchArgs};
+use netvsc_user::agent::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, CannotRun, Forwarder};
+use netvsc_user::agent::signals::Terminations;
 use netvsc_user::agent::Agent;
-use netvsc_user::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs, WatchArgs};
-use netvsc_user::dpdk_probe::AutoProbe;
-use netvsc_user::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, CannotRun, Forwarder};
-use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::lines::{Line, PassedOver, Ready};
-use netvsc_user::link_list::{KernelLinkList, LinkList};
-use netvsc_user::metrics::{self, Metrics};
-use netvsc_user::pairing::Pairing;
+use netvsc_user::decide::pairing::Pairing;
+use netvsc_user::output::dpdk_probe::AutoProbe;
+use netvsc_user::output::failsafe::{OutputMode, Outputs};
+use netvsc_user::report::health::{Health, Phase};
+use netvsc_user::report::lines::{Line, PassedOver, Ready};
+use netvsc_user::report::metrics::{self, Metrics};
 use netvsc_user::report::{interface_line, interface_reports, vdev_arg, Reporter};
-use netvsc_user::service::{Health, Phase};
-use netvsc_user::signals::Terminations;
 use netvsc_user::source::Opened;
-use netvsc_user::sysfs::Sysfs;
+use netvsc_user::system::addresses::{rtnetlink_handle, KernelAddresses};
+use netvsc_user::system::netdev_list::{KernelNetdevList, NetdevList};
+use netvsc_user::system::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 use netvsc_user::usage::UsageError;
 use tracing::{info, warn};
@@ -188,7 +188,7 @@ fn check_measure_path(args: &RunArgs) -> anyhow::Result<()> {
 /// `--realtime-priority`: before anything is created, so that a refusal leaves nothing behind.
 fn enter_realtime(args: &RunArgs) -> anyhow::Result<()> {
     let Some(priority) = args.realtime_priority else { return Ok(()) };
-    netvsc_user::realtime::run_at_fifo(priority)?;
+    netvsc_user::agent::realtime::run_at_fifo(priority)?;
     info!(priority, "running at SCHED_FIFO");
     Ok(())
 }
@@ -237,8 +237,8 @@ fn system_reader(args: &SelectionArgs) -> anyhow::Result<SystemReader> {
     let sysfs = Sysfs::open(&args.sysfs_root)
         .map_err(|err| UsageError::SysfsRoot { path: args.sysfs_root.clone(), why: err.to_string() })?;
     let handle = rtnetlink_handle()?;
-    let links: Option<Box<dyn LinkList>> =
-        args.kernel_link_list().then(|| Box::new(KernelLinkList) as Box<dyn LinkList>);
+    let links: Option<Box<dyn NetdevList>> =
+        args.kernel_link_list().then(|| Box::new(KernelNetdevList) as Box<dyn NetdevList>);
     let real_sysfs = args.sysfs_root == std::path::Path::new("/sys");
     Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::new(handle)), links).trust_event_parents(real_sysfs))
 }

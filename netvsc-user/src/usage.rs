@@ -36,7 +36,7 @@ pub enum UsageError {
 }
 
 /// A user's value for an error message: quoted, and cut after 64 characters.
-pub fn clip(value: &str) -> String {
+pub(crate) fn clip(value: &str) -> String {
     const MAX: usize = 64;
     match value.char_indices().nth(MAX) {
         None => format!("{value:?}"),

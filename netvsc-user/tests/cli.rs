@@ -5,9 +5,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use netvsc_testkit::FakeSysfs;
-use netvsc_user::lines::Line;
-use netvsc_user::lines::{InterfaceReport, InterfaceState, VfReport};
-use netvsc_user::pairing::Match;
+use netvsc_user::decide::pairing::Match;
+use netvsc_user::report::lines::Line;
+use netvsc_user::report::lines::{InterfaceReport, InterfaceState, VfReport};
 use nix::sys::signal::Signal;
 
 mod support;
@@ -291,14 +291,17 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
     let state = fifo_dir.join("eth1.addr");
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "0002:00:02.0\n");
     let fifo = open_fifo(fifo_dir.join("eth1.pipe"));
-    assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"));
+    assert_eq!(
+        netvsc_user::output::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(),
+        Some("0002:00:02.0")
+    );
 
     sys.remove("enP2p0s2").unwrap();
     let gone = agent.change("dissociated", |_| true);
-    assert_eq!(gone.source, netvsc_user::source::SourceName::Poll);
+    assert_eq!(gone.source, netvsc_user::event::SourceName::Poll);
     assert!(gone.reaction_us > 0.0);
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "");
-    assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap(), None);
+    assert_eq!(netvsc_user::output::failsafe::reader::read_like_failsafe(&fifo).unwrap(), None);
 
     // A NetVSC interface that appears later is picked up.
     sys.add_netvsc("eth3", 90_020, "00:15:5d:00:00:03").unwrap();
@@ -315,7 +318,7 @@ fn watch_keeps_fifo_and_state_file_and_cleans_up_on_sigint() {
     );
     for fifo in ["eth1.pipe", "eth2.pipe", "eth3.pipe"] {
         let fifo = open_fifo(fifo_dir.join(fifo));
-        assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap(), None, "emptied at exit");
+        assert_eq!(netvsc_user::output::failsafe::reader::read_like_failsafe(&fifo).unwrap(), None, "emptied at exit");
     }
 }
 
@@ -355,5 +358,5 @@ fn on_mana_scan_and_the_sidecar_files_carry_the_line_with_the_mac() {
     agent.ready();
     assert_eq!(std::fs::read_to_string(fifo_dir.join("eth1.addr")).unwrap(), format!("{line}\n"));
     let fifo = open_fifo(fifo_dir.join("eth1.pipe"));
-    assert_eq!(netvsc_user::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(), Some(line));
+    assert_eq!(netvsc_user::output::failsafe::reader::read_like_failsafe(&fifo).unwrap().as_deref(), Some(line));
 }

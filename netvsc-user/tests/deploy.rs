@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use clap::Parser as _;
-use netvsc_user::cli::{Cli, Command as Mode, WatchArgs};
-use netvsc_user::metrics::Metrics;
+use netvsc_user::agent::cli::{Cli, Command as Mode, WatchArgs};
+use netvsc_user::report::metrics::Metrics;
 use serde::Deserialize as _;
 use serde_yaml::Value;
 
@@ -276,24 +276,27 @@ fn exported_families() -> BTreeSet<String> {
 }
 
 fn exercise(metrics: &Metrics) {
-    use netvsc_user::link::{Link, LinkKind};
-    use netvsc_user::source::SourceName;
-    let failover =
-        netvsc_user::timeline::Failover { netdev_registered_ns: Some(2), written_ns: Some(3), ..Default::default() };
+    use netvsc_user::event::SourceName;
+    use netvsc_user::netdev::{Netdev, NetdevKind};
+    let failover = netvsc_user::report::timeline::Failover {
+        netdev_registered_ns: Some(2),
+        written_ns: Some(3),
+        ..Default::default()
+    };
     metrics.departed(&failover, SourceName::Ebpf);
     metrics.returned(&failover, SourceName::Ebpf);
     metrics.event(SourceName::Ebpf);
     metrics.relevant(SourceName::Ebpf);
     metrics.resync("safety resync");
     metrics.ring_drops(1);
-    let netvsc = Link {
+    let netvsc = Netdev {
         ifindex: 2,
         name: "eth1".into(),
         mac: macaddr::MacAddr6::new(0, 0x15, 0x5d, 0, 0, 1),
-        kind: LinkKind::NetVsc,
+        kind: NetdevKind::NetVsc,
         master: None,
     };
-    let view = netvsc_user::view::SystemView::from_links(vec![netvsc], Default::default());
-    let (pairing, _) = netvsc_user::pairing::Pairing::start(Default::default(), &view, true).unwrap();
+    let view = netvsc_user::decide::view::SystemView::from_netdevs(vec![netvsc], Default::default());
+    let (pairing, _) = netvsc_user::decide::pairing::Pairing::start(Default::default(), &view, true).unwrap();
     metrics.interfaces(&pairing, &view);
 }

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use netvsc_testkit::FakeSysfs;
-use netvsc_user::dpdk_probe::AutoProbe;
+use netvsc_user::output::dpdk_probe::AutoProbe;
 
 mod support;
 use support::testpmd::{self, Release};

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use aya::programs::{FExit, KProbe};
 use netvsc_testkit::FakeSysfs;
+use netvsc_user::event::SourceName;
 use netvsc_user::source::ebpf::{self, kprobe_programs, AttachMode, EbpfOptions};
-use netvsc_user::source::SourceName;
 
 mod support;
 use support::{skip_unless_root, JsonProcess, NETVSC_WATCH};

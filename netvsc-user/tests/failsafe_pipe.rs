@@ -2,9 +2,9 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
-use netvsc_user::failsafe::reader::read_like_failsafe;
-use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::pairing::{Action, Match, Release, Vf};
+use netvsc_user::decide::pairing::{Action, Match, Release, Vf};
+use netvsc_user::output::failsafe::reader::read_like_failsafe;
+use netvsc_user::output::failsafe::{OutputMode, Outputs};
 
 mod support;
 use support::{dir_names as names, open_fifo};

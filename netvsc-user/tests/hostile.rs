@@ -6,12 +6,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use netvsc_testkit::FakeSysfs;
-use netvsc_user::failsafe::reader::read_like_failsafe;
+use netvsc_user::output::failsafe::reader::read_like_failsafe;
 use nix::sys::signal::Signal;
 
 mod support;
-use netvsc_user::lines::InterfaceState;
-use netvsc_user::lines::Line;
+use netvsc_user::report::lines::InterfaceState;
+use netvsc_user::report::lines::Line;
 use support::{dir_names as names, open_fifo, JsonProcess, NETVSC_WATCH};
 
 const MAC: &str = "00:15:5d:00:00:01";

@@ -2,9 +2,9 @@
 //! pipe carries exactly the sub-device devargs fail-safe needs, and the kernel's association
 //! wins over MAC matching without ever rewriting a line that is already right.
 
-use netvsc_user::pairing::Match;
-use netvsc_user::selection::Selection;
-use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
+use netvsc_user::decide::pairing::Match;
+use netvsc_user::decide::selection::Selection;
+use netvsc_user::event::{NetdevEvent, SourceEvent, SourceName};
 
 mod support;
 use support::rig::{changed, pending, pipe, removed, Rig};
@@ -26,7 +26,7 @@ async fn netlink_changed(
     name: &str,
     master: Option<u32>,
 ) -> usize {
-    let event = LinkEvent::Changed { ifindex, name: Some(name.into()), mac: None, master: Some(master) };
+    let event = NetdevEvent::Changed { ifindex, name: Some(name.into()), mac: None, master: Some(master) };
     agent.handle(&SourceEvent::now(event), SourceName::Netlink).await.unwrap().len()
 }
 
@@ -127,7 +127,7 @@ async fn a_rescan_finds_the_kernels_association_too() {
     let mut agent = rig.agent(Selection::default(), true).await.unwrap();
     rig.sys.add_vf("enP5", 10, MAC_A, "0005:00:02.0").unwrap();
     rig.sys.set_master("enP5", Some("eth2")).unwrap();
-    let resync = LinkEvent::Resync { reason: "poll", lost: false };
+    let resync = NetdevEvent::Resync { reason: "poll", lost: false };
     agent.handle(&SourceEvent::now(resync), SourceName::Poll).await.unwrap();
     assert_eq!(pipe(&agent, 0), None, "not eth1's, whatever its MAC");
     assert_eq!(pipe(&agent, 1).as_deref(), Some("0005:00:02.0"));

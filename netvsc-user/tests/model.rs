@@ -8,14 +8,14 @@ use std::fs::File;
 
 use netvsc_testkit::FakeSysfs;
 use netvsc_testkit::StaticIfindexes as StaticAddresses;
-use netvsc_testkit::StaticIfindexes as StaticLinkList;
+use netvsc_testkit::StaticIfindexes as StaticNetdevList;
 use netvsc_user::agent::Agent;
-use netvsc_user::failsafe::reader::read_like_failsafe;
-use netvsc_user::failsafe::{OutputMode, Outputs};
+use netvsc_user::decide::selection::Selection;
+use netvsc_user::event::{NetdevEvent, SourceEvent, SourceName};
+use netvsc_user::output::failsafe::reader::read_like_failsafe;
+use netvsc_user::output::failsafe::{OutputMode, Outputs};
 use netvsc_user::report::Reporter;
-use netvsc_user::selection::Selection;
-use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
-use netvsc_user::sysfs::Sysfs;
+use netvsc_user::system::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 use proptest::prelude::*;
 
@@ -81,7 +81,7 @@ struct Nic {
 struct World {
     _dir: tempfile::TempDir,
     sys: FakeSysfs,
-    kernel: StaticLinkList,
+    kernel: StaticNetdevList,
     run_dir: std::path::PathBuf,
     nics: Vec<Nic>,
     next_netvsc_ifindex: u32,
@@ -104,7 +104,7 @@ impl World {
         let mut world = Self {
             _dir: dir,
             sys,
-            kernel: StaticLinkList::default(),
+            kernel: StaticNetdevList::default(),
             run_dir,
             nics: Vec::new(),
             next_netvsc_ifindex: 100,
@@ -141,13 +141,13 @@ impl World {
 
     /// Delivers `event` to a running agent; `seen` false: the event is lost. A NetVSC the agent
     /// sees (by its event or in a rescan) is managed from then on, until the agent restarts.
-    async fn deliver(&mut self, event: LinkEvent, seen: bool) {
+    async fn deliver(&mut self, event: NetdevEvent, seen: bool) {
         let (true, Some(agent)) = (seen, self.agent.as_mut()) else { return };
         agent.handle(&SourceEvent::now(event.clone()), SourceName::Netlink).await.unwrap();
         for nic in &mut self.nics {
             let shown = match event {
-                LinkEvent::Resync { .. } => nic.ifindex.is_some(),
-                LinkEvent::Changed { ifindex, .. } => nic.ifindex == Some(ifindex),
+                NetdevEvent::Resync { .. } => nic.ifindex.is_some(),
+                NetdevEvent::Changed { ifindex, .. } => nic.ifindex == Some(ifindex),
                 _ => false,
             };
             nic.managed |= shown;
@@ -178,7 +178,7 @@ impl World {
                 };
                 self.sys.add_vf(&vf.name, ifindex, &mac(nic, true), &vf.pci).unwrap();
                 self.kernel.set(ifindex, true);
-                let event = LinkEvent::Changed { ifindex, name: Some(vf.name.clone()), mac: None, master: None };
+                let event = NetdevEvent::Changed { ifindex, name: Some(vf.name.clone()), mac: None, master: None };
                 self.nics[nic].vf = Some(vf);
                 self.deliver(event, seen).await;
             }
@@ -186,9 +186,9 @@ impl World {
                 let Some(vf) = self.nics[nic].vf.take() else { return };
                 // The kernel unlists and announces first; sysfs goes a moment later.
                 self.kernel.set(vf.ifindex, false);
-                self.deliver(LinkEvent::Removed { ifindex: vf.ifindex }, seen).await;
+                self.deliver(NetdevEvent::Removed { ifindex: vf.ifindex }, seen).await;
                 if rescan_in_window {
-                    self.deliver(LinkEvent::Resync { reason: "safety resync", lost: false }, true).await;
+                    self.deliver(NetdevEvent::Resync { reason: "safety resync", lost: false }, true).await;
                 }
                 self.sys.remove(&vf.name).unwrap();
             }
@@ -198,27 +198,27 @@ impl World {
                 let to = format!("ren{}", self.renames);
                 self.sys.rename(&self.nics[nic].name, &to).unwrap();
                 self.nics[nic].name = to.clone();
-                self.deliver(LinkEvent::Changed { ifindex, name: Some(to), mac: None, master: None }, seen).await;
+                self.deliver(NetdevEvent::Changed { ifindex, name: Some(to), mac: None, master: None }, seen).await;
             }
             Change::ToggleVfMac { nic } => {
                 let Some(vf) = self.nics[nic].vf.as_mut() else { return };
                 vf.matching = !vf.matching;
                 self.sys.set_mac(&vf.name, &mac(nic, vf.matching)).unwrap();
                 let event =
-                    LinkEvent::Changed { ifindex: vf.ifindex, name: Some(vf.name.clone()), mac: None, master: None };
+                    NetdevEvent::Changed { ifindex: vf.ifindex, name: Some(vf.name.clone()), mac: None, master: None };
                 self.deliver(event, seen).await;
             }
             Change::ToggleNetvsc { nic } => match self.nics[nic].ifindex.take() {
                 Some(ifindex) => {
                     self.kernel.set(ifindex, false);
-                    self.deliver(LinkEvent::Removed { ifindex }, seen).await;
+                    self.deliver(NetdevEvent::Removed { ifindex }, seen).await;
                     self.sys.remove(&self.nics[nic].name).unwrap();
                 }
                 None => {
                     self.netvsc_appears(nic);
                     let ifindex = self.nics[nic].ifindex.unwrap();
                     let name = Some(self.nics[nic].name.clone());
-                    self.deliver(LinkEvent::Changed { ifindex, name, mac: None, master: None }, seen).await;
+                    self.deliver(NetdevEvent::Changed { ifindex, name, mac: None, master: None }, seen).await;
                 }
             },
         }
@@ -231,7 +231,7 @@ impl World {
                 for change in changes {
                     self.apply(change, false).await;
                 }
-                self.deliver(LinkEvent::Resync { reason: "overrun", lost: true }, true).await;
+                self.deliver(NetdevEvent::Resync { reason: "overrun", lost: true }, true).await;
             }
             Step::Restart { clean, while_down } => {
                 let agent = self.agent.take().unwrap();

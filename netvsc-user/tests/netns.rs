@@ -5,14 +5,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use netvsc_user::failsafe::reader::read_like_failsafe;
+use netvsc_user::output::failsafe::reader::read_like_failsafe;
 use nix::sys::signal::Signal;
 
 mod support;
-use netvsc_user::lines::Line;
-use netvsc_user::pairing::Release;
-use netvsc_user::source::SourceName;
-use netvsc_user::timeline::{Clock, Report};
+use netvsc_user::decide::pairing::Release;
+use netvsc_user::event::SourceName;
+use netvsc_user::report::lines::Line;
+use netvsc_user::report::timeline::{Clock, Report};
 use support::stage::{Stage, MAC, MAC2};
 use support::{open_fifo, skip_unless_root, JsonProcess, Netns, FAILSAFE_SIM, NETVSC_WATCH};
 
@@ -210,8 +210,9 @@ fn an_overrun_discards_the_messages_queued_before_the_rescan() {
     if skip_unless_root("an_overrun_discards_the_messages_queued_before_the_rescan") {
         return;
     }
+    use netvsc_user::event::NetdevEvent;
     use netvsc_user::source::netlink::NetlinkSource;
-    use netvsc_user::source::{LinkEvent, Source as _};
+    use netvsc_user::source::Source as _;
 
     let ns = Netns::new("overrun");
     ns.ip(&["link", "add", "old", "index", "500", "type", "veth", "peer", "name", "oldpeer"]);
@@ -236,7 +237,7 @@ fn an_overrun_discards_the_messages_queued_before_the_rescan() {
             // Index 500 comes back as a new device after the rescan.
             ip(&["link", "add", "new", "index", "500", "type", "veth", "peer", "name", "newpeer"]);
             let mut events = vec![first];
-            while !matches!(events.last(), Some(LinkEvent::Changed { ifindex: 500, .. })) {
+            while !matches!(events.last(), Some(NetdevEvent::Changed { ifindex: 500, .. })) {
                 match tokio::time::timeout(Duration::from_secs(3), source.next()).await {
                     Ok(next) => events.push(next.unwrap().event),
                     Err(_) => break,
@@ -246,12 +247,12 @@ fn an_overrun_discards_the_messages_queued_before_the_rescan() {
         })
     });
     let events = delivered.join().unwrap();
-    assert!(matches!(events[0], LinkEvent::Resync { lost: true, .. }), "the overrun comes first: {events:?}");
+    assert!(matches!(events[0], NetdevEvent::Resync { lost: true, .. }), "the overrun comes first: {events:?}");
     assert!(
-        !events.contains(&LinkEvent::Removed { ifindex: 500 }),
+        !events.contains(&NetdevEvent::Removed { ifindex: 500 }),
         "the removal queued before the overrun was replayed after the rescan: {events:?}"
     );
-    assert!(matches!(events.last(), Some(LinkEvent::Changed { ifindex: 500, .. })), "events flow again: {events:?}");
+    assert!(matches!(events.last(), Some(NetdevEvent::Changed { ifindex: 500, .. })), "events flow again: {events:?}");
 }
 
 #[test]
@@ -275,7 +276,7 @@ fn the_kernels_master_link_overrides_mac_matching() {
     stage.sys.set_master("enP1", Some("eth1")).unwrap();
     stage.ns.ip(&["link", "set", "enP1", "master", "eth1"]);
     let moved = agent.change("associated", |c| c.vf.as_ref().is_some_and(|vf| vf.pci == "0001:00:02.0"));
-    assert_eq!(moved.vf.unwrap().matched, netvsc_user::pairing::Match::Kernel);
+    assert_eq!(moved.vf.unwrap().matched, netvsc_user::decide::pairing::Match::Kernel);
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0001:00:02.0"));
     assert_eq!(std::fs::read_to_string(format!("{}/eth1.addr", stage.fifo_dir())).unwrap(), "0001:00:02.0\n");
 }

@@ -4,9 +4,9 @@
 
 use netvsc_testkit::{FakeSysfs, StaticIfindexes as StaticAddresses};
 use netvsc_user::agent::Agent;
-use netvsc_user::link::PciId;
-use netvsc_user::source::{LinkEvent, Parent, SourceEvent, SourceName};
-use netvsc_user::sysfs::Sysfs;
+use netvsc_user::event::{NetdevEvent, Parent, SourceEvent, SourceName};
+use netvsc_user::netdev::PciId;
+use netvsc_user::system::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 
 mod support;
@@ -21,7 +21,8 @@ async fn agent(sys: &FakeSysfs, trusted: bool) -> Agent {
 }
 
 fn registered(ifindex: u32, name: &str, mac: &str, parent: Parent) -> SourceEvent {
-    let event = LinkEvent::Changed { ifindex, name: Some(name.into()), mac: Some(mac.parse().unwrap()), master: None };
+    let event =
+        NetdevEvent::Changed { ifindex, name: Some(name.into()), mac: Some(mac.parse().unwrap()), master: None };
     SourceEvent { parent: Some(parent), ..SourceEvent::now(event) }
 }
 
@@ -78,7 +79,7 @@ async fn a_link_without_a_parent_is_no_vf_and_a_gone_function_changes_nothing() 
     sys.add_vf("eth2", 10, MAC, "0002:00:02.0").unwrap();
     let mut agent = agent(&sys, true).await;
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"), "the start-up scan reads sysfs");
-    agent.handle(&SourceEvent::now(LinkEvent::Removed { ifindex: 10 }), SourceName::Ebpf).await.unwrap();
+    agent.handle(&SourceEvent::now(NetdevEvent::Removed { ifindex: 10 }), SourceName::Ebpf).await.unwrap();
     agent.handle(&registered(10, "eth2", MAC, Parent::None), SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&agent, 0), None);
     let gone = registered(11, "eth3", MAC, Parent::Pci { address: "0009:00:02.0".into(), id: None });

@@ -7,8 +7,9 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
-use netvsc_user::failsafe::reader::read_like_failsafe;
-use netvsc_user::source::{ebpf, SourceName};
+use netvsc_user::event::SourceName;
+use netvsc_user::output::failsafe::reader::read_like_failsafe;
+use netvsc_user::source::ebpf;
 
 mod support;
 use support::stage::{Stage, MAC};

@@ -1,14 +1,14 @@
 //! The agent in-process against fake sysfs trees, driven by synthetic events: what ends up in
 //! the fail-safe pipes, read as fail-safe reads them.
 
-use netvsc_testkit::StaticIfindexes as StaticLinkList;
+use netvsc_testkit::StaticIfindexes as StaticNetdevList;
 use netvsc_user::agent::Agent;
-use netvsc_user::failsafe::{OutputMode, Outputs};
-use netvsc_user::lines::InterfaceState;
+use netvsc_user::decide::selection::{parse_mac, Selection, Spec};
+use netvsc_user::event::{NetdevEvent, SourceEvent, SourceName};
+use netvsc_user::output::failsafe::{OutputMode, Outputs};
+use netvsc_user::report::lines::InterfaceState;
 use netvsc_user::report::Reporter;
-use netvsc_user::selection::{parse_mac, Selection, Spec};
-use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
-use netvsc_user::sysfs::Sysfs;
+use netvsc_user::system::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 use netvsc_user::usage::UsageError;
 
@@ -31,7 +31,7 @@ async fn vf_comes_and_goes_and_the_pipe_follows() {
 
     // The kernel announces removal before sysfs is torn down: the event alone must empty the pipe.
     agent
-        .handle(&SourceEvent::now(LinkEvent::Resync { reason: "test", lost: false }), SourceName::Netlink)
+        .handle(&SourceEvent::now(NetdevEvent::Resync { reason: "test", lost: false }), SourceName::Netlink)
         .await
         .unwrap();
     assert_eq!(pending(&agent), 0, "a rescan with the VF still present writes nothing new");
@@ -118,7 +118,7 @@ async fn mac_change_is_re_evaluated() {
     let mut agent = rig.agent(Selection::default(), false).await.unwrap();
     assert_eq!(pipe(&agent, 0), None);
     rig.sys.set_mac("enP1", MAC).unwrap();
-    let event = SourceEvent::now(LinkEvent::Changed {
+    let event = SourceEvent::now(NetdevEvent::Changed {
         ifindex: 10,
         name: Some("enP1".into()),
         mac: Some(parse_mac(MAC).unwrap()),
@@ -169,7 +169,7 @@ async fn an_event_reads_only_what_it_names() {
     assert!(agent.view().get(107).is_some(), "the event caused a full rescan");
     // A repeat of what is known (carrier flap) does not even read sysfs.
     rig.sys.remove("enP1").unwrap();
-    let event = SourceEvent::now(LinkEvent::Changed {
+    let event = SourceEvent::now(NetdevEvent::Changed {
         ifindex: 10,
         name: Some("enP1".into()),
         mac: Some(parse_mac(MAC).unwrap()),
@@ -179,7 +179,7 @@ async fn an_event_reads_only_what_it_names() {
     assert!(agent.view().get(10).is_some());
     // A resync does read everything.
     agent
-        .handle(&SourceEvent::now(LinkEvent::Resync { reason: "test", lost: false }), SourceName::Netlink)
+        .handle(&SourceEvent::now(NetdevEvent::Resync { reason: "test", lost: false }), SourceName::Netlink)
         .await
         .unwrap();
     assert!(agent.view().get(107).is_none() && agent.view().get(10).is_none());
@@ -200,7 +200,7 @@ async fn sidecar_picks_up_late_netvsc_and_releases_one_that_gains_an_address() {
     assert!(pending(&agent) > 0);
 
     rig.route(30, true);
-    agent.handle(&SourceEvent::now(LinkEvent::AddressChanged { ifindex: 30 }), SourceName::Netlink).await.unwrap();
+    agent.handle(&SourceEvent::now(NetdevEvent::AddressChanged { ifindex: 30 }), SourceName::Netlink).await.unwrap();
     assert!(agent.pairing().contexts()[0].vf.is_none(), "released: it is the VM's own path now");
     assert_eq!(pipe(&agent, 0), None);
 }
@@ -210,7 +210,7 @@ async fn a_rescan_never_brings_back_a_removed_vf() {
     let rig = Rig::new();
     rig.sys.add_netvsc("eth1", 3, MAC).unwrap();
     rig.sys.add_vf("enP2p0s2", 10, MAC, "0002:00:02.0").unwrap();
-    let kernel = StaticLinkList::new([3, 10]);
+    let kernel = StaticNetdevList::new([3, 10]);
     let reader = SystemReader::new(
         Sysfs::open(rig.sys.root()).unwrap(),
         Box::new(rig.addresses.clone()),
@@ -219,7 +219,7 @@ async fn a_rescan_never_brings_back_a_removed_vf() {
     let outputs = Outputs::new(OutputMode::Pipes).unwrap();
     let mut agent = Agent::start(reader, Selection::default(), false, outputs, Reporter::new(false)).await.unwrap();
     assert_eq!(pipe(&agent, 0).as_deref(), Some("0002:00:02.0"));
-    let resync = |lost| SourceEvent::now(LinkEvent::Resync { reason: "test", lost });
+    let resync = |lost| SourceEvent::now(NetdevEvent::Resync { reason: "test", lost });
 
     // The kernel unlisted the VF and announced it; its sysfs entry is still there.
     kernel.set(10, false);

@@ -4,8 +4,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use netvsc_testkit::FakeSysfs;
-use netvsc_user::link::{LinkKind, PciFunction};
-use netvsc_user::sysfs::{Hints, ReadError, Sysfs};
+use netvsc_user::netdev::{NetdevKind, PciFunction};
+use netvsc_user::system::sysfs::{Hints, ReadError, Sysfs};
 
 fn tree() -> (tempfile::TempDir, FakeSysfs, Sysfs) {
     let dir = tempfile::tempdir().unwrap();
@@ -24,14 +24,14 @@ fn classifies_netvsc_vf_virtual_and_other_buses() {
     fake.add_non_ethernet("lo", 1, 772).unwrap();
 
     let netvsc = sysfs.read("eth1").unwrap().unwrap();
-    assert_eq!((netvsc.ifindex, netvsc.kind.clone()), (3, LinkKind::NetVsc));
+    assert_eq!((netvsc.ifindex, netvsc.kind.clone()), (3, NetdevKind::NetVsc));
     assert_eq!(netvsc.mac, "00:15:5d:aa:bb:01".parse().unwrap(), "MACs compare case-insensitively");
     let vf = sysfs.read("enP2p0s2").unwrap().unwrap();
     let function = PciFunction { address: "0002:00:02.0".into(), mana: false, netdevs: 1 };
-    assert_eq!(vf.kind, LinkKind::Pci(function));
+    assert_eq!(vf.kind, NetdevKind::Pci(function));
     assert_eq!(vf.devargs().as_deref(), Some("0002:00:02.0"), "a VF of its own: the bare address");
-    assert_eq!(sysfs.read("eth1.100").unwrap().unwrap().kind, LinkKind::Other);
-    assert_eq!(sysfs.read("eth0").unwrap().unwrap().kind, LinkKind::Other);
+    assert_eq!(sysfs.read("eth1.100").unwrap().unwrap().kind, NetdevKind::Other);
+    assert_eq!(sysfs.read("eth0").unwrap().unwrap().kind, NetdevKind::Other);
     assert!(sysfs.read("lo").unwrap().is_none(), "non-Ethernet devices are ignored like the original");
 
     let all = sysfs.enumerate().unwrap();

@@ -4,11 +4,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use netvsc_user::addresses::AddressOracle;
-use netvsc_user::link_list::{LinkList, ListedLink, Listing};
+use netvsc_user::system::addresses::AddressOracle;
+use netvsc_user::system::netdev_list::{ListedNetdev, Listing, NetdevList};
 
 /// A set of ifindexes shared with the agent: as an [`AddressOracle`], those that carry IP
-/// addresses; as a [`LinkList`], those that exist.
+/// addresses; as a [`NetdevList`], those that exist.
 #[derive(Clone, Default)]
 pub struct StaticIfindexes(Arc<Mutex<HashSet<u32>>>);
 
@@ -40,7 +40,7 @@ impl AddressOracle for StaticIfindexes {
     }
 }
 
-impl LinkList for StaticIfindexes {
+impl NetdevList for StaticIfindexes {
     fn links(&self) -> BoxFuture<'_, anyhow::Result<Listing>> {
         Box::pin(futures::future::ready(Ok(Listing::Ifindexes(self.snapshot()))))
     }
@@ -48,23 +48,23 @@ impl LinkList for StaticIfindexes {
 
 /// A kernel dump as a test sets it: the Ethernet links with name, MAC and master.
 #[derive(Clone, Default)]
-pub struct StaticDump(Arc<Mutex<Vec<ListedLink>>>);
+pub struct StaticDump(Arc<Mutex<Vec<ListedNetdev>>>);
 
 impl StaticDump {
-    pub fn new(links: impl IntoIterator<Item = ListedLink>) -> Self {
+    pub fn new(links: impl IntoIterator<Item = ListedNetdev>) -> Self {
         Self(Arc::new(Mutex::new(links.into_iter().collect())))
     }
 
     /// Replaces what the next dump lists.
-    pub fn set(&self, links: impl IntoIterator<Item = ListedLink>) {
+    pub fn set(&self, links: impl IntoIterator<Item = ListedNetdev>) {
         *self.0.lock().expect("poisoned") = links.into_iter().collect();
     }
 }
 
-impl LinkList for StaticDump {
+impl NetdevList for StaticDump {
     fn links(&self) -> BoxFuture<'_, anyhow::Result<Listing>> {
         let ethernet = self.0.lock().expect("poisoned").clone();
         let all = ethernet.iter().map(|link| link.ifindex).collect();
-        Box::pin(futures::future::ready(Ok(Listing::Links { ethernet, all })))
+        Box::pin(futures::future::ready(Ok(Listing::Netdevs { ethernet, all })))
     }
 }

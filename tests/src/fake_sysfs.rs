@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use netvsc_user::link::NETVSC_CLASS_ID;
+use netvsc_user::netdev::NETVSC_CLASS_ID;
 
 /// A fake `/sys` rooted at a directory the caller owns (often a `tempfile::TempDir`).
 #[derive(Clone, Debug)]

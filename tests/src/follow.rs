@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use netvsc_user::lines::{Change, Line, Ready};
+use netvsc_user::report::lines::{Change, Line, Ready};
 use serde_json::Value;
 
 /// One JSON line.

@@ -2,7 +2,7 @@
 //! out of the agent itself. A fake sysfs tree, the test doubles of the kernel queries, and a
 //! follower of the agent's JSON lines that reads them as the typed [`Line`]s the agent writes.
 //!
-//! [`Line`]: netvsc_user::lines::Line
+//! [`Line`]: netvsc_user::report::lines::Line
 
 pub mod doubles;
 pub mod fake_sysfs;

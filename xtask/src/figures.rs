@@ -1,7 +1,7 @@
 //! What `cargo xtask bench` measures, shared by its host workload (bench/) and its VM workload
 //! (vm/bench.rs) and written out by bench/report.rs.
 
-use netvsc_user::timeline::Spread;
+use netvsc_user::report::timeline::Spread;
 
 /// Reaction latencies of one source in one workload, in µs.
 #[derive(Clone, Debug)]

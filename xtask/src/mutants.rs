@@ -10,13 +10,13 @@ use anyhow::{bail, Context as _};
 
 /// The pure core: decisions, parsers and the pipe protocol, which tests can pin completely.
 pub const CORE: [&str; 7] = [
-    "netvsc-user/src/pairing.rs",
-    "netvsc-user/src/selection.rs",
-    "netvsc-user/src/view.rs",
-    "netvsc-user/src/failsafe/channel.rs",
-    "netvsc-user/src/timeline.rs",
-    "netvsc-user/src/link.rs",
-    "netvsc-user/src/deferred.rs",
+    "netvsc-user/src/decide/pairing/mod.rs",
+    "netvsc-user/src/decide/selection.rs",
+    "netvsc-user/src/decide/view.rs",
+    "netvsc-user/src/output/failsafe/channel.rs",
+    "netvsc-user/src/report/timeline/mod.rs",
+    "netvsc-user/src/netdev.rs",
+    "netvsc-user/src/decide/deferred.rs",
 ];
 
 /// What each mutant is judged by: the unit tests, the in-process integration tests and the CLI

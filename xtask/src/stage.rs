@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use netvsc_testkit::follow::Order;
 use netvsc_testkit::{FakeSysfs, JsonLines, Output};
-use netvsc_user::lines::{Change, Line, Ready};
+use netvsc_user::report::lines::{Change, Line, Ready};
 use serde_json::Value;
 
 /// The network namespace and fake sysfs tree; both removed on drop.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use netvsc_user::clock::monotonic_ns;
-use netvsc_user::failsafe::reader::read_like_failsafe;
+use netvsc_user::output::failsafe::reader::read_like_failsafe;
 
 #[derive(Parser)]
 #[command(about = "Reads fail-safe control pipes like DPDK fail-safe does, printing JSON lines")]

@@ -14,13 +14,14 @@ use futures::future::BoxFuture;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use tokio::io::unix::AsyncFd;
 
-use super::rtnl::events;
-pub use super::rtnl::OVERRUN;
-use super::{LinkEvent, Source, SourceEvent};
+use super::Source;
+use crate::event::{NetdevEvent, SourceEvent};
+use crate::system::rtnetlink::events;
+pub(crate) use crate::system::rtnetlink::OVERRUN;
 
 /// Large enough that a burst of thousands of veth events does not overrun; if it does, the
 /// kernel says so and the agent resyncs.
-pub const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+pub(crate) const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 
 /// rtnetlink multicast groups (linux/rtnetlink.h).
 const RTNLGRP_LINK: u32 = 1;
@@ -47,7 +48,7 @@ impl NetlinkSource {
     }
 
     /// Address events only (the eBPF source sees links itself).
-    pub fn subscribe_addresses() -> anyhow::Result<Self> {
+    pub(crate) fn subscribe_addresses() -> anyhow::Result<Self> {
         Self::subscribe_to(&[RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR], RECEIVE_BUFFER_BYTES)
     }
 
@@ -150,4 +151,4 @@ impl Source for NetlinkSource {
 }
 
 /// What a datagram cut short by the buffer turns into.
-const TRUNCATED: LinkEvent = LinkEvent::Resync { reason: "rtnetlink datagram larger than the buffer", lost: true };
+const TRUNCATED: NetdevEvent = NetdevEvent::Resync { reason: "rtnetlink datagram larger than the buffer", lost: true };

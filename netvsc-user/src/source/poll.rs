@@ -6,9 +6,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
-use super::{LinkEvent, Source, SourceEvent};
+use super::Source;
+use crate::event::{NetdevEvent, SourceEvent};
 
-pub struct PollSource {
+pub(crate) struct PollSource {
     ticks: Interval,
 }
 
@@ -30,7 +31,7 @@ impl Source for PollSource {
         Box::pin(async move {
             self.ticks.tick().await;
             // A poller sees no events: nothing learned between two scans can be trusted.
-            Ok(SourceEvent::now(LinkEvent::Resync { reason: "poll interval", lost: true }))
+            Ok(SourceEvent::now(NetdevEvent::Resync { reason: "poll interval", lost: true }))
         })
     }
 }

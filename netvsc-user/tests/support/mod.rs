@@ -12,7 +12,7 @@ pub mod testpmd;
 
 use netvsc_testkit::follow::Order;
 use netvsc_testkit::{JsonLines, Output, WaitError};
-use netvsc_user::lines::{Change, Line, Ready};
+use netvsc_user::report::lines::{Change, Line, Ready};
 use serde_json::Value;
 
 pub const NETVSC_WATCH: &str = env!("CARGO_BIN_EXE_netvsc-watch");

@@ -5,12 +5,12 @@ use std::os::fd::BorrowedFd;
 use netvsc_testkit::FakeSysfs;
 use netvsc_testkit::StaticIfindexes as StaticAddresses;
 use netvsc_user::agent::Agent;
-use netvsc_user::failsafe::reader::read_like_failsafe;
-use netvsc_user::failsafe::{OutputMode, Outputs};
+use netvsc_user::decide::selection::Selection;
+use netvsc_user::event::{NetdevEvent, SourceEvent, SourceName};
+use netvsc_user::output::failsafe::reader::read_like_failsafe;
+use netvsc_user::output::failsafe::{OutputMode, Outputs};
 use netvsc_user::report::Reporter;
-use netvsc_user::selection::Selection;
-use netvsc_user::source::{LinkEvent, SourceEvent, SourceName};
-use netvsc_user::sysfs::Sysfs;
+use netvsc_user::system::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
 
 pub struct Rig {
@@ -54,12 +54,12 @@ pub fn pending(agent: &Agent) -> usize {
 }
 
 pub async fn changed(agent: &mut Agent, ifindex: u32, name: &str) -> usize {
-    let event = SourceEvent::now(LinkEvent::Changed { ifindex, name: Some(name.into()), mac: None, master: None });
+    let event = SourceEvent::now(NetdevEvent::Changed { ifindex, name: Some(name.into()), mac: None, master: None });
     agent.handle(&event, SourceName::Netlink).await.unwrap().len()
 }
 
 pub async fn removed(agent: &mut Agent, ifindex: u32) {
-    agent.handle(&SourceEvent::now(LinkEvent::Removed { ifindex }), SourceName::Netlink).await.unwrap();
+    agent.handle(&SourceEvent::now(NetdevEvent::Removed { ifindex }), SourceName::Netlink).await.unwrap();
 }
 
 pub fn names(agent: &Agent) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! before it announces the device) and after it is deleted (the kernel announces removal first).
 
 use netvsc_testkit::FakeSysfs;
-use netvsc_user::lines::Ready;
+use netvsc_user::report::lines::Ready;
 
 use super::{JsonProcess, Netns};
 

@@ -31,7 +31,7 @@ pub struct FloorArgs {
 
 pub fn run(args: FloorArgs) -> anyhow::Result<()> {
     if let Some(priority) = args.realtime_priority {
-        netvsc_user::realtime::run_at_fifo(priority)?;
+        netvsc_user::agent::realtime::run_at_fifo(priority)?;
     }
     let socket = rtnl::subscribe(None)?;
     let (pipe_rx, pipe_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("creating the pipe")?;

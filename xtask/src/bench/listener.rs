@@ -215,7 +215,7 @@ fn enter(path: &str) -> anyhow::Result<()> {
 /// Real-time (FIFO) priority for the calling thread; without it the reference is noisier, which
 /// is said and not fatal.
 fn real_time(priority: u8) {
-    if let Err(err) = netvsc_user::realtime::run_at_fifo(priority) {
+    if let Err(err) = netvsc_user::agent::realtime::run_at_fifo(priority) {
         println!("bench: the reference listener runs at normal priority ({err:#})");
     }
 }

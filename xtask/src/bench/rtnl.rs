@@ -72,7 +72,7 @@ pub fn subscribe(timeout: Option<Duration>) -> anyhow::Result<Socket> {
 #[cfg(test)]
 mod tests {
     use netlink_packet_core::NetlinkMessage;
-    use netlink_packet_route::link::{LinkAttribute, LinkMessage as Link};
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage as Netdev};
     use netlink_packet_route::RouteNetlinkMessage;
 
     use super::*;
@@ -89,8 +89,8 @@ mod tests {
         out
     }
 
-    fn link(index: u32, mac: Option<[u8; 6]>) -> Link {
-        let mut link = Link::default();
+    fn link(index: u32, mac: Option<[u8; 6]>) -> Netdev {
+        let mut link = Netdev::default();
         link.header.index = index;
         link.attributes.push(LinkAttribute::IfName(format!("vf{index}")));
         link.attributes.extend(mac.map(|mac| LinkAttribute::Address(mac.to_vec())));

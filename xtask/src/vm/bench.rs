@@ -4,8 +4,8 @@
 //! --trace-events`, writing to its own FIFO) runs beside the one measured.
 
 use anyhow::Context as _;
-use netvsc_user::lines::{Change, Line};
-use netvsc_user::source::SourceName;
+use netvsc_user::event::SourceName;
+use netvsc_user::report::lines::{Change, Line};
 
 use super::ebpf_checks::churn;
 use super::guest::{boot, pci_of, Guest, Setup, MAC_A};

@@ -300,7 +300,7 @@ const HYPERV_CPU: &[&str] = &["hv-relaxed", "hv-vendor-id=Microsoft Hv"];
 
 /// Boots the DPDK guest asking QEMU for Hyper-V's CPUID and returns what the guest's agent saw
 /// (its ready line's `dpdk_auto_probe`): whether DPDK would auto-probe vdev_netvsc there.
-pub fn hyperv_cpuid(setup: &Setup) -> anyhow::Result<netvsc_user::dpdk_probe::AutoProbe> {
+pub fn hyperv_cpuid(setup: &Setup) -> anyhow::Result<netvsc_user::output::dpdk_probe::AutoProbe> {
     let listener = Listener::start()?;
     let mut vm = boot(setup, listener.synthetic_port, HYPERV_CPU)?;
     Ok(vm.ready().context("the observing agent's ready line")?.dpdk_auto_probe)

@@ -3,9 +3,9 @@
 //! guest with kprobes, no filter and a one-page ring buffer) lost events turning into a resync.
 
 use anyhow::{ensure, Context as _};
-use netvsc_user::lines::{KernelRecord, Line};
-use netvsc_user::source::SourceName;
-use netvsc_user::timeline::{Clock, Failover};
+use netvsc_user::event::SourceName;
+use netvsc_user::report::lines::{KernelRecord, Line};
+use netvsc_user::report::timeline::{Clock, Failover};
 
 use super::guest::{cold_start, migration_cycles, pci_of, plug, unplug, Guest, Side, MAC_A};
 
@@ -20,10 +20,11 @@ pub const UNFILTERED_ARGS: &[&str] =
 /// The third eBPF guest: the agent as nobody with only the capabilities docs/deployment.md lists
 /// for the eBPF source. A script in the guest's /bin, because the kernel command line that
 /// carries the agent's command turns commas into spaces; `exec` all the way, so `$AGENT` stays
-/// the agent's pid.
+/// the agent's pid. RLIMIT_MEMLOCK raised first, as the unit's `LimitMEMLOCK=infinity` does:
+/// kernels before 5.11 (bullseye) charge eBPF maps to it, and nobody may not raise it.
 pub const LEAST_PRIVILEGE: &str = "least-privilege";
 pub const LEAST_PRIVILEGE_SCRIPT: &str =
-    "#!/bin/sh\nexec /bin/setpriv --reuid 65534 --regid 65534 --clear-groups --no-new-privs \
+    "#!/bin/sh\nulimit -l unlimited\nexec /bin/setpriv --reuid 65534 --regid 65534 --clear-groups --no-new-privs \
      --bounding-set=-all,+bpf,+perfmon --inh-caps=-all,+bpf,+perfmon --ambient-caps=-all,+bpf,+perfmon \"$@\"\n";
 
 /// veth pairs created and deleted while the agent watches with the filter on.
@@ -63,6 +64,10 @@ pub fn least_privilege_guest() -> Checks {
         ("cold start with the VF present", Box::new(cold_start)),
         ("a migration cycle", Box::new(|g: &mut Guest| migration_cycles(g, 1))),
         ("without CAP_PERFMON, one line names it", Box::new(names_the_missing_capability)),
+        (
+            "RLIMIT_MEMLOCK at 64 KiB: named where it limits maps (before 5.11), no matter after",
+            Box::new(memlock_limit),
+        ),
     ]
 }
 
@@ -83,6 +88,23 @@ fn names_the_missing_capability(guest: &mut Guest) -> anyhow::Result<()> {
          /bin/netvsc-watch watch --source ebpf --fifo-dir /tmp/priv 2>/tmp/priv.err; status=$?; test $status = 1 \
          && test $(grep -c CAP_ /tmp/priv.err) = 1 && grep -q 'missing capability CAP_PERFMON' /tmp/priv.err \
          || { echo \"exit status $status\"; cat /tmp/priv.err; false; }",
+    )
+}
+
+/// The agent as nobody with CAP_BPF and CAP_PERFMON but RLIMIT_MEMLOCK left at 64 KiB (no
+/// `LimitMEMLOCK=`): kernels before 5.11 charge maps to it, so there one line must name the limit
+/// and how to raise it (the bare EPERM reads like a missing capability); later kernels charge
+/// the cgroup, and the agent must come up and watch.
+fn memlock_limit(guest: &mut Guest) -> anyhow::Result<()> {
+    guest.vm.guest_run(
+        "mkdir -p /tmp/memlock && chown 65534:65534 /tmp/memlock && (ulimit -l 64 && exec /bin/setpriv --reuid 65534 --regid 65534 --clear-groups \
+         --inh-caps=-all,+bpf,+perfmon --ambient-caps=-all,+bpf,+perfmon \
+         /bin/netvsc-watch watch --source ebpf --fifo-dir /tmp/memlock 2>/tmp/memlock.err) & pid=$!; i=0; \
+         while kill -0 $pid 2>/dev/null && ! grep -q watching /tmp/memlock.err && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+         kill -INT $pid 2>/dev/null; wait $pid; status=$?; \
+         case $(uname -r) in 4.*|5.[0-9].*|5.10.*) test $status = 1 && grep -q 'RLIMIT_MEMLOCK is 64 KiB' /tmp/memlock.err \
+         && grep -q 'LimitMEMLOCK=infinity' /tmp/memlock.err;; *) grep -q watching /tmp/memlock.err \
+         && ! grep -q RLIMIT_MEMLOCK /tmp/memlock.err;; esac || { echo \"exit status $status\"; cat /tmp/memlock.err; false; }",
     )
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use netvsc_user::lines::Ready;
+use netvsc_user::report::lines::Ready;
 use serde_json::Value;
 
 use super::qemu::{BootConfig, Nic, Vm};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use netvsc_testkit::follow::Order;
 use netvsc_testkit::{JsonLines, Output};
-use netvsc_user::lines::{Change, Line, Ready};
+use netvsc_user::report::lines::{Change, Line, Ready};
 use qapi::qmp;
 use serde_json::Value;
 

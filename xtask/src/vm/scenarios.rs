@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use netvsc_testkit::Output;
-use netvsc_user::lines::{Change, Line};
+use netvsc_user::report::lines::{Change, Line};
 
 use super::ebpf_checks;
 use super::guest::{boot_as, cold_start, migration_cycles, pci_of, plug, unplug, Guest, Setup, Side};

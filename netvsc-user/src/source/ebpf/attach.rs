@@ -122,14 +122,14 @@ pub fn kprobe_programs() -> impl Iterator<Item = &'static str> {
 
 /// One hook that attached: which program, on which kernel function, by which attach type.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct AttachedHook {
+pub(crate) struct AttachedHook {
     pub hook: &'static str,
     pub function: &'static str,
     pub via: &'static str,
 }
 
 /// Attaches every hook the kernel allows; returns those attached (each also logged).
-pub fn attach_all(
+pub(crate) fn attach_all(
     ebpf: &mut Ebpf,
     kernel: &KernelBtf,
     btf: &Btf,

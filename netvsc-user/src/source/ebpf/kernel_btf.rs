@@ -50,7 +50,7 @@ impl KernelBtf {
 
     /// Byte offset of `path` (members, outermost first) inside `struct <name>`, looking through
     /// anonymous struct/union members.
-    pub fn offset(&self, name: &str, path: &[&str]) -> anyhow::Result<u32> {
+    pub(crate) fn offset(&self, name: &str, path: &[&str]) -> anyhow::Result<u32> {
         let tid = self
             .named(name)
             .find_map(|(tid, ty)| match ty {

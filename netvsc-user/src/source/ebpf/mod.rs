@@ -16,13 +16,15 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 use super::netlink::NetlinkSource;
-use super::{LinkEvent, Parent, Source, SourceEvent};
-use crate::link::PciId;
+use super::Source;
+use crate::event::{NetdevEvent, Parent, SourceEvent};
+use crate::netdev::PciId;
 
 mod attach;
-pub mod kernel_btf;
+pub(crate) mod kernel_btf;
 
-pub use attach::{kprobe_programs, program_names, AttachMode, AttachedHook};
+pub(crate) use attach::AttachedHook;
+pub use attach::{kprobe_programs, program_names, AttachMode};
 
 /// The kernel program, built by `cargo xtask build` (empty in builds without it).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netvsc"));
@@ -44,9 +46,9 @@ pub struct EbpfOptions {
 /// Why the eBPF source cannot run here, in words for the log and the error.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Unavailable(pub String);
+pub(crate) struct Unavailable(pub String);
 
-pub struct EbpfSource {
+pub(crate) struct EbpfSource {
     /// Owns the programs and links: dropping it detaches everything.
     _ebpf: Ebpf,
     hooks: Vec<AttachedHook>,
@@ -118,7 +120,7 @@ impl EbpfSource {
         if dropped > self.dropped_so_far {
             warn!(dropped = dropped - self.dropped_so_far, "eBPF ring buffer overflowed; doing a full resync");
             self.dropped_so_far = dropped;
-            self.pending.push_back(SourceEvent::now(LinkEvent::Resync {
+            self.pending.push_back(SourceEvent::now(NetdevEvent::Resync {
                 reason: "eBPF ring buffer dropped events",
                 lost: true,
             }));
@@ -127,8 +129,8 @@ impl EbpfSource {
 }
 
 impl Source for EbpfSource {
-    fn name(&self) -> crate::source::SourceName {
-        crate::source::SourceName::Ebpf
+    fn name(&self) -> crate::event::SourceName {
+        crate::event::SourceName::Ebpf
     }
 
     fn next(&mut self) -> BoxFuture<'_, anyhow::Result<SourceEvent>> {
@@ -213,12 +215,16 @@ pub fn load_object(options: &EbpfOptions) -> anyhow::Result<Loaded> {
     config.filter = u32::from(options.filter);
     config.log = u32::from(options.log);
     let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
-    bump_memlock_rlimit();
+    let memlock_kept = raise_memlock_rlimit().err();
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .set_global("CONFIG", &config, true)
         .set_max_entries("EVENTS", options.ring_bytes)
         .load(OBJECT)
+        .map_err(|error| match memlock_kept {
+            Some(bytes) => anyhow::Error::new(error).context(memlock_hint(bytes)),
+            None => anyhow::Error::new(error),
+        })
         .context("loading the eBPF object")?;
     Ok(Loaded { ebpf, kernel, btf })
 }
@@ -226,7 +232,7 @@ pub fn load_object(options: &EbpfOptions) -> anyhow::Result<Loaded> {
 /// What loading and attaching the kernel program needs that `effective` lacks: CAP_BPF for the
 /// bpf() calls, CAP_PERFMON for reading kernel memory and for kprobes (CAP_SYS_ADMIN covers
 /// both, and is what kernels before 5.8 ask for).
-pub fn missing_capabilities(effective: &caps::CapsHashSet) -> Vec<caps::Capability> {
+pub(crate) fn missing_capabilities(effective: &caps::CapsHashSet) -> Vec<caps::Capability> {
     if effective.contains(&caps::Capability::CAP_SYS_ADMIN) {
         return Vec::new();
     }
@@ -257,10 +263,10 @@ pub fn parent(event: &KernelEvent) -> Option<Parent> {
 }
 
 /// Maps a kernel event to what the agent re-reads; names that are not UTF-8 are left to sysfs.
-pub fn translate(event: &KernelEvent) -> Option<LinkEvent> {
+pub(crate) fn translate(event: &KernelEvent) -> Option<NetdevEvent> {
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().filter(|s| !s.is_empty()).map(str::to_owned);
     Some(match event.kind {
-        kind::REGISTERED | kind::RENAMED | kind::MAC_CHANGED => LinkEvent::Changed {
+        kind::REGISTERED | kind::RENAMED | kind::MAC_CHANGED => NetdevEvent::Changed {
             ifindex: event.ifindex,
             name: text(event.name_bytes()),
             mac: Some(MacAddr6::from(event.mac)),
@@ -268,23 +274,41 @@ pub fn translate(event: &KernelEvent) -> Option<LinkEvent> {
         },
         // Who the master is now is for sysfs to say: no name/MAC hint, so it is always re-read.
         kind::MASTER_CHANGED => {
-            LinkEvent::Changed { ifindex: event.ifindex, name: text(event.name_bytes()), mac: None, master: None }
+            NetdevEvent::Changed { ifindex: event.ifindex, name: text(event.name_bytes()), mac: None, master: None }
         }
-        kind::UNREGISTERED => LinkEvent::Removed { ifindex: event.ifindex },
+        kind::UNREGISTERED => NetdevEvent::Removed { ifindex: event.ifindex },
         kind::PCI_ADDED | kind::PCI_REMOVED => {
-            LinkEvent::PciDevice { address: text(event.pci_bytes())?, added: event.kind == kind::PCI_ADDED }
+            NetdevEvent::PciDevice { address: text(event.pci_bytes())?, added: event.kind == kind::PCI_ADDED }
         }
         _ => return None,
     })
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-fn bump_memlock_rlimit() {
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: raise it to unlimited, or say what
+/// it stays at (the agent lacks CAP_SYS_RESOURCE and the limit was not raised for it), so that a
+/// map that then cannot be created is explained.
+fn raise_memlock_rlimit() -> Result<(), u64> {
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        debug!("could not raise RLIMIT_MEMLOCK; fine on kernels that account BPF memory by cgroup");
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        return Ok(());
     }
+    debug!("could not raise RLIMIT_MEMLOCK; fine on kernels that account BPF memory by cgroup");
+    let mut kept = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit into a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut kept) };
+    Err(kept.rlim_cur)
+}
+
+/// What a load failure means when RLIMIT_MEMLOCK could not be raised: on kernels before 5.11
+/// (bullseye's 5.10) a map beyond the limit fails with EPERM, which reads like a capability.
+fn memlock_hint(bytes: u64) -> String {
+    format!(
+        "RLIMIT_MEMLOCK is {} KiB and the agent may not raise it; kernels before 5.11 charge eBPF maps to it: \
+         raise it for the agent (systemd: LimitMEMLOCK=infinity, as deploy/systemd/netvsc-watch.service does; \
+         a shell: ulimit -l unlimited)",
+        bytes / 1024
+    )
 }
 
 #[cfg(test)]
@@ -335,29 +359,29 @@ mod tests {
     fn each_kernel_record_becomes_the_event_it_stands_for() {
         let mac = Some(MacAddr6::new(0, 0x15, 0x5d, 0, 0, 1));
         let changed =
-            |name: Option<&str>| LinkEvent::Changed { ifindex: 7, name: name.map(str::to_owned), mac, master: None };
+            |name: Option<&str>| NetdevEvent::Changed { ifindex: 7, name: name.map(str::to_owned), mac, master: None };
         let cases = [
             ("registered", event(kind::REGISTERED, 7, b"enP2s2", b""), Some(changed(Some("enP2s2")))),
             ("renamed", event(kind::RENAMED, 7, b"lan1", b""), Some(changed(Some("lan1")))),
             ("MAC changed", event(kind::MAC_CHANGED, 7, b"enP2s2", b""), Some(changed(Some("enP2s2")))),
             // A name that is not UTF-8 is left for sysfs to read.
             ("non-UTF-8 name", event(kind::REGISTERED, 7, &[0xff, 0xfe], b""), Some(changed(None))),
-            ("unregistered", event(kind::UNREGISTERED, 7, b"enP2s2", b""), Some(LinkEvent::Removed { ifindex: 7 })),
+            ("unregistered", event(kind::UNREGISTERED, 7, b"enP2s2", b""), Some(NetdevEvent::Removed { ifindex: 7 })),
             (
                 "PCI added",
                 event(kind::PCI_ADDED, 0, b"", b"0002:00:02.0"),
-                Some(LinkEvent::PciDevice { address: "0002:00:02.0".into(), added: true }),
+                Some(NetdevEvent::PciDevice { address: "0002:00:02.0".into(), added: true }),
             ),
             (
                 "PCI removed",
                 event(kind::PCI_REMOVED, 0, b"", b"0002:00:02.0"),
-                Some(LinkEvent::PciDevice { address: "0002:00:02.0".into(), added: false }),
+                Some(NetdevEvent::PciDevice { address: "0002:00:02.0".into(), added: false }),
             ),
             ("PCI event without a name", event(kind::PCI_ADDED, 0, b"", b""), None),
             (
                 "master changed",
                 event(kind::MASTER_CHANGED, 7, b"enP2s2", b""),
-                Some(LinkEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: None, master: None }),
+                Some(NetdevEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: None, master: None }),
             ),
             ("unknown kind", event(99, 7, b"enP2s2", b""), None),
         ];
