@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use netvsc_testkit::FakeSysfs;
+use netvsc_testkit::{dpdk_log, FakeSysfs};
 use netvsc_user::output::dpdk_probe::AutoProbe;
 
 mod support;
@@ -96,7 +96,7 @@ dpdk_tests!(real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it
     let out = run_testpmd(release, &sys, &[]);
     let log = testpmd::log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert_eq!(testpmd::vdev_netvsc_invoked(&log), [r#""net_vdev_netvsc0", using arguments "ignore=1""#], "{log}");
+    assert_eq!(dpdk_log::vdev_netvsc_invoked(&log), [r#""net_vdev_netvsc0", using arguments "ignore=1""#], "{log}");
     assert_eq!(log.matches("Initializing Fail-safe PMD for").count(), 1, "only our fail-safe port: {log}");
     assert!(log.contains("Initializing Fail-safe PMD for net_failsafe_vsc0"), "{log}");
 
@@ -104,7 +104,7 @@ dpdk_tests!(real_testpmd_accepts_the_inserted_switch_and_creates_nothing_from_it
     let out = run_testpmd(release, &sys, &["--vdev", IGNORE]);
     let log = testpmd::log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert_eq!(testpmd::vdev_netvsc_invoked(&log).len(), 1, "{log}");
+    assert_eq!(dpdk_log::vdev_netvsc_invoked(&log).len(), 1, "{log}");
 });
 
 dpdk_tests!(real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac, |release| {
@@ -118,7 +118,7 @@ dpdk_tests!(real_failsafe_takes_a_mana_line_as_one_sub_device_with_its_mac, |rel
     let log = testpmd::log_of(&out);
     // Each fail-safe instance read its own line from its pipe and parsed it whole: the vPort's
     // PCI function with the MAC that selects the port.
-    let parsed = testpmd::parsed(&log);
+    let parsed = dpdk_log::parsed(&log);
     for line in ["7870:00:00.0,mac=00:22:48:00:00:0a", "7870:00:00.0,mac=00:22:48:00:00:0b"] {
         assert!(parsed.contains(&line), "fail-safe did not parse {line}: {log}");
     }

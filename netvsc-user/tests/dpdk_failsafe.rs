@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use netvsc_testkit::FakeSysfs;
+use netvsc_testkit::{dpdk_log, FakeSysfs};
 
 mod support;
 use support::testpmd::{self, Release};
@@ -74,7 +74,7 @@ fn readme_form_feeds_real_failsafe(release: &Release, form: &str) -> (String, te
     let out = testpmd::shell(&readme_example(release, form, run.path()));
     let log = testpmd::log_of(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert_eq!(testpmd::parsed(&log).first(), Some(&VF_PCI), "fail-safe did not read {form}: {log}");
+    assert_eq!(dpdk_log::parsed(&log).first(), Some(&VF_PCI), "fail-safe did not read {form}: {log}");
     agent.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(agent.wait().code(), Some(0));
     (log, run)
@@ -84,7 +84,10 @@ dpdk_tests!(fifo_form_from_the_readme_feeds_real_failsafe, |release| {
     let (log, _run) = readme_form_feeds_real_failsafe(release, "fd(9)");
     assert!(log.contains("Initializing Fail-safe PMD for net_failsafe_vsc0"), "{log}");
     // Only our port: the example switches off DPDK's own vdev_netvsc.
-    assert!(testpmd::vdev_netvsc_invoked(&log).contains(&r#""net_vdev_netvsc0", using arguments "ignore=1""#), "{log}");
+    assert!(
+        dpdk_log::vdev_netvsc_invoked(&log).contains(&r#""net_vdev_netvsc0", using arguments "ignore=1""#),
+        "{log}"
+    );
 });
 
 dpdk_tests!(state_file_form_from_the_readme_feeds_real_failsafe, |release| {
@@ -93,7 +96,7 @@ dpdk_tests!(state_file_form_from_the_readme_feeds_real_failsafe, |release| {
     // After the agent stopped the state file is gone: fail-safe reads no address (and no stale one).
     let out = testpmd::shell(&readme_example(release, "exec(cat", run.path()));
     let log = testpmd::log_of(&out);
-    assert!(!testpmd::parsed(&log).contains(&VF_PCI), "{log}");
+    assert!(!dpdk_log::parsed(&log).contains(&VF_PCI), "{log}");
 });
 
 /// Interactive testpmd under `exec --failsafe-poll poll_ms`, kept running for `held`: its log.
@@ -117,13 +120,13 @@ dpdk_tests!(exec_sets_failsafes_poll_and_failsafe_keeps_it, |release| {
     let probes = |log: &str| log.matches(&format!("Cannot find device ({VF_PCI})")).count();
     let held = Duration::from_millis(2000);
     let fast = exec_held(release, &sys, "50", held);
-    assert_eq!(testpmd::parsed(&fast).first(), Some(&VF_PCI), "{fast}");
+    assert_eq!(dpdk_log::parsed(&fast).first(), Some(&VF_PCI), "{fast}");
     let slow = exec_held(release, &sys, "1000", held);
     // The probe of the parsed address fails here (no PCI) and is retried every hotplug_poll:
     // about 40 times in 2 s at 50 ms, at most 3 at 1000 ms. Never a re-read of the pipe.
     assert!(probes(&fast) >= 15, "{} probes at 50 ms: {fast}", probes(&fast));
     assert!((1..=3).contains(&probes(&slow)), "{} probes at 1000 ms: {slow}", probes(&slow));
-    assert_eq!(testpmd::parsed(&fast).iter().filter(|p| **p == VF_PCI).count(), 1, "{fast}");
+    assert_eq!(dpdk_log::parsed(&fast).iter().filter(|p| **p == VF_PCI).count(), 1, "{fast}");
 });
 
 dpdk_tests!(exec_returns_testpmds_own_exit_status, |release| {

@@ -1,6 +1,6 @@
 //! As root, in a private network namespace: real rtnetlink events from veth devices drive the
 //! agent, with a fake sysfs tree that says which veth plays the NetVSC and which the VF
-//! ([`support::stage::Stage`]).
+//! ([`netvsc_testkit::netns::Stage`]).
 
 use std::process::Command;
 use std::time::Duration;
@@ -9,31 +9,32 @@ use netvsc_user::output::failsafe::reader::read_like_failsafe;
 use nix::sys::signal::Signal;
 
 mod support;
+use netvsc_testkit::netns::Netns;
 use netvsc_user::decide::pairing::Release;
 use netvsc_user::event::SourceName;
 use netvsc_user::report::lines::Line;
 use netvsc_user::report::timeline::{Clock, Report};
-use support::stage::{Stage, MAC, MAC2};
-use support::{open_fifo, skip_unless_root, JsonProcess, Netns, FAILSAFE_SIM, NETVSC_WATCH};
+use support::stage::{Stage, StageExt as _, MAC, MAC2};
+use support::{open_fifo, skip_unless_root, JsonProcess, FAILSAFE_SIM, NETVSC_WATCH};
 
 #[test]
 fn netlink_events_alone_follow_vf_hotplug() {
     if skip_unless_root("netlink_events_alone_follow_vf_hotplug") {
         return;
     }
-    let stage = Stage::new("hotplug");
-    stage.netvsc("eth1", 10, MAC);
+    let stage = Stage::new("hotplug").unwrap();
+    stage.netvsc("eth1", 10, MAC).unwrap();
     let mut agent = stage.watch(&[]);
-    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifo_dir()));
+    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifos()));
 
     for (cycle, pci) in ["0002:00:02.0", "0003:00:02.0", "0002:00:02.0"].iter().enumerate() {
         let name = format!("enP{cycle}");
-        stage.plug_vf(&name, 20 + cycle as u32, MAC, pci);
+        stage.plug_vf(&name, 20 + cycle as u32, MAC, pci).unwrap();
         let up = agent.change("associated", |_| true);
         assert_eq!((up.source, up.vf.map(|vf| vf.pci)), (SourceName::Netlink, Some(pci.to_string())));
         assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some(*pci));
         // Removal while the fake sysfs entry still exists: the DELLINK event is what counts.
-        stage.unplug(&name);
+        stage.unplug(&name).unwrap();
         let down = agent.change("dissociated", |_| true);
         assert_eq!(down.source, SourceName::Netlink);
         assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
@@ -47,18 +48,18 @@ fn renames_and_mac_changes_arrive_as_events() {
     if skip_unless_root("renames_and_mac_changes_arrive_as_events") {
         return;
     }
-    let stage = Stage::new("rename");
-    stage.netvsc("eth1", 10, MAC);
-    stage.plug_vf("enP1", 20, MAC2, "0001:00:02.0");
+    let stage = Stage::new("rename").unwrap();
+    stage.netvsc("eth1", 10, MAC).unwrap();
+    stage.plug_vf("enP1", 20, MAC2, "0001:00:02.0").unwrap();
     let mut agent = stage.watch(&["--iface", "eth1"]);
 
     stage.sys.rename("eth1", "lan1").unwrap();
-    stage.ns.ip(&["link", "set", "eth1", "name", "lan1"]);
+    stage.netns.ip(&["link", "set", "eth1", "name", "lan1"]).unwrap();
     let renamed = agent.change("renamed", |_| true);
     assert_eq!((renamed.renamed_from.as_deref(), renamed.netvsc.as_str()), (Some("eth1"), "lan1"));
 
     stage.sys.set_mac("enP1", MAC).unwrap();
-    stage.ns.ip(&["link", "set", "enP1", "address", MAC]);
+    stage.netns.ip(&["link", "set", "enP1", "address", MAC]).unwrap();
     let up = agent.change("associated", |_| true);
     assert_eq!((up.netvsc.as_str(), up.vf.map(|vf| vf.pci)), ("lan1", Some("0001:00:02.0".to_owned())));
 }
@@ -68,12 +69,12 @@ fn interfaces_with_ip_addresses_are_left_alone() {
     if skip_unless_root("interfaces_with_ip_addresses_are_left_alone") {
         return;
     }
-    let stage = Stage::new("routed");
-    stage.netvsc("eth0", 10, MAC);
-    stage.netvsc("eth1", 11, MAC2);
-    stage.ns.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    let stage = Stage::new("routed").unwrap();
+    stage.netvsc("eth0", 10, MAC).unwrap();
+    stage.netvsc("eth1", 11, MAC2).unwrap();
+    stage.netns.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]).unwrap();
     let out = Command::new("ip")
-        .args(["netns", "exec", &stage.ns.name, NETVSC_WATCH, "scan", "--json", "--sysfs-root", stage.root()])
+        .args(["netns", "exec", stage.netns.name(), NETVSC_WATCH, "scan", "--json", "--sysfs-root", stage.root()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -84,11 +85,11 @@ fn interfaces_with_ip_addresses_are_left_alone() {
     assert_eq!(state("eth1"), "waiting");
 
     // An automatically chosen interface that gains an IPv6 address at run time is released.
-    stage.plug_vf("enP1", 20, MAC2, "0001:00:02.0");
+    stage.plug_vf("enP1", 20, MAC2, "0001:00:02.0").unwrap();
     let mut agent = stage.watch(&[]);
-    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifo_dir()));
+    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifos()));
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0001:00:02.0"));
-    stage.ns.ip(&["addr", "add", "2001:db8::11/64", "dev", "eth1", "nodad"]);
+    stage.netns.ip(&["addr", "add", "2001:db8::11/64", "dev", "eth1", "nodad"]).unwrap();
     let released = agent.change("dissociated", |_| true);
     assert_eq!(released.reason, Some(Release::Routed));
     assert_eq!(read_like_failsafe(&fifo).unwrap(), None);
@@ -99,18 +100,28 @@ fn exec_follows_netlink_events_and_nothing_stale_is_read() {
     if skip_unless_root("exec_follows_netlink_events_and_nothing_stale_is_read") {
         return;
     }
-    let stage = Stage::new("exec");
-    stage.netvsc("eth1", 10, MAC);
+    let stage = Stage::new("exec").unwrap();
+    stage.netvsc("eth1", 10, MAC).unwrap();
     let mut command = Command::new("ip");
-    command.args(["netns", "exec", &stage.ns.name, NETVSC_WATCH, "exec", "--sysfs-root", stage.root(), "--json", "--"]);
+    command.args([
+        "netns",
+        "exec",
+        stage.netns.name(),
+        NETVSC_WATCH,
+        "exec",
+        "--sysfs-root",
+        stage.root(),
+        "--json",
+        "--",
+    ]);
     command.args([FAILSAFE_SIM, "--poll-ms", "5"]);
     let mut agent = JsonProcess::spawn(command);
     agent.ready();
     for cycle in 0..3u32 {
         let pci = format!("000{}:00:02.0", cycle + 1);
-        stage.plug_vf("enP1", 20 + cycle, MAC, &pci);
+        stage.plug_vf("enP1", 20 + cycle, MAC, &pci).unwrap();
         agent.app_line("the address read by the application", |v| v["read"] == pci.as_str());
-        stage.unplug("enP1");
+        stage.unplug("enP1").unwrap();
         let emptied = agent.change("dissociated", |_| true).at_ns;
         let after = agent.drain_for(Duration::from_millis(50));
         let stale: Vec<_> = after
@@ -129,21 +140,21 @@ fn measure_records_each_failover_and_its_read() {
     if skip_unless_root("measure_records_each_failover_and_its_read") {
         return;
     }
-    let stage = Stage::new("measure");
-    stage.netvsc("eth1", 10, MAC);
-    stage.plug_vf("enP0", 20, MAC, "0002:00:02.0");
+    let stage = Stage::new("measure").unwrap();
+    stage.netvsc("eth1", 10, MAC).unwrap();
+    stage.plug_vf("enP0", 20, MAC, "0002:00:02.0").unwrap();
     let report_path = stage.dir.path().join("failovers.json");
     let mut agent = stage.watch(&["--measure", report_path.to_str().unwrap()]);
-    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifo_dir()));
+    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifos()));
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"));
 
     let pcis = ["0003:00:02.0", "0002:00:02.0"];
     for (cycle, pci) in pcis.iter().enumerate() {
         let old = if cycle == 0 { "enP0".to_owned() } else { format!("enP{cycle}") };
-        stage.unplug(&old);
+        stage.unplug(&old).unwrap();
         agent.change("dissociated", |_| true);
         let name = format!("enP{}", cycle + 1);
-        stage.plug_vf(&name, 21 + cycle as u32, MAC, pci);
+        stage.plug_vf(&name, 21 + cycle as u32, MAC, pci).unwrap();
         let line = agent.line("failover", |l| matches!(l, Line::Failover { .. }));
         let Line::Failover { failover } = &line else { unreachable!() };
         assert_eq!(failover.new_pci.as_deref(), Some(*pci), "{line:?}");
@@ -180,20 +191,20 @@ fn a_resync_in_the_removal_window_does_not_resurrect_the_vf() {
     if skip_unless_root("a_resync_in_the_removal_window_does_not_resurrect_the_vf") {
         return;
     }
-    let stage = Stage::new("window");
-    stage.netvsc("eth1", 10, MAC);
-    let fifo_dir = stage.fifo_dir();
+    let stage = Stage::new("window").unwrap();
+    stage.netvsc("eth1", 10, MAC).unwrap();
+    let fifo_dir = stage.fifos();
     let args = ["watch", "--source", "netlink", "--sysfs-root", stage.root(), "--fifo-dir", &fifo_dir, "--json"];
     let mut agent = JsonProcess::agent(
-        Some(&stage.ns.name),
+        Some(stage.netns.name()),
         &[&args[..], &["--link-list", "kernel", "--resync-interval", "100"]].concat(),
     );
     agent.ready();
-    stage.plug_vf("enP1", 20, MAC, "0002:00:02.0");
+    stage.plug_vf("enP1", 20, MAC, "0002:00:02.0").unwrap();
     agent.change("associated", |_| true);
 
     // The kernel has announced the removal; sysfs still shows the VF for a while.
-    stage.ns.ip(&["link", "del", "enP1"]);
+    stage.netns.ip(&["link", "del", "enP1"]).unwrap();
     agent.change("dissociated", |_| true);
     let later = agent.drain_for(Duration::from_millis(1_500));
     stage.sys.remove("enP1").unwrap();
@@ -214,17 +225,18 @@ fn an_overrun_discards_the_messages_queued_before_the_rescan() {
     use netvsc_user::source::netlink::NetlinkSource;
     use netvsc_user::source::Source as _;
 
-    let ns = Netns::new("overrun");
-    ns.ip(&["link", "add", "old", "index", "500", "type", "veth", "peer", "name", "oldpeer"]);
-    let netns_path = format!("/run/netns/{}", ns.name);
-    let ns_name = ns.name.clone();
+    let ns = Netns::new("overrun").unwrap();
+    ns.ip(&["link", "add", "old", "index", "500", "type", "veth", "peer", "name", "oldpeer"]).unwrap();
+    let netns_path = format!("/run/netns/{}", ns.name());
+    let ns_name = ns.name().to_owned();
     let delivered = std::thread::spawn(move || {
         let netns = std::fs::File::open(&netns_path).unwrap();
         // SAFETY: setns on this thread only, with a namespace descriptor we hold open.
         assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) }, 0);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let ip = |args: &[&str]| support::run("ip", &[&["-n", ns_name.as_str()], args].concat());
+            let ip =
+                |args: &[&str]| netvsc_testkit::netns::run("ip", &[&["-n", ns_name.as_str()], args].concat()).unwrap();
             let mut source = NetlinkSource::subscribe_links_with_buffer(4096).unwrap();
             // Queued first: the removal of ifindex 500. Then far more than the buffer holds.
             ip(&["link", "del", "old"]);
@@ -262,21 +274,21 @@ fn the_kernels_master_link_overrides_mac_matching() {
     }
     // The NetVSC stand-in is a bridge, so the kernel can make it a VF's master (as hv_netvsc
     // makes a NetVSC interface its VF's) and announce that with IFLA_MASTER.
-    let stage = Stage::new("master");
+    let stage = Stage::new("master").unwrap();
     stage.sys.add_netvsc("eth1", 10, MAC).unwrap();
     let index = "10";
-    stage.ns.ip(&["link", "add", "eth1", "index", index, "address", MAC, "type", "bridge"]);
-    stage.plug_vf("enP1", 20, MAC, "0001:00:02.0");
-    stage.plug_vf("enP2", 21, MAC, "0002:00:02.0");
+    stage.netns.ip(&["link", "add", "eth1", "index", index, "address", MAC, "type", "bridge"]).unwrap();
+    stage.plug_vf("enP1", 20, MAC, "0001:00:02.0").unwrap();
+    stage.plug_vf("enP2", 21, MAC, "0002:00:02.0").unwrap();
     let mut agent = stage.watch(&["--iface", "eth1"]);
-    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifo_dir()));
+    let fifo = open_fifo(format!("{}/eth1.pipe", stage.fifos()));
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"), "by MAC: the newest");
 
     // The kernel takes the older VF for eth1.
     stage.sys.set_master("enP1", Some("eth1")).unwrap();
-    stage.ns.ip(&["link", "set", "enP1", "master", "eth1"]);
+    stage.netns.ip(&["link", "set", "enP1", "master", "eth1"]).unwrap();
     let moved = agent.change("associated", |c| c.vf.as_ref().is_some_and(|vf| vf.pci == "0001:00:02.0"));
     assert_eq!(moved.vf.unwrap().matched, netvsc_user::decide::pairing::Match::Kernel);
     assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0001:00:02.0"));
-    assert_eq!(std::fs::read_to_string(format!("{}/eth1.addr", stage.fifo_dir())).unwrap(), "0001:00:02.0\n");
+    assert_eq!(std::fs::read_to_string(format!("{}/eth1.addr", stage.fifos())).unwrap(), "0001:00:02.0\n");
 }

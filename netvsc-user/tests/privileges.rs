@@ -12,7 +12,7 @@ use netvsc_user::output::failsafe::reader::read_like_failsafe;
 use netvsc_user::source::ebpf;
 
 mod support;
-use support::stage::{Stage, MAC};
+use support::stage::{Stage, StageExt as _, MAC};
 use support::{open_fifo, skip_unless_root, JsonProcess, NETVSC_WATCH};
 
 /// nobody:nogroup.
@@ -37,7 +37,7 @@ fn as_nobody_with(caps: &[&str]) -> Vec<String> {
 /// The stage's tree readable by nobody, and its FIFO directory nobody's.
 fn open_to_nobody(stage: &Stage) -> String {
     std::fs::set_permissions(stage.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let fifo_dir = stage.fifo_dir();
+    let fifo_dir = stage.fifos();
     let nobody = nix::unistd::Uid::from_raw(65534);
     nix::unistd::chown(fifo_dir.as_str(), Some(nobody), Some(nix::unistd::Gid::from_raw(65534))).unwrap();
     fifo_dir
@@ -45,7 +45,7 @@ fn open_to_nobody(stage: &Stage) -> String {
 
 fn agent_command(stage: &Stage, caps: &[&str], agent_args: &[&str]) -> Command {
     let mut command = Command::new("ip");
-    command.args(["netns", "exec", &stage.ns.name, "setpriv"]).args(as_nobody_with(caps));
+    command.args(["netns", "exec", stage.netns.name(), "setpriv"]).args(as_nobody_with(caps));
     command.arg(NETVSC_WATCH).args(agent_args).env("RUST_LOG", "warn");
     command
 }
@@ -66,9 +66,9 @@ fn netlink_and_poll_run_as_nobody_without_any_capability() {
         return;
     }
     for source in ["netlink", "poll"] {
-        let stage = Stage::new(&format!("priv-{source}"));
-        stage.netvsc("eth1", 10, MAC);
-        stage.plug_vf("enP0", 20, MAC, "0002:00:02.0");
+        let stage = Stage::new(&format!("priv-{source}")).unwrap();
+        stage.netvsc("eth1", 10, MAC).unwrap();
+        stage.plug_vf("enP0", 20, MAC, "0002:00:02.0").unwrap();
         let fifo_dir = open_to_nobody(&stage);
         let args = ["watch", "--source", source, "--poll-interval", "50", "--sysfs-root", stage.root()];
         let mut command = agent_command(&stage, &[], &args);
@@ -80,9 +80,9 @@ fn netlink_and_poll_run_as_nobody_without_any_capability() {
         assert_eq!(uid_and_capabilities(agent.child.id()), (NOBODY.to_owned(), "0000000000000000".to_owned()));
         let fifo = open_fifo(format!("{fifo_dir}/eth1.pipe"));
         assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0002:00:02.0"), "{source}");
-        stage.unplug("enP0");
+        stage.unplug("enP0").unwrap();
         agent.change("dissociated", |_| true);
-        stage.plug_vf("enP1", 21, MAC, "0003:00:02.0");
+        stage.plug_vf("enP1", 21, MAC, "0003:00:02.0").unwrap();
         agent.change("associated", |c| c.vf.as_ref().is_some_and(|vf| vf.pci == "0003:00:02.0"));
         assert_eq!(read_like_failsafe(&fifo).unwrap().as_deref(), Some("0003:00:02.0"), "{source}");
         agent.signal(nix::sys::signal::Signal::SIGTERM);
@@ -102,8 +102,8 @@ fn ebpf_without_its_capabilities_names_the_missing_one() {
     if skip_unless_root("ebpf_without_its_capabilities_names_the_missing_one") {
         return;
     }
-    let stage = Stage::new("priv-ebpf");
-    stage.netvsc("eth1", 10, MAC);
+    let stage = Stage::new("priv-ebpf").unwrap();
+    stage.netvsc("eth1", 10, MAC).unwrap();
     let fifo_dir = open_to_nobody(&stage);
     for (caps, missing) in [
         (&[][..], "missing capability CAP_BPF and CAP_PERFMON"),

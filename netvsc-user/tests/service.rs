@@ -12,7 +12,7 @@ use netvsc_testkit::FakeSysfs;
 use nix::sys::signal::Signal;
 
 mod support;
-use support::stage::{Stage, MAC};
+use support::stage::{Stage, StageExt as _, MAC};
 use support::{skip_unless_root, JsonProcess, NETVSC_WATCH};
 
 /// `(status, body)` of `GET http://addr/path`, from inside network namespace `netns` if given
@@ -113,19 +113,19 @@ fn netlink_failovers_reach_the_metrics_in_a_network_namespace() {
     if skip_unless_root("netlink_failovers_reach_the_metrics_in_a_network_namespace") {
         return;
     }
-    let stage = Stage::new("metrics");
-    stage.netvsc("eth1", 10, MAC);
-    stage.plug_vf("enP0", 20, MAC, "0002:00:02.0");
+    let stage = Stage::new("metrics").unwrap();
+    stage.netvsc("eth1", 10, MAC).unwrap();
+    stage.plug_vf("enP0", 20, MAC, "0002:00:02.0").unwrap();
     let (mut agent, ready) = stage.watch_ready(&["--metrics-listen", "127.0.0.1:0"]);
     // Served on the namespace's loopback.
     let addr = ready.metrics_listen.expect("the ready line names the metrics address");
     for cycle in 0..2u32 {
-        stage.unplug(&format!("enP{cycle}"));
+        stage.unplug(&format!("enP{cycle}")).unwrap();
         agent.change("dissociated", |_| true);
-        stage.plug_vf(&format!("enP{}", cycle + 1), 21 + cycle, MAC, &format!("0003:00:0{cycle}.0"));
+        stage.plug_vf(&format!("enP{}", cycle + 1), 21 + cycle, MAC, &format!("0003:00:0{cycle}.0")).unwrap();
         agent.change("associated", |_| true);
     }
-    let (status, text) = get(addr, "/metrics", Some(&stage.ns.name));
+    let (status, text) = get(addr, "/metrics", Some(stage.netns.name()));
     assert_eq!(status, 200);
     assert_two_failovers(&text, "netlink");
     agent.signal(Signal::SIGTERM);

@@ -5,8 +5,10 @@
 //! [`Line`]: netvsc_user::report::lines::Line
 
 pub mod doubles;
+pub mod dpdk_log;
 pub mod fake_sysfs;
 pub mod follow;
+pub mod netns;
 pub mod openmetrics;
 
 pub use doubles::{StaticDump, StaticIfindexes};

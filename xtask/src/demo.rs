@@ -33,9 +33,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let bin = crate::toolchain::build_agent()?;
     let stage = Stage::new("demo")?;
-    println!("netns {}: {NETVSC} (ifindex {NETVSC_IFINDEX}, {MAC}) plays the NetVSC interface", stage.netns);
-    stage.add_veth(NETVSC, NETVSC_IFINDEX, MAC, "p10")?;
-    stage.sys.add_netvsc(NETVSC, NETVSC_IFINDEX, MAC)?;
+    println!("netns {}: {NETVSC} (ifindex {NETVSC_IFINDEX}, {MAC}) plays the NetVSC interface", stage.netns.name());
+    stage.netvsc(NETVSC, NETVSC_IFINDEX, MAC)?;
 
     let options = ["--source", &args.source, "--poll-interval", "1000"];
     let mut agent = Agent::start(&stage, &bin, &options, args.hotplug_poll)?;
@@ -51,7 +50,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let ifindex = 20 + cycle;
         stage.sys.add_vf(VF, ifindex, MAC, pci)?;
         let plugged_at = monotonic_ns();
-        stage.add_veth(VF, ifindex, MAC, "vfpeer")?;
+        stage.netns.add_veth(VF, ifindex, MAC)?;
         let written = agent.change("the VF address in the pipe", "associated", |_| true)?;
         let read = agent.app_line("the reader to read it", |v| v["read"] == pci)?;
         let reaction = written.reaction_us;
@@ -65,8 +64,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
 
         // The kernel announces the removal, then tears down sysfs: same order here.
-        stage.ip(&["link", "del", VF])?;
-        stage.sys.remove(VF)?;
+        stage.unplug(VF)?;
         let emptied = agent.change("the pipe to be emptied", "dissociated", |_| true)?;
         let emptied_at = emptied.at_ns;
         let reaction = emptied.reaction_us;

@@ -1,95 +1,16 @@
-//! A private network namespace with a fake sysfs tree beside it, and the agent running in both:
-//! the stand-in for a VM that `cargo xtask demo` and `cargo xtask bench` play VF hot-plug on.
+//! The agent running in the test kit's [`Stage`] (a private network namespace with a fake sysfs
+//! tree beside it): the stand-in for a VM that `cargo xtask demo` and `cargo xtask bench` play
+//! VF hot-plug on.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use netvsc_testkit::follow::Order;
-use netvsc_testkit::{FakeSysfs, JsonLines, Output};
+pub use netvsc_testkit::netns::Stage;
+use netvsc_testkit::{JsonLines, Output};
 use netvsc_user::report::lines::{Change, Line, Ready};
 use serde_json::Value;
-
-/// The network namespace and fake sysfs tree; both removed on drop.
-pub struct Stage {
-    pub netns: String,
-    pub sys: FakeSysfs,
-    pub dir: tempfile::TempDir,
-}
-
-impl Stage {
-    pub fn new(tag: &str) -> anyhow::Result<Self> {
-        let netns = format!("nvw-{tag}-{}", std::process::id());
-        run_command("ip", &["netns", "add", &netns])?;
-        let dir = tempfile::tempdir()?;
-        let sys = FakeSysfs::create(&dir.path().join("sys"))?;
-        Ok(Self { netns, sys, dir })
-    }
-
-    /// A veth `name` with `mac` and a fixed ifindex (so the fake sysfs can match it).
-    pub fn add_veth(&self, name: &str, ifindex: u32, mac: &str, peer: &str) -> anyhow::Result<()> {
-        let index = ifindex.to_string();
-        self.ip(&["link", "add", name, "index", &index, "address", mac, "type", "veth", "peer", "name", peer])
-    }
-
-    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
-        let mut full = vec!["-n", self.netns.as_str()];
-        full.extend_from_slice(args);
-        run_command("ip", &full)
-    }
-}
-
-/// One `ip -batch -` in the namespace: commands run as soon as their line arrives, without the
-/// millisecond of starting `ip` each time (so a timestamp taken before a line is close to the
-/// kernel's work).
-pub struct Batch {
-    child: Child,
-    stdin: Option<std::process::ChildStdin>,
-}
-
-impl Stage {
-    pub fn batch(&self) -> anyhow::Result<Batch> {
-        let mut child = Command::new("ip")
-            .args(["-n", &self.netns, "-batch", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .context("starting ip -batch")?;
-        let stdin = child.stdin.take();
-        Ok(Batch { child, stdin })
-    }
-}
-
-impl Batch {
-    pub fn send(&mut self, line: &str) -> anyhow::Result<()> {
-        use std::io::Write as _;
-        let stdin = self.stdin.as_mut().context("ip -batch input closed")?;
-        stdin.write_all(format!("{line}\n").as_bytes()).context("writing to ip -batch")?;
-        stdin.flush().context("writing to ip -batch")
-    }
-
-    /// Waits until every command sent has run.
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        drop(self.stdin.take());
-        let status = self.child.wait().context("waiting for ip -batch")?;
-        if !status.success() {
-            bail!("ip -batch failed ({status})");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Stage {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
-    }
-}
 
 /// How long a wait for one line lasts.
 const WAIT: Duration = Duration::from_secs(10);
@@ -125,12 +46,12 @@ impl Agent {
     fn command(stage: &Stage, bin: &std::path::Path, mode: &str, options: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &stage.netns])
+            .args(["netns", "exec", stage.netns.name()])
             .arg(bin.join("netvsc-watch"))
             .args([mode, "--json"])
             .args(options)
             .arg("--sysfs-root")
-            .arg(stage.dir.path().join("sys"))
+            .arg(stage.sysfs_root())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped());
         command
@@ -187,12 +108,4 @@ impl Drop for Agent {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
     }
-}
-
-pub fn run_command(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
 }

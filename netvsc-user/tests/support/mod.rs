@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod rig;
@@ -146,47 +145,6 @@ pub fn scan_lines(stdout: &[u8]) -> Vec<Line> {
         .lines()
         .map(|text| serde_json::from_str::<Line>(text).unwrap_or_else(|err| panic!("{err}: {text}")))
         .collect()
-}
-
-/// A named network namespace, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!("nvw-{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        run("ip", &["netns", "add", &name]);
-        let ns = Self { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n NAME ARGS`, panicking with ip's message on failure.
-    pub fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        run("ip", &full);
-    }
-
-    /// Creates a veth `name` with index and MAC fixed, its peer in the same namespace.
-    pub fn add_veth(&self, name: &str, ifindex: u32, mac: &str) {
-        let peer = format!("p{ifindex}");
-        let index = ifindex.to_string();
-        self.ip(&["link", "add", name, "index", &index, "address", mac, "type", "veth", "peer", "name", &peer]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
-pub fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().expect("running command");
-    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A FIFO opened as DPDK's container opens it (`exec N<>FIFO`): read-write, so it never blocks.

@@ -132,27 +132,6 @@ pub fn log_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
-/// What follows `<logtype>: ` on each line of `log` from a PMD known by one of `logtypes`: 22.11
-/// prefixes `net_failsafe: ` and `net_vdev_netvsc: `, 24.11 `NET_FAILSAFE: ` and `VDEV_NETVSC: `.
-fn pmd_lines<'a>(log: &'a str, logtypes: &'a [&'a str]) -> impl Iterator<Item = &'a str> {
-    log.lines().filter_map(move |line| {
-        let (head, rest) = line.split_once(": ")?;
-        logtypes.iter().any(|logtype| head.eq_ignore_ascii_case(logtype)).then_some(rest)
-    })
-}
-
-/// The device strings fail-safe parsed, in order (its debug line `net_failsafe: <devargs>`
-/// after reading a pipe, a command's output or a `dev()`).
-pub fn parsed(log: &str) -> Vec<&str> {
-    pmd_lines(log, &["net_failsafe"]).filter(|rest| !rest.contains(' ') && !rest.is_empty()).collect()
-}
-
-/// What vdev_netvsc said of each instance it was invoked as (`invoked as "<name>", using
-/// arguments "<args>"`): the text after `invoked as `.
-pub fn vdev_netvsc_invoked(log: &str) -> Vec<&str> {
-    pmd_lines(log, &["net_vdev_netvsc", "vdev_netvsc"]).filter_map(|rest| rest.strip_prefix("invoked as ")).collect()
-}
-
 /// `sh -c SCRIPT`, non-interactive testpmd reading EOF from stdin: runs to its end.
 pub fn shell(script: &str) -> Output {
     Command::new("sh").args(["-c", script]).stdin(std::process::Stdio::null()).output().unwrap()

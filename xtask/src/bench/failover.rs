@@ -106,13 +106,12 @@ pub fn row(
     kernel_object: Option<&[u8]>,
 ) -> anyhow::Result<FailoverRow> {
     let stage = Stage::new("failover")?;
-    stage.add_veth("eth1", NETVSC_IFINDEX, MAC, "p10")?;
-    stage.sys.add_netvsc("eth1", NETVSC_IFINDEX, MAC)?;
+    stage.netvsc("eth1", NETVSC_IFINDEX, MAC)?;
     let mut running = Running::start(&stage, bin, reactor)?;
     // Above the real-time rows' writers, so that it reads its clock first where they compete.
-    let listener = Listener::start(&stage.netns, REALTIME_PRIORITY + 1, kernel_object.map(<[u8]>::to_vec))?;
+    let listener = Listener::start(stage.netns.name(), REALTIME_PRIORITY + 1, kernel_object.map(<[u8]>::to_vec))?;
     let mut phase = Phase::new(seed);
-    let mut batch = stage.batch()?;
+    let mut batch = stage.netns.batch()?;
     let (mut samples_us, mut from_receive_us, mut own_us, mut plugged_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for plug in 0..plugs {
@@ -174,7 +173,7 @@ impl Running {
     fn floor(stage: &Stage, scheduling: &[String]) -> anyhow::Result<Self> {
         let xtask = std::env::current_exe().context("locating xtask")?;
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &stage.netns])
+            .args(["netns", "exec", stage.netns.name()])
             .arg(xtask)
             .args(["minimal-reactor", "--mac", MAC, "--ignore-ifindex", &NETVSC_IFINDEX.to_string(), "--line", PCI])
             .args(scheduling)

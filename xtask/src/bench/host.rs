@@ -60,8 +60,7 @@ pub fn failover(bin: &Path, args: &BenchArgs, seed: u64, results: &mut Results) 
 /// A stage with the NetVSC stand-in and `extra` virtual interfaces in the fake tree.
 fn stage(extra: u32) -> anyhow::Result<Stage> {
     let stage = Stage::new("bench")?;
-    stage.add_veth("eth1", NETVSC_IFINDEX, MAC, "p10")?;
-    stage.sys.add_netvsc("eth1", NETVSC_IFINDEX, MAC)?;
+    stage.netvsc("eth1", NETVSC_IFINDEX, MAC)?;
     for i in 0..extra {
         stage.sys.add_virtual(
             &format!("veth{i}"),
@@ -83,7 +82,7 @@ fn start(stage: &Stage, bin: &Path, options: &[&str]) -> anyhow::Result<Agent> {
 fn latency(bin: &Path, options: &[&str], cycles: u32, phase: &mut Phase) -> anyhow::Result<Vec<f64>> {
     let stage = stage(0)?;
     let mut agent = start(&stage, bin, options)?;
-    let mut batch = stage.batch()?;
+    let mut batch = stage.netns.batch()?;
     let mut samples = Vec::new();
     for cycle in 0..cycles {
         std::thread::sleep(phase.next_delay());
@@ -124,7 +123,7 @@ fn churn(bin: &Path, label: &str, options: &[&str], pairs: u32) -> anyhow::Resul
     let stage = stage(0)?;
     let mut agent = start(&stage, bin, options)?;
     let (before, events_before) = (Usage::of(agent.pid())?, agent.events()?);
-    let mut batch = stage.batch()?;
+    let mut batch = stage.netns.batch()?;
     for i in 0..pairs {
         batch.send(&format!("link add c{i} type veth peer name d{i}"))?;
     }

@@ -25,6 +25,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
+use netvsc_testkit::dpdk_log::failsafe_parsed;
 use serde_json::Value;
 
 use super::dpdk_rows::{Cycle, Feeder};
@@ -116,7 +117,7 @@ fn emulation_artefact(vm: &Vm, pci: &str) -> bool {
     let start = app.iter().rposition(|line| line.contains("Switching tx_dev to sub_device 1")).unwrap_or(0);
     let run = &app[start..];
     let parsed: Vec<&str> =
-        run.iter().filter_map(|line| line.strip_prefix("net_failsafe: ")).filter(|p| p.starts_with("0000:")).collect();
+        run.iter().filter_map(|line| failsafe_parsed(line)).filter(|p| p.starts_with("0000:")).collect();
     !parsed.is_empty()
         && parsed.iter().all(|p| *p == pci)
         && run.iter().any(|line| line.contains("Failed to apply link_status"))
@@ -202,11 +203,9 @@ fn one_plug(
     })?;
     // The eBPF observer measures its reaction from the kernel's timestamp of the registration.
     let registered_ns = seen.at_ns - (seen.reaction_us * 1e3) as u64;
-    let parsed = vm.expect_within(
-        &format!("fail-safe to parse {pci}"),
-        Duration::from_secs(60),
-        app_line_contains(&format!("net_failsafe: {pci}")),
-    )?;
+    let parsed = vm.expect_within(&format!("fail-safe to parse {pci}"), Duration::from_secs(60), |v: &Value| {
+        v["app"].as_str().and_then(failsafe_parsed) == Some(pci.as_str())
+    })?;
     let rebind = format!(
         "echo uio_pci_generic > /sys/bus/pci/devices/{pci}/driver_override && \
          echo {pci} > /sys/bus/pci/devices/{pci}/driver/unbind && echo {pci} > /sys/bus/pci/drivers_probe"
@@ -253,7 +252,7 @@ fn one_plug(
     // Never a stale address: everything fail-safe parsed from its pipe in this run is this VF.
     let parsed_all: Vec<&str> = run_lines
         .iter()
-        .filter_map(|v| v["app"].as_str()?.strip_prefix("net_failsafe: "))
+        .filter_map(|v| failsafe_parsed(v["app"].as_str()?))
         .filter(|rest| rest.starts_with("0000:"))
         .collect();
     ensure!(parsed_all.iter().all(|p| *p == pci), "fail-safe parsed {parsed_all:?}, only {pci} is true");
