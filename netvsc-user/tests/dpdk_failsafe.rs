@@ -99,31 +99,67 @@ dpdk_tests!(state_file_form_from_the_readme_feeds_real_failsafe, |release| {
     assert!(!dpdk_log::parsed(&log).contains(&VF_PCI), "{log}");
 });
 
-/// Interactive testpmd under `exec --failsafe-poll poll_ms`, kept running for `held`: its log.
+/// Interactive testpmd under `exec --failsafe-poll poll_ms`, kept running for `held` after its
+/// first probe of the VF's address (so that how long EAL takes to start, which grows with the
+/// machine's load, does not change what is counted): its log.
 fn exec_held(release: &Release, sys: &FakeSysfs, poll_ms: &str, held: Duration) -> String {
     let mut command = release.under_exec(sys.root(), &["--failsafe-poll", poll_ms]);
     command.args(["--", "-i"]).args(testpmd::APP_ARGS);
     let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(held);
+    let (first_probe, probed) = std::sync::mpsc::channel();
+    let readers = [
+        read_lines(child.stdout.take().unwrap(), first_probe.clone()),
+        read_lines(child.stderr.take().unwrap(), first_probe),
+    ];
+    let started = probed.recv_timeout(Duration::from_secs(60)).is_ok();
+    if started {
+        std::thread::sleep(held);
+    }
     // testpmd's prompt ends with stdin.
     let mut stdin = child.stdin.take().unwrap();
     let _ = stdin.write_all(b"quit\n");
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let log = testpmd::log_of(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    let status = child.wait().unwrap();
+    let log: String = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(started, "no probe of {VF_PCI} within 60 s: {log}");
+    assert_eq!(status.code(), Some(0), "{log}");
     log
+}
+
+/// The lines of `stream` until it ends, as one text; says on `first_probe` when one is a probe
+/// of the VF's address.
+fn read_lines(
+    stream: impl std::io::Read + Send + 'static,
+    first_probe: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok) {
+            if line.contains(&probe_line()) {
+                let _ = first_probe.send(());
+            }
+            text += &line;
+            text.push('\n');
+        }
+        text
+    })
+}
+
+/// What EAL says when fail-safe's probe of the VF's address finds no such PCI device.
+fn probe_line() -> String {
+    format!("Cannot find device ({VF_PCI})")
 }
 
 dpdk_tests!(exec_sets_failsafes_poll_and_failsafe_keeps_it, |release| {
     let (_tree_dir, sys) = tree();
-    let probes = |log: &str| log.matches(&format!("Cannot find device ({VF_PCI})")).count();
+    let probes = |log: &str| log.matches(&probe_line()).count();
     let held = Duration::from_millis(2000);
     let fast = exec_held(release, &sys, "50", held);
     assert_eq!(dpdk_log::parsed(&fast).first(), Some(&VF_PCI), "{fast}");
     let slow = exec_held(release, &sys, "1000", held);
     // The probe of the parsed address fails here (no PCI) and is retried every hotplug_poll:
-    // about 40 times in 2 s at 50 ms, at most 3 at 1000 ms. Never a re-read of the pipe.
+    // about 40 times in the 2 s after the first at 50 ms, at most 3 at 1000 ms. Never a re-read
+    // of the pipe.
     assert!(probes(&fast) >= 15, "{} probes at 50 ms: {fast}", probes(&fast));
     assert!((1..=3).contains(&probes(&slow)), "{} probes at 1000 ms: {slow}", probes(&slow));
     assert_eq!(dpdk_log::parsed(&fast).iter().filter(|p| **p == VF_PCI).count(), 1, "{fast}");
