@@ -157,11 +157,14 @@ dpdk_tests!(exec_sets_failsafes_poll_and_failsafe_keeps_it, |release| {
     let fast = exec_held(release, &sys, "50", held);
     assert_eq!(dpdk_log::parsed(&fast).first(), Some(&VF_PCI), "{fast}");
     let slow = exec_held(release, &sys, "1000", held);
-    // The probe of the parsed address fails here (no PCI) and is retried every hotplug_poll:
-    // about 40 times in the 2 s after the first at 50 ms, at most 3 at 1000 ms. Never a re-read
-    // of the pipe.
-    assert!(probes(&fast) >= 15, "{} probes at 50 ms: {fast}", probes(&fast));
-    assert!((1..=3).contains(&probes(&slow)), "{} probes at 1000 ms: {slow}", probes(&slow));
+    // The probe of the parsed address fails here (no PCI) and is retried every hotplug_poll: at
+    // most 3 times in the 2 s after the first at 1000 ms; at 50 ms up to 40, fewer when the
+    // machine is busy, since each retry also fails to create the tap sub-device (CI, running
+    // both releases at once, saw 10-12). More than twice what 1000 ms allows is what says the
+    // poll was set. Never a re-read of the pipe.
+    let slowest = 3;
+    assert!(probes(&fast) > 2 * slowest, "{} probes at 50 ms: {fast}", probes(&fast));
+    assert!((1..=slowest).contains(&probes(&slow)), "{} probes at 1000 ms: {slow}", probes(&slow));
     assert_eq!(dpdk_log::parsed(&fast).iter().filter(|p| **p == VF_PCI).count(), 1, "{fast}");
 });
 
