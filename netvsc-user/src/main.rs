@@ -18,7 +18,7 @@ use netvsc_user::report::lines::{Line, PassedOver, Ready};
 use netvsc_user::report::metrics::{self, Metrics};
 use netvsc_user::report::{interface_line, interface_reports, vdev_arg, Reporter};
 use netvsc_user::source::Opened;
-use netvsc_user::system::addresses::{rtnetlink_handle, KernelAddresses};
+use netvsc_user::system::addresses::KernelAddresses;
 use netvsc_user::system::netdev_list::{KernelNetdevList, NetdevList};
 use netvsc_user::system::sysfs::Sysfs;
 use netvsc_user::system::SystemReader;
@@ -236,11 +236,10 @@ fn finish_measuring(args: &RunArgs, agent: &Agent) -> anyhow::Result<()> {
 fn system_reader(args: &SelectionArgs) -> anyhow::Result<SystemReader> {
     let sysfs = Sysfs::open(&args.sysfs_root)
         .map_err(|err| UsageError::SysfsRoot { path: args.sysfs_root.clone(), why: err.to_string() })?;
-    let handle = rtnetlink_handle()?;
     let links: Option<Box<dyn NetdevList>> =
         args.kernel_link_list().then(|| Box::new(KernelNetdevList) as Box<dyn NetdevList>);
     let real_sysfs = args.sysfs_root == std::path::Path::new("/sys");
-    Ok(SystemReader::new(sysfs, Box::new(KernelAddresses::new(handle)), links).trust_event_parents(real_sysfs))
+    Ok(SystemReader::new(sysfs, Box::new(KernelAddresses), links).trust_event_parents(real_sysfs))
 }
 
 /// Opened before the start-up scan so that nothing between the two is missed.

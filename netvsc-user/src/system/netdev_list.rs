@@ -9,15 +9,13 @@
 
 use std::collections::HashSet;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use futures::future::BoxFuture;
 use macaddr::MacAddr6;
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
-use crate::system::rtnetlink::{decode_link, messages, RTM_NEWLINK};
+use crate::system::rtnetlink::{self, decode_link, RTM_NEWLINK};
 
 /// One Ethernet link as the kernel lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,53 +59,21 @@ impl NetdevList for KernelNetdevList {
     }
 }
 
-/// Sequence number of the dump request (one socket per dump, so any fixed number will do).
-const DUMP_SEQUENCE: u32 = 1;
-const DUMP_BUFFER_BYTES: usize = 256 * 1024;
-
 fn dump() -> anyhow::Result<Listing> {
-    let mut socket = Socket::new(NETLINK_ROUTE).context("opening an rtnetlink socket")?;
-    socket.bind_auto().context("binding the rtnetlink socket")?;
-    socket.connect(&netlink_sys::SocketAddr::new(0, 0)).context("connecting the rtnetlink socket")?;
     let mut request = LinkMessage::default();
     // Statistics are most of a link's message and the agent reads none of them.
     request.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = DUMP_SEQUENCE;
-    let mut message = NetlinkMessage::new(header, RouteNetlinkMessage::GetLink(request).into());
-    message.finalize();
-    let mut bytes = vec![0; message.buffer_len()];
-    message.serialize(&mut bytes);
-    socket.send(&bytes, 0).context("sending the dump request")?;
-
     let mut ethernet = Vec::new();
     let mut all = HashSet::new();
-    let mut datagram = Vec::with_capacity(DUMP_BUFFER_BYTES);
-    loop {
-        datagram.clear();
-        let length = socket.recv(&mut datagram, libc::MSG_TRUNC).context("receiving the dump")?;
-        if length > datagram.capacity() {
-            bail!("a dump datagram of {length} bytes does not fit the {DUMP_BUFFER_BYTES}-byte buffer");
+    rtnetlink::dump(RouteNetlinkMessage::GetLink(request), |message_type, payload| {
+        if message_type != RTM_NEWLINK {
+            return;
         }
-        for (message_type, payload) in messages(&datagram) {
-            match message_type {
-                NLMSG_DONE => return Ok(Listing::Netdevs { ethernet, all }),
-                NLMSG_ERROR => {
-                    let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                    if code != 0 {
-                        bail!("the kernel refused the dump: {}", std::io::Error::from_raw_os_error(-code));
-                    }
-                }
-                RTM_NEWLINK => {
-                    let Some(link) = decode_link(payload) else { continue };
-                    all.insert(link.ifindex);
-                    if let (true, Some(name), Some(mac)) = (link.ethernet, link.name, link.mac) {
-                        ethernet.push(ListedNetdev { ifindex: link.ifindex, name, mac, master: link.master });
-                    }
-                }
-                _ => {}
-            }
+        let Some(link) = decode_link(payload) else { return };
+        all.insert(link.ifindex);
+        if let (true, Some(name), Some(mac)) = (link.ethernet, link.name, link.mac) {
+            ethernet.push(ListedNetdev { ifindex: link.ifindex, name, mac, master: link.master });
         }
-    }
+    })?;
+    Ok(Listing::Netdevs { ethernet, all })
 }
