@@ -56,6 +56,8 @@ const NEEDS: &[Need] = &[
         packages: &["systemd"],
         enables: "the systemd unit's verify and security rating",
     },
+    Need { probe: Probe::Command("rpm"), packages: &["rpm"], enables: "the RPM's inspection (rpm -qp)" },
+    Need { probe: Probe::Command("man"), packages: &["man-db"], enables: "the man pages' rendering (man -l)" },
 ];
 
 /// rustup components of the toolchain that builds the agent: the suite's lint and format gates.
