@@ -64,12 +64,15 @@ pub fn run() -> anyhow::Result<()> {
     let sums = Command::new("sha256sum").args(["--check", "--quiet", "SHA256SUMS"]).current_dir(out.path()).status()?;
     ensure!(sums.success(), "SHA256SUMS does not match the artifacts");
     check_tarball(&built.tarball, out.path())?;
+    println!("packages: the tarball's checksums hold and its binary runs");
     check_rpm(&built.rpm, &meta)?;
+    println!("packages: the RPM's files, metadata and scripts hold; it installs into and erases from a scratch root");
     check_deb_metadata(&built.deb, &meta)?;
     let user_existed = user_exists();
     let guard = Purge { user_existed };
     install_and_purge(&built.deb, &meta)?;
     drop(guard);
+    println!("packages: the .deb installed (files, user, unit verified, --version, man, bash completion), removed and purged");
     ensure!(!installed(), "{NAME} still known to dpkg after the check");
     Ok(())
 }
@@ -118,21 +121,22 @@ fn check_deb_metadata(deb: &Path, meta: &Metadata) -> anyhow::Result<()> {
 /// Every command that talks to systemd's manager is inside `if [ -d /run/systemd/system ]`
 /// (systemd as PID 1), and none starts or enables the service.
 fn guarded_by_running_systemd(script: &str, text: &str) -> anyhow::Result<()> {
+    /// What would start or enable the service (debhelper's start fragment sets `_dh_action`).
+    const STARTS: &[&str] =
+        &["systemctl start", "systemctl enable", "--system start", "invoke start", "_dh_action=start"];
     // The conditions of the `if`s the current line is inside.
     let mut open: Vec<&str> = Vec::new();
-    for line in text.lines().map(str::trim) {
+    for line in text.lines().map(str::trim).filter(|line| !line.starts_with('#')) {
         if line.starts_with("if ") {
             open.push(line);
         } else if line == "fi" {
             open.pop();
         }
-        if line.starts_with('#') || !(line.contains("systemctl") || line.contains("deb-systemd-invoke")) {
-            continue;
+        ensure!(!STARTS.iter().any(|s| line.contains(s)), "{script}: `{line}` starts or enables the service");
+        if line.contains("systemctl") || line.contains("deb-systemd-invoke") {
+            let guarded = open.iter().any(|condition| condition.contains("[ -d /run/systemd/system ]"));
+            ensure!(guarded, "{script}: `{line}` runs without systemd as PID 1");
         }
-        let guarded = open.iter().any(|condition| condition.contains("[ -d /run/systemd/system ]"));
-        ensure!(guarded, "{script}: `{line}` runs without systemd as PID 1");
-        let starts = ["systemctl start", "systemctl enable", "systemctl --system start", "deb-systemd-invoke start"];
-        ensure!(!starts.iter().any(|s| line.contains(s)), "{script}: `{line}` starts or enables the service");
     }
     Ok(())
 }
@@ -240,4 +244,22 @@ fn check_tarball(tarball: &Path, scratch: &Path) -> anyhow::Result<()> {
     let version = output(Command::new(top.join("netvsc-watch")).arg("--version"))?;
     ensure!(version.starts_with("netvsc-watch "), "the tarball's binary says {version:?}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded_by_running_systemd;
+
+    #[test]
+    fn systemd_calls_must_be_guarded_and_must_not_start_the_service() {
+        let guarded = "if [ \"$1\" = configure ]; then\n\tif [ -d /run/systemd/system ]; then\n\t\tif [ -n \"$2\" ]; then\n\t\t\tdeb-systemd-invoke try-restart x\n\t\tfi\n\t\tsystemctl daemon-reload\n\tfi\nfi\n";
+        assert!(guarded_by_running_systemd("postinst", guarded).is_ok());
+        let bare = "if [ \"$1\" = configure ]; then\n\tsystemctl daemon-reload\nfi\n";
+        assert!(guarded_by_running_systemd("postinst", bare).is_err(), "unguarded");
+        let after = "if [ -d /run/systemd/system ]; then\n\ttrue\nfi\nsystemctl daemon-reload\n";
+        assert!(guarded_by_running_systemd("postinst", after).is_err(), "after the guard closed");
+        let starts =
+            "if [ -d /run/systemd/system ]; then\n\t_dh_action=start\n\tdeb-systemd-invoke $_dh_action x\nfi\n";
+        assert!(guarded_by_running_systemd("postinst", starts).is_err(), "starts the service");
+    }
 }

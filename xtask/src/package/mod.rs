@@ -27,6 +27,10 @@ pub struct PackageArgs {
     /// Directory for the .deb, the RPM, the tarball and SHA256SUMS (emptied of older ones)
     #[arg(long, value_name = "DIR", default_value_os_t = crate::workspace::root().join("target/package"))]
     out_dir: PathBuf,
+    /// Instead: build into a temporary directory and run the suite's package check (installs
+    /// the .deb on this machine, checks it and purges it; needs root)
+    #[arg(long)]
+    check: bool,
 }
 
 /// What one build made, all in one directory.
@@ -46,6 +50,14 @@ pub struct Metadata {
 }
 
 pub fn run(args: PackageArgs) -> anyhow::Result<()> {
+    if args.check {
+        if let Some(reason) = check::unavailable() {
+            anyhow::bail!("the package check cannot run here: {reason}");
+        }
+        check::run()?;
+        println!("package: check ok");
+        return Ok(());
+    }
     let built = build(&args.out_dir)?;
     for path in [&built.deb, &built.rpm, &built.tarball, &built.sums] {
         let bytes = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
