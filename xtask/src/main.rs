@@ -13,6 +13,7 @@ mod docs;
 mod dpdk_root;
 mod figures;
 mod image;
+mod kube;
 mod licenses;
 mod mutants;
 mod package;

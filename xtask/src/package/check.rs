@@ -9,8 +9,9 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context as _};
 
-use super::{Metadata, NAME};
+use super::NAME;
 use crate::toolchain::output;
+use crate::workspace::Metadata;
 
 /// Files both packages install.
 const COMMON: &[&str] = &[
@@ -60,7 +61,7 @@ fn installed() -> bool {
 pub fn run() -> anyhow::Result<()> {
     let out = tempfile::Builder::new().prefix("netvsc-package.").tempdir()?;
     let built = super::build(out.path())?;
-    let meta = super::metadata()?;
+    let meta = crate::workspace::agent_metadata()?;
     let sums = Command::new("sha256sum").args(["--check", "--quiet", "SHA256SUMS"]).current_dir(out.path()).status()?;
     ensure!(sums.success(), "SHA256SUMS does not match the artifacts");
     check_tarball(&built.tarball, out.path())?;

@@ -42,13 +42,6 @@ pub struct Artifacts {
     pub sums: PathBuf,
 }
 
-/// The crate's metadata the packages carry, as cargo reads it.
-pub struct Metadata {
-    pub version: String,
-    pub license: String,
-    pub description: String,
-}
-
 pub fn run(args: PackageArgs) -> anyhow::Result<()> {
     if args.check {
         if let Some(reason) = check::unavailable() {
@@ -56,6 +49,10 @@ pub fn run(args: PackageArgs) -> anyhow::Result<()> {
         }
         check::run()?;
         println!("package: check ok");
+        match crate::kube::unavailable() {
+            Some(reason) => println!("package: the manifests' podman kube play check cannot run here: {reason}"),
+            None => crate::kube::check().map(|()| println!("package: kube play check ok"))?,
+        }
         return Ok(());
     }
     let built = build(&args.out_dir)?;
@@ -99,26 +96,11 @@ pub fn build(out_dir: &Path) -> anyhow::Result<Artifacts> {
     ensure!(status.success(), "cargo generate-rpm failed ({status})");
     let deb = only(out_dir, ".deb")?;
     let rpm = only(out_dir, ".rpm")?;
-    let meta = metadata()?;
+    let meta = crate::workspace::agent_metadata()?;
     let tarball = tarball::write(out_dir, &meta.version, &binary, &release_dir.join("generated"))?;
     let sums = out_dir.join("SHA256SUMS");
     write_sums(&sums, &[&deb, &rpm, &tarball])?;
     Ok(Artifacts { deb, rpm, tarball, sums })
-}
-
-/// netvsc-user's version, licence and description, from `cargo metadata`.
-pub fn metadata() -> anyhow::Result<Metadata> {
-    let meta = cargo_metadata::MetadataCommand::new()
-        .manifest_path(crate::workspace::root().join("Cargo.toml"))
-        .no_deps()
-        .exec()
-        .context("running cargo metadata")?;
-    let package = meta.packages.iter().find(|p| p.name.as_str() == CRATE).context("no netvsc-user package")?;
-    Ok(Metadata {
-        version: package.version.to_string(),
-        license: package.license.clone().context("netvsc-user has no licence")?,
-        description: package.description.clone().context("netvsc-user has no description")?,
-    })
 }
 
 /// Removes earlier artifacts from `dir` (so `apt install ./netvsc-watch_*.deb` finds one).
