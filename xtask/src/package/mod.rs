@@ -80,7 +80,10 @@ pub fn build(out_dir: &Path) -> anyhow::Result<Artifacts> {
     clear(out_dir)?;
     let root = crate::workspace::root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The same commit gives the same bytes: both tools date the package by SOURCE_DATE_EPOCH.
+    let epoch = source_date().to_string();
     let status = Command::new(&cargo)
+        .env("SOURCE_DATE_EPOCH", &epoch)
         .args(["deb", "--package", CRATE, "--no-build", "--target", STATIC_TARGET, "--output"])
         .arg(out_dir)
         .current_dir(&root)
@@ -88,6 +91,7 @@ pub fn build(out_dir: &Path) -> anyhow::Result<Artifacts> {
         .context("running cargo deb")?;
     ensure!(status.success(), "cargo deb failed ({status})");
     let status = Command::new(&cargo)
+        .env("SOURCE_DATE_EPOCH", &epoch)
         .args(["generate-rpm", "--package", CRATE, "--target", STATIC_TARGET, "--output"])
         .arg(out_dir)
         .current_dir(&root)
@@ -140,4 +144,18 @@ pub fn write_sums(sums: &Path, files: &[&Path]) -> anyhow::Result<()> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SOURCE_DATE_EPOCH if set (the reproducible-builds convention), else the last commit's time.
+pub fn source_date() -> u64 {
+    if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()) {
+        return epoch;
+    }
+    Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(crate::workspace::root())
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -4,7 +4,6 @@
 //! commit's time, sorted entries, gzip without a timestamp).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Context as _;
 use sha2::Digest as _;
@@ -42,7 +41,7 @@ fn contents(binary: &Path, generated: &Path) -> anyhow::Result<Vec<(String, Path
 pub fn write(out_dir: &Path, version: &str, binary: &Path, generated: &Path) -> anyhow::Result<PathBuf> {
     let top = format!("netvsc-watch-{version}-x86_64-linux");
     let path = out_dir.join(format!("{top}.tar.gz"));
-    let mtime = commit_time();
+    let mtime = super::source_date();
     let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let gzip = flate2::GzBuilder::new().mtime(0).write(file, flate2::Compression::best());
     let mut archive = tar::Builder::new(gzip);
@@ -74,18 +73,4 @@ fn append<W: std::io::Write>(
     header.set_cksum();
     archive.append_data(&mut header, name, data)?;
     Ok(())
-}
-
-/// SOURCE_DATE_EPOCH if set (the reproducible-builds convention), else the last commit's time.
-fn commit_time() -> u64 {
-    if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()) {
-        return epoch;
-    }
-    Command::new("git")
-        .args(["log", "-1", "--format=%ct"])
-        .current_dir(crate::workspace::root())
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(0)
 }
