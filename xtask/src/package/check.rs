@@ -51,11 +51,12 @@ pub fn unavailable() -> Option<String> {
     installed().then(|| format!("{NAME} is installed on this machine: the check would replace and purge it"))
 }
 
+/// Whether dpkg knows the package in any state but "not-installed" (half-installed and
+/// config-files count: the check must not clobber them).
 fn installed() -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", NAME])
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("installed"))
+    let Ok(out) = Command::new("dpkg-query").args(["-W", "-f=${Status}", NAME]).output() else { return false };
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    out.status.success() && status.split_whitespace().last().is_some_and(|state| state != "not-installed")
 }
 
 pub fn run() -> anyhow::Result<()> {
