@@ -13,6 +13,7 @@ use netvsc_user::agent::Agent;
 use netvsc_user::decide::pairing::Pairing;
 use netvsc_user::output::dpdk_probe::AutoProbe;
 use netvsc_user::output::failsafe::{OutputMode, Outputs};
+use netvsc_user::report::first_run::no_netvsc_hint;
 use netvsc_user::report::health::{Health, Phase};
 use netvsc_user::report::lines::{Line, PassedOver, Ready};
 use netvsc_user::report::metrics::{self, Metrics};
@@ -64,14 +65,25 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let (pairing, _) = Pairing::start(selection, &view, false)?;
     // One line per interface, then what `exec` would add for DPDK's own vdev_netvsc.
     let auto_probe = AutoProbe::detect(&view, &[], false);
+    let reports = interface_reports(&pairing, &view, None);
+    let hint = no_netvsc_hint(&args.selection.sysfs_root, &view, reports.len(), &auto_probe);
     let mut out = std::io::stdout().lock();
-    for report in interface_reports(&pairing, &view, None) {
+    for report in reports {
         let written = if args.json {
             Reporter::line_to(&mut out, &Line::Interface(report))
         } else {
             writeln!(out, "{}", interface_line(&report))
         };
         stop_on_closed_stdout(written)?;
+    }
+    // People read the text report, so the hint goes there; JSON lines stay machine-readable and
+    // the hint goes to the log.
+    for line in hint.iter().flatten() {
+        if args.json {
+            warn!("{line}");
+        } else {
+            stop_on_closed_stdout(writeln!(out, "{line}"))?;
+        }
     }
     let written = if args.json {
         Reporter::line_to(&mut out, &Line::DpdkAutoProbe { dpdk_auto_probe: auto_probe })
@@ -111,6 +123,13 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     start_recording(&args.run, &opened, &mut agent, &served);
     // What DPDK containers next to the sidecar need on their command line.
     let auto_probe = AutoProbe::detect(agent.view(), &[], false);
+    let managed = agent.pairing().contexts().len();
+    for line in no_netvsc_hint(&args.selection.sysfs_root, agent.view(), managed, &auto_probe).iter().flatten() {
+        warn!("{line}");
+    }
+    if managed == 0 {
+        warn!("watching for NetVSC interfaces to appear: they are picked up when they do");
+    }
     announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
     let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.into_recv()).await;
     served.health.enter(Phase::Stopping, "stopping: emptying the FIFOs");
@@ -143,6 +162,10 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         let fd = agent.outputs().child_fd(ctx.id).context("control pipe missing")?;
         vdevs.push(vdev_arg(ctx.id, fd, &ctx.name, args.failsafe_poll));
         inherit.push(fd);
+    }
+    let hint = no_netvsc_hint(&args.selection.sysfs_root, agent.view(), inherit.len(), &auto_probe);
+    for line in hint.iter().flatten() {
+        warn!("{line}");
     }
     if inherit.is_empty() {
         warn!("no NetVSC interface selected: the application runs without fail-safe ports");

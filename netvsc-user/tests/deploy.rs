@@ -88,7 +88,7 @@ fn the_units_command_line_directory_and_capabilities_agree_with_the_docs() {
     let metrics = args.run.metrics_listen.expect("the unit serves metrics");
     assert!(metrics.ip().is_loopback(), "IPAddressAllow=localhost only lets loopback scrape: {metrics}");
     assert_eq!(setting(&settings, "IPAddressAllow"), "localhost");
-    let sysusers = repo_file("deploy/systemd/netvsc-watch.sysusers.conf");
+    let sysusers = repo_file("deploy/systemd/netvsc-watch.sysusers");
     let user = setting(&settings, "User");
     assert!(sysusers.lines().any(|l| l.starts_with(&format!("u {user} "))), "sysusers creates {user}");
 }
@@ -105,7 +105,7 @@ fn systemd_analyze_verifies_the_unit_and_rates_it_as_documented() {
     // verify wants ExecStart's binary to exist: the unit as installed, pointing at this build.
     let dir = tempfile::tempdir().unwrap();
     let unit = dir.path().join("netvsc-watch.service");
-    std::fs::write(&unit, repo_file(UNIT).replace("/usr/local/bin/netvsc-watch", NETVSC_WATCH)).unwrap();
+    std::fs::write(&unit, repo_file(UNIT).replace("/usr/bin/netvsc-watch", NETVSC_WATCH)).unwrap();
     let verify = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
     let complaints = String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success() && complaints.trim().is_empty(), "{complaints}");

@@ -13,8 +13,10 @@ mod docs;
 mod dpdk_root;
 mod figures;
 mod image;
+mod kube;
 mod licenses;
 mod mutants;
+mod package;
 mod phase;
 mod rebuild_check;
 mod setup;
@@ -64,6 +66,12 @@ enum Task {
     /// Build the container image (deploy/container/Containerfile) offline with podman (or
     /// docker): a static agent with its eBPF object on an empty base; prints the tag and size
     Image(image::ImageArgs),
+    /// Build the .deb, the RPM and a release tarball (static agent with its eBPF object, unit,
+    /// sysusers file, man pages and completions from the CLI, docs) into target/package
+    ///
+    /// Installs cargo-deb and cargo-generate-rpm with `cargo install --locked` the first time;
+    /// after that the build needs no network. Metadata: netvsc-user/Cargo.toml.
+    Package(package::PackageArgs),
     /// Mutation testing of the pure core (cargo-mutants, installed on first use): score and
     /// survivors, with the accepted ones of docs/mutants.md marked. Takes a long while.
     Mutants(mutants::MutantsArgs),
@@ -84,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         Task::MinimalReactor(args) => bench::floor::run(args),
         Task::Mutants(args) => mutants::run(args),
         Task::Image(args) => image::run(args),
+        Task::Package(args) => package::run(args),
     }
 }
 

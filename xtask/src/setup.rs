@@ -56,6 +56,13 @@ const NEEDS: &[Need] = &[
         packages: &["systemd"],
         enables: "the systemd unit's verify and security rating",
     },
+    Need { probe: Probe::Command("rpm"), packages: &["rpm"], enables: "the RPM's inspection (rpm -qp)" },
+    Need { probe: Probe::Command("man"), packages: &["man-db"], enables: "the man pages' rendering (man -l)" },
+    Need {
+        probe: Probe::Packages,
+        packages: &["runc", "catatonit", "busybox-static"],
+        enables: "podman kube play of the DaemonSet (runc, the pod's pause image, the consumer's shell)",
+    },
 ];
 
 /// rustup components of the toolchain that builds the agent: the suite's lint and format gates.

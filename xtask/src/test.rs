@@ -128,6 +128,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         vm_scenarios(&mut totals);
         vm_dpdk_check(&mut totals);
         image_check(&mut totals);
+        package_check(&mut totals);
+        kube_check(&mut totals);
     }
     for line in totals.skips_by_reason() {
         println!("{line}");
@@ -197,6 +199,18 @@ fn failover_bench_check(totals: &mut Totals) {
 /// The container image builds offline within its budget and its binary runs (one test).
 fn image_check(totals: &mut Totals) {
     check(totals, "container image", crate::image::unavailable(), crate::image::check);
+}
+
+/// The .deb installs, verifies and purges cleanly here; the RPM's files, metadata and scripts
+/// hold and it installs into a scratch root; the tarball's checksums hold (one test).
+fn package_check(totals: &mut Totals) {
+    check(totals, "packages", crate::package::check::unavailable(), crate::package::check::run);
+}
+
+/// The DaemonSet manifest played by `podman kube play`: the agent healthy, its directory shared
+/// with the consumer pod (one test).
+fn kube_check(totals: &mut Totals) {
+    check(totals, "kubernetes manifests (podman kube play)", crate::kube::unavailable(), crate::kube::check);
 }
 
 /// DPDK's real fail-safe in the guest, fed by the agent: two plugs at two addresses, fail-safe

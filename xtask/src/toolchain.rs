@@ -132,6 +132,22 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A cargo subcommand the packaging uses (cargo-deb, cargo-generate-rpm), installed with
+/// `cargo install --locked` the first time, as bpf-linker is: the versions its lock file names,
+/// so a new release of a dependency cannot change the package build. `version` is a semver
+/// requirement (`^3.8`).
+pub fn ensure_cargo_tool(name: &str, version: &str) -> anyhow::Result<()> {
+    if succeeds(Command::new(name).arg("--version")) {
+        return Ok(());
+    }
+    println!("xtask: installing {name} {version} with cargo install --locked (a few minutes, once)");
+    run(Command::new("cargo").args(["install", "--locked", name, "--version", version]))?;
+    if !succeeds(Command::new(name).arg("--version")) {
+        bail!("{name} installed but does not run (is ~/.cargo/bin on PATH?)");
+    }
+    Ok(())
+}
+
 fn succeeds(command: &mut Command) -> bool {
     command.output().is_ok_and(|out| out.status.success())
 }

@@ -36,3 +36,25 @@ pub fn cache_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"));
     base.join("netvsc-watch")
 }
+
+/// The crate's metadata the packages carry, as cargo reads it.
+pub struct Metadata {
+    pub version: String,
+    pub license: String,
+    pub description: String,
+}
+
+/// netvsc-user's version, licence and description, from `cargo metadata`.
+pub fn agent_metadata() -> anyhow::Result<Metadata> {
+    let meta = cargo_metadata::MetadataCommand::new()
+        .manifest_path(root().join("Cargo.toml"))
+        .no_deps()
+        .exec()
+        .context("running cargo metadata")?;
+    let package = meta.packages.iter().find(|p| p.name.as_str() == "netvsc-user").context("no netvsc-user package")?;
+    Ok(Metadata {
+        version: package.version.to_string(),
+        license: package.license.clone().context("netvsc-user has no licence")?,
+        description: package.description.clone().context("netvsc-user has no description")?,
+    })
+}

@@ -1,6 +1,7 @@
 //! What the agent tells people and programs: the `scan` report and, with `--json`, one JSON
 //! line per association change. Human-oriented logs go through `tracing` to stderr.
 
+pub mod first_run;
 pub mod health;
 pub mod lines;
 pub(crate) mod measuring;
