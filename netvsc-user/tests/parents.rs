@@ -115,7 +115,7 @@ async fn the_make_an_event_names_is_taken_and_only_the_netdevices_are_counted() 
     // A function whose netdevices cannot be counted by a stat (no `net` directory): read whole,
     // the make still the event's.
     let (_dir, uncounted) = netvsc_and_vfs(&[("eth7", 14, MAC, "0004:00:02.0")]);
-    std::fs::remove_dir_all(uncounted.root().join("devices/pci/0004:00:02.0/net")).unwrap();
+    std::fs::remove_dir_all(uncounted.pci_function("0004:00:02.0").join("net")).unwrap();
     let mut whole = agent(&uncounted, true).await;
     whole.handle(&registered(14, "eth7", MAC, pci("0004:00:02.0", PciId::MANA)), SourceName::Ebpf).await.unwrap();
     assert_eq!(pipe(&whole, 0).as_deref(), Some("0004:00:02.0,mac=00:15:5d:00:00:01"));

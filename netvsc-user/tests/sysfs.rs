@@ -41,6 +41,36 @@ fn classifies_netvsc_vf_virtual_and_other_buses() {
     assert!(all.skipped.is_empty(), "{:?}", all.skipped);
 }
 
+/// The shapes of the captures (shared/reference/azure-captures.md), on both VM generations: each
+/// make's VF under its pass-through device, MANA's vPorts on one function, a joined VF's master.
+#[test]
+fn every_make_and_generation_reads_as_on_azure() {
+    use netvsc_testkit::fake_sysfs::{Generation, Make};
+    for generation in [Generation::Gen2, Generation::Gen1] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeSysfs::create_as(dir.path(), generation).unwrap();
+        let sysfs = Sysfs::open(dir.path()).unwrap();
+        fake.add_netvsc("eth0", 2, "00:0d:3a:f5:76:bd").unwrap();
+        let vfs =
+            [(Make::ConnectX3, "0b99:00:02.0"), (Make::ConnectX4, "cf63:00:02.0"), (Make::ConnectX5, "89a5:00:02.0")];
+        for (i, (make, pci)) in (10..).zip(vfs) {
+            fake.add_vf_of(make, &format!("enP{i}s1"), i, "00:0d:3a:f5:76:bd", pci).unwrap();
+            let vf = sysfs.read(&format!("enP{i}s1")).unwrap().unwrap();
+            assert_eq!(vf.devargs().as_deref(), Some(pci), "{make:?} on {generation:?}");
+        }
+        fake.set_master("enP10s1", Some("eth0")).unwrap();
+        assert_eq!(sysfs.read("enP10s1").unwrap().unwrap().master, Some(2), "joined by hv_netvsc");
+        assert_eq!(sysfs.read("enP11s1").unwrap().unwrap().master, None);
+
+        fake.add_mana_vport("enP30832p0s0", 20, "00:22:48:00:00:01", "7870:00:00.0").unwrap();
+        fake.add_mana_vport("enP30832p0s1", 21, "00:22:48:00:00:02", "7870:00:00.0").unwrap();
+        let vport = sysfs.read("enP30832p0s1").unwrap().unwrap();
+        assert_eq!(vport.devargs().as_deref(), Some("7870:00:00.0,mac=00:22:48:00:00:02"));
+        assert_eq!(sysfs.read("eth0").unwrap().unwrap().kind, NetdevKind::NetVsc);
+        assert!(sysfs.enumerate().unwrap().skipped.is_empty());
+    }
+}
+
 #[test]
 fn fifteen_byte_names_are_read_whole() {
     let (_dir, fake, sysfs) = tree();
@@ -91,10 +121,11 @@ fn a_wrong_root_is_refused_with_its_path() {
 fn descriptors_of_reads_wait_for_the_close_and_never_pile_up() {
     let (_dir, fake, sysfs) = tree();
     fake.add_vf("enP2p0s2", 5, "00:15:5d:aa:bb:01", "0002:00:02.0").unwrap();
-    // What the event said is taken as said: only the ifindex is read (and the function looked at).
+    // What the event said is taken as said: only the ifindex is read, and the function's vendor
+    // (a ConnectX's, so its device id is not asked).
     let hints = Hints { mac: Some("00:15:5d:aa:bb:01".parse().unwrap()), master: Some(None) };
     assert!(sysfs.read_with("enP2p0s2", Some(5), hints).unwrap().is_some());
-    assert_eq!(sysfs.retired(), 2, "the netdevice's directory and its ifindex stay open");
+    assert_eq!(sysfs.retired(), 3, "the netdevice's directory, its ifindex and the vendor stay open");
     sysfs.close_retired();
     assert_eq!(sysfs.retired(), 0);
 
