@@ -6,6 +6,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod rig;
+pub mod sequence;
 pub mod stage;
 pub mod testpmd;
 

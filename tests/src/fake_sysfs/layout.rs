@@ -38,7 +38,8 @@ pub enum Make {
 }
 
 impl Make {
-    pub(super) fn ids(self) -> (u16, u16, &'static str) {
+    /// Vendor id, device id, driver.
+    pub fn ids(self) -> (u16, u16, &'static str) {
         match self {
             Make::ConnectX3 => (0x15b3, 0x1004, "mlx4_core"),
             Make::ConnectX4 => (0x15b3, 0x1016, "mlx5_core"),

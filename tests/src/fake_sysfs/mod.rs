@@ -69,7 +69,7 @@ impl FakeSysfs {
     /// A VF: a netdevice of the PCI function `pci` (e.g. `0002:00:02.0`) of make `make`, under
     /// the VMBus pass-through device of its domain. The function is made if it is not there.
     pub fn add_vf_of(&self, make: Make, name: &str, ifindex: u32, mac: &str, pci: &str) -> io::Result<()> {
-        let function = self.add_pci_function(make, pci)?;
+        let function = self.add_function(make, pci)?;
         self.add_netdev(name, ifindex, mac, 1, Some(&function))
     }
 
@@ -219,8 +219,9 @@ impl FakeSysfs {
         self.root.join(self.generation.vmbus())
     }
 
-    /// The function `pci` of `make`, its PCI bus and its pass-through device, made if missing.
-    fn add_pci_function(&self, make: Make, pci: &str) -> io::Result<PathBuf> {
+    /// The PCI function `pci` of `make` with no netdevice yet (hv_pci has added it, the driver's
+    /// probe has not registered one), its PCI bus and its pass-through device; made if missing.
+    pub fn add_function(&self, make: Make, pci: &str) -> io::Result<PathBuf> {
         let function = self.pci_function(pci);
         if function.exists() {
             return Ok(function);

@@ -263,7 +263,7 @@ pub fn parent(event: &KernelEvent) -> Option<Parent> {
 }
 
 /// Maps a kernel event to what the agent re-reads; names that are not UTF-8 are left to sysfs.
-pub(crate) fn translate(event: &KernelEvent) -> Option<NetdevEvent> {
+pub fn translate(event: &KernelEvent) -> Option<NetdevEvent> {
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().filter(|s| !s.is_empty()).map(str::to_owned);
     Some(match event.kind {
         kind::REGISTERED | kind::RENAMED | kind::MAC_CHANGED => NetdevEvent::Changed {
