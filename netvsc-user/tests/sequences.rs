@@ -75,8 +75,14 @@ const UNPLUG_DURING_PROBE: &[Moment] = &[
 
 /// Two VFs with one MAC: the newest serves, the older takes over when it goes.
 const TWO_VFS_ONE_MAC: &[Moment] = &[
-    (Step::Registered { name: "enP1s1", ifindex: 10, mac: MAC, pci: "0001:00:02.0", make: CX4 }, &[Some("0001:00:02.0")]),
-    (Step::Registered { name: "enP2s2", ifindex: 11, mac: MAC, pci: "0002:00:02.0", make: CX4 }, &[Some("0002:00:02.0")]),
+    (
+        Step::Registered { name: "enP1s1", ifindex: 10, mac: MAC, pci: "0001:00:02.0", make: CX4 },
+        &[Some("0001:00:02.0")],
+    ),
+    (
+        Step::Registered { name: "enP2s2", ifindex: 11, mac: MAC, pci: "0002:00:02.0", make: CX4 },
+        &[Some("0002:00:02.0")],
+    ),
     (Step::Unregistered { name: "enP2s2" }, &[Some("0001:00:02.0")]),
     (Step::Unregistered { name: "enP1s1" }, &[None]),
 ];
@@ -109,7 +115,10 @@ const MANA_VPORTS: &[Moment] = &[
     (Step::PciAdded { pci: MANA, make: Make::Mana }, &[None, None]),
     (Step::Registered { name: "eth3", ifindex: 10, mac: MAC, pci: MANA, make: Make::Mana }, &[Some(VPORT_A), None]),
     (Step::Joined { vf: "eth3", netvsc: "eth1" }, &[Some(VPORT_A), None]),
-    (Step::Registered { name: "eth4", ifindex: 11, mac: MAC_B, pci: MANA, make: Make::Mana }, &[Some(VPORT_A), Some(VPORT_B)]),
+    (
+        Step::Registered { name: "eth4", ifindex: 11, mac: MAC_B, pci: MANA, make: Make::Mana },
+        &[Some(VPORT_A), Some(VPORT_B)],
+    ),
     (Step::Joined { vf: "eth4", netvsc: "eth2" }, &[Some(VPORT_A), Some(VPORT_B)]),
     (Step::Unregistered { name: "eth3" }, &[None, Some(VPORT_B)]),
     (Step::Unregistered { name: "eth4" }, &[None, None]),

@@ -211,11 +211,20 @@ fn netlink(message: RouteNetlinkMessage) -> Vec<SourceEvent> {
     let mut datagram = vec![0; message.buffer_len()];
     message.serialize(&mut datagram);
     let seen_at_ns = netvsc_user::clock::monotonic_ns();
-    rtnetlink::events(&datagram).map(|(event, parent)| SourceEvent { event, seen_at_ns, kernel: None, parent }).collect()
+    rtnetlink::events(&datagram)
+        .map(|(event, parent)| SourceEvent { event, seen_at_ns, kernel: None, parent })
+        .collect()
 }
 
 /// The record as the ring buffer hands it over, through the eBPF source's own translation.
 fn record(event: KernelEvent) -> Vec<SourceEvent> {
     let translated = ebpf::translate(&event).into_iter();
-    translated.map(|link_event| SourceEvent { parent: ebpf::parent(&event), event: link_event, seen_at_ns: 0, kernel: Some(event) }).collect()
+    translated
+        .map(|link_event| SourceEvent {
+            parent: ebpf::parent(&event),
+            event: link_event,
+            seen_at_ns: 0,
+            kernel: Some(event),
+        })
+        .collect()
 }

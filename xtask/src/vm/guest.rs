@@ -170,9 +170,15 @@ pub(super) fn unplug(guest: &mut Guest, id: &str, side: Side) -> anyhow::Result<
     };
     let old_pci = pci_of(old.map(|(_, port)| port).unwrap_or(0));
     let released = guest.vm.unplug(id)?;
+    Ok((released, emptied(guest, &ctx, &old_pci)?))
+}
+
+/// Waits until `ctx`'s pipe is emptied of `old_pci`, then checks that the reader never reads it
+/// again. Returns the guest's reaction in µs.
+pub(super) fn emptied(guest: &mut Guest, ctx: &str, old_pci: &str) -> anyhow::Result<f64> {
     let emptied = guest.vm.change(&format!("{ctx}'s pipe to be emptied"), "dissociated", |c| c.failsafe == ctx)?;
     let got = emptied.vf.as_ref().map(|vf| vf.pci.as_str());
-    if got != Some(old_pci.as_str()) {
+    if got != Some(old_pci) {
         bail!("{ctx} dissociated {got:?} instead of {old_pci}");
     }
     let emptied_at = emptied.at_ns;
@@ -180,9 +186,9 @@ pub(super) fn unplug(guest: &mut Guest, id: &str, side: Side) -> anyhow::Result<
     let seen = guest.vm.seen_others();
     let stale: Vec<&Value> = seen
         .iter()
-        .filter(|v| v["failsafe"] == ctx.as_str() && v["read"] == old_pci.as_str())
+        .filter(|v| v["failsafe"] == ctx && v["read"] == old_pci)
         .filter(|v| v["t_ns"].as_u64().is_some_and(|t| t > emptied_at))
         .collect();
     ensure!(stale.is_empty(), "the reader read {old_pci} after the pipe was emptied: {stale:?}");
-    Ok((released, emptied.reaction_us))
+    Ok(emptied.reaction_us)
 }

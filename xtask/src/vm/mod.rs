@@ -15,6 +15,7 @@ mod initramfs;
 mod kbuild;
 mod qemu;
 mod scenarios;
+mod sequences;
 mod testpmd;
 mod traffic;
 

@@ -7,8 +7,8 @@ use anyhow::{ensure, Context as _};
 use netvsc_testkit::Output;
 use netvsc_user::report::lines::{Change, Line};
 
-use super::ebpf_checks;
 use super::guest::{boot_as, cold_start, migration_cycles, pci_of, plug, unplug, Guest, Setup, Side};
+use super::{ebpf_checks, sequences};
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -23,7 +23,7 @@ impl Outcome {
     }
 }
 
-type Check = Box<dyn Fn(&mut Guest) -> anyhow::Result<()>>;
+pub(super) type Check = Box<dyn Fn(&mut Guest) -> anyhow::Result<()>>;
 
 /// One guest boot: extra agent arguments and the checks played on it, in order.
 struct Run {
@@ -41,6 +41,7 @@ fn plan(source: &str, cycles: u32) -> Vec<Run> {
         ("two NetVSC, interleaved VFs", Box::new(interleaved)),
         ("the VF never returns", Box::new(never_returns)),
     ];
+    checks.extend(sequences::checks());
     if source != "ebpf" {
         return vec![Run { label: source.to_owned(), wrapper: None, agent_args: &[], checks }];
     }
