@@ -201,46 +201,24 @@ fn read_all(agent: &mut Agent, contexts: usize) -> Vec<Option<String>> {
     read
 }
 
-fn with(parts: &[&[Moment]]) -> Vec<Moment> {
-    parts.concat()
+/// One test per sequence: its name, the NetVSC interfaces on the tree, and its moments (the
+/// concatenation of the parts given).
+macro_rules! replayed {
+    ($($name:ident: $netvscs:expr => [$($part:expr),+];)+) => {$(
+        #[tokio::test]
+        async fn $name() {
+            replay($netvscs, &[$($part),+].concat()).await;
+        }
+    )+};
 }
 
-#[tokio::test]
-async fn boot_registration_rename_join_and_a_data_path_flap() {
-    replay(&[ETH1], BOOT).await;
-}
-
-#[tokio::test]
-async fn servicing_removes_the_vf_and_it_returns_at_the_same_domain() {
-    replay(&[ETH1], &with(&[BOOT, REMOVAL, RETURN_SAME])).await;
-}
-
-#[tokio::test]
-async fn after_a_redeploy_the_vf_returns_at_another_domain() {
-    replay(&[ETH1], &with(&[BOOT, REMOVAL, RETURN_NEW_DOMAIN])).await;
-}
-
-#[tokio::test]
-async fn an_unplug_during_the_probe_is_never_offered_late() {
-    replay(&[ETH1], UNPLUG_DURING_PROBE).await;
-}
-
-#[tokio::test]
-async fn two_vfs_with_one_mac() {
-    replay(&[ETH1], TWO_VFS_ONE_MAC).await;
-}
-
-#[tokio::test]
-async fn a_netvsc_renamed_while_its_vf_is_away() {
-    replay(&[ETH1], &with(&[BOOT, REMOVAL, NETVSC_RENAMED_WHILE_AWAY])).await;
-}
-
-#[tokio::test]
-async fn removal_through_sysfs_remove_and_return_through_rescan() {
-    replay(&[ETH1], &with(&[BOOT, SYSFS_REMOVE_AND_RESCAN])).await;
-}
-
-#[tokio::test]
-async fn mana_vports_of_one_function_serve_two_netvsc_interfaces() {
-    replay(&[ETH1, ("eth2", 4, MAC_B)], MANA_VPORTS).await;
+replayed! {
+    boot_registration_rename_join_and_a_data_path_flap: &[ETH1] => [BOOT];
+    servicing_removes_the_vf_and_it_returns_at_the_same_domain: &[ETH1] => [BOOT, REMOVAL, RETURN_SAME];
+    after_a_redeploy_the_vf_returns_at_another_domain: &[ETH1] => [BOOT, REMOVAL, RETURN_NEW_DOMAIN];
+    an_unplug_during_the_probe_is_never_offered_late: &[ETH1] => [UNPLUG_DURING_PROBE];
+    two_vfs_with_one_mac: &[ETH1] => [TWO_VFS_ONE_MAC];
+    a_netvsc_renamed_while_its_vf_is_away: &[ETH1] => [BOOT, REMOVAL, NETVSC_RENAMED_WHILE_AWAY];
+    removal_through_sysfs_remove_and_return_through_rescan: &[ETH1] => [BOOT, SYSFS_REMOVE_AND_RESCAN];
+    mana_vports_of_one_function_serve_two_netvsc_interfaces: &[ETH1, ("eth2", 4, MAC_B)] => [MANA_VPORTS];
 }

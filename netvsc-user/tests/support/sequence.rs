@@ -93,29 +93,27 @@ impl<'a> Player<'a> {
             Step::Registered { name, ifindex, mac, pci, make } => {
                 sys.add_vf_of(make, name, ifindex, mac, pci).unwrap();
                 self.netdevs.insert(name, Netdev { ifindex, mac, pci: Some((pci, make)), master: None });
-                self.link_message(name, kind::REGISTERED)
+                self.link_message(name, Some(kind::REGISTERED))
             }
             Step::Renamed { from, to } => {
                 sys.rename(from, to).unwrap();
                 let netdev = self.netdevs.remove(from).expect("renamed netdevice is known");
                 self.netdevs.insert(to, netdev);
-                self.link_message(to, kind::RENAMED)
+                self.link_message(to, Some(kind::RENAMED))
             }
             Step::Joined { vf, netvsc } => {
                 sys.set_master(vf, Some(netvsc)).unwrap();
                 let master = self.netdevs[netvsc].ifindex;
                 self.netdevs.get_mut(vf).expect("joined VF is known").master = Some(master);
-                self.link_message(vf, kind::MASTER_CHANGED)
+                self.link_message(vf, Some(kind::MASTER_CHANGED))
             }
             Step::Left { vf } => {
                 sys.set_master(vf, None).unwrap();
                 self.netdevs.get_mut(vf).expect("VF is known").master = None;
-                self.link_message(vf, kind::MASTER_CHANGED)
+                self.link_message(vf, Some(kind::MASTER_CHANGED))
             }
-            Step::Flapped { name } => match self.source {
-                Source::Ebpf => Vec::new(),
-                _ => self.link_message(name, kind::MAC_CHANGED),
-            },
+            // The kernel program hooks no link state change: only netlink tells.
+            Step::Flapped { name } => self.link_message(name, None),
             Step::Unregistered { name } => {
                 let netdev = self.netdevs.remove(name).expect("unregistered netdevice is known");
                 let delivered = self.removal(name, &netdev);
@@ -133,13 +131,14 @@ impl<'a> Player<'a> {
         }
     }
 
-    /// RTM_NEWLINK for netlink (every change is one), the kernel record of `record_kind` for eBPF.
-    fn link_message(&self, name: &str, record_kind: u32) -> Vec<SourceEvent> {
+    /// RTM_NEWLINK for netlink (every change is one); for eBPF the kernel record of
+    /// `record_kind`, if the kernel program sees the change at all.
+    fn link_message(&self, name: &str, record_kind: Option<u32>) -> Vec<SourceEvent> {
         let netdev = &self.netdevs[name];
-        match self.source {
-            Source::Netlink { parents } => netlink(RouteNetlinkMessage::NewLink(self.link(name, netdev, parents))),
-            Source::Ebpf => record(self.kernel_event(record_kind, name, netdev)),
-            Source::Poll => Vec::new(),
+        match (self.source, record_kind) {
+            (Source::Netlink { parents }, _) => netlink(RouteNetlinkMessage::NewLink(self.link(name, netdev, parents))),
+            (Source::Ebpf, Some(record_kind)) => record(self.kernel_event(record_kind, name, netdev)),
+            (Source::Ebpf, None) | (Source::Poll, _) => Vec::new(),
         }
     }
 

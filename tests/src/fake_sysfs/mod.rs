@@ -113,15 +113,15 @@ impl FakeSysfs {
             remove_if_there(&self.netdev_dir(&old)?.join(format!("lower_{name}")))?;
         }
         remove_if_there(&dir.join("master"))?;
-        let flags = self.flags(&dir)?;
-        let Some(master) = master else { return self.write_flags(&dir, flags & !IFF_SLAVE) };
+        let flags = flags(&dir)?;
+        let Some(master) = master else { return write_flags(&dir, flags & !IFF_SLAVE) };
         let master_dir = self.netdev_dir(master)?;
         for link in [dir.join("master"), dir.join(format!("upper_{master}"))] {
             symlink(link_text(&link, &master_dir), link)?;
         }
         let lower = master_dir.join(format!("lower_{name}"));
         symlink(link_text(&lower, &dir), lower)?;
-        self.write_flags(&dir, flags | IFF_SLAVE)
+        write_flags(&dir, flags | IFF_SLAVE)
     }
 
     /// A netdevice on another bus (virtio-net, say): neither NetVSC nor a VF, though the virtio
@@ -267,7 +267,7 @@ impl FakeSysfs {
         fs::write(dir.join("ifindex"), format!("{ifindex}\n"))?;
         fs::write(dir.join("address"), format!("{mac}\n"))?;
         fs::write(dir.join("type"), format!("{link_type}\n"))?;
-        self.write_flags(&dir, FLAGS_UP)?;
+        write_flags(&dir, FLAGS_UP)?;
         let class = self.root.join("class/net");
         symlink(link_text(&dir.join("subsystem"), &class), dir.join("subsystem"))?;
         if let Some(parent) = parent {
@@ -275,16 +275,16 @@ impl FakeSysfs {
         }
         symlink(link_text(&self.netdev(name), &dir), self.netdev(name))
     }
+}
 
-    fn flags(&self, dir: &Path) -> io::Result<u32> {
-        let text = fs::read_to_string(dir.join("flags"))?;
-        u32::from_str_radix(text.trim().trim_start_matches("0x"), 16)
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {err}", dir.display())))
-    }
+fn flags(dir: &Path) -> io::Result<u32> {
+    let text = fs::read_to_string(dir.join("flags"))?;
+    u32::from_str_radix(text.trim().trim_start_matches("0x"), 16)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {err}", dir.display())))
+}
 
-    fn write_flags(&self, dir: &Path, flags: u32) -> io::Result<()> {
-        fs::write(dir.join("flags"), format!("{flags:#x}\n"))
-    }
+fn write_flags(dir: &Path, flags: u32) -> io::Result<()> {
+    fs::write(dir.join("flags"), format!("{flags:#x}\n"))
 }
 
 fn remove_if_there(path: &Path) -> io::Result<()> {

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use netvsc_testkit::Output;
 use netvsc_user::report::lines::Line;
 
 use super::guest::{emptied, pci_of, plug, unplug, Guest, Side, MAC_A};
@@ -52,18 +51,18 @@ fn renamed_after_registration(guest: &mut Guest) -> anyhow::Result<()> {
 fn two_vfs_one_mac(guest: &mut Guest) -> anyhow::Result<()> {
     plug(guest, Side::A, 1)?;
     let ctx = guest.ctx_a.clone();
-    for (id, pci, what) in [("twin-add", pci_of(3), "the newest VF"), ("twin-del", pci_of(1), "the older VF")] {
-        if id == "twin-add" {
-            guest.vm.plug_vf("twin", 3, MAC_A)?;
-        } else {
-            guest.vm.unplug("twin")?;
-        }
-        let change = guest.vm.change(&format!("{what} ({pci}) in {ctx}'s pipe"), "associated", |c| {
-            c.failsafe == ctx && c.vf.as_ref().is_some_and(|vf| vf.pci == pci)
-        })?;
-        ensure!(change.failsafe == ctx, "{change:?}");
-        guest.vm.expect(&format!("the reader to read {pci}"), |v| v["failsafe"] == ctx.as_str() && v["read"] == pci)?;
-    }
+    guest.vm.plug_vf("twin", 3, MAC_A)?;
+    served(guest, &ctx, &pci_of(3), "the newest VF")?;
+    guest.vm.unplug("twin")?;
+    served(guest, &ctx, &pci_of(1), "the older VF")
+}
+
+/// Waits until `pci` is written to `ctx`'s pipe and the reader reads it.
+fn served(guest: &mut Guest, ctx: &str, pci: &str, what: &str) -> anyhow::Result<()> {
+    guest.vm.change(&format!("{what} ({pci}) in {ctx}'s pipe"), "associated", |c| {
+        c.failsafe == ctx && c.vf.as_ref().is_some_and(|vf| vf.pci == pci)
+    })?;
+    guest.vm.expect(&format!("the reader to read {pci}"), |v| v["failsafe"] == ctx && v["read"] == pci)?;
     Ok(())
 }
 
@@ -75,10 +74,7 @@ fn sysfs_remove_and_rescan(guest: &mut Guest) -> anyhow::Result<()> {
     guest.vm.guest_run(&format!("echo 1 > /sys/bus/pci/devices/{pci}/remove"))?;
     emptied(guest, &ctx, &pci)?;
     guest.vm.guest_run("echo 1 > /sys/bus/pci/rescan")?;
-    guest.vm.change(&format!("{pci} back in {ctx}'s pipe after the rescan"), "associated", |c| {
-        c.failsafe == ctx && c.vf.as_ref().is_some_and(|vf| vf.pci == pci)
-    })?;
-    guest.vm.expect(&format!("the reader to read {pci}"), |v| v["failsafe"] == ctx.as_str() && v["read"] == pci)?;
+    served(guest, &ctx, &pci, "the rescanned VF")?;
     unplug(guest, &id, Side::A)?;
     Ok(())
 }
@@ -93,12 +89,12 @@ fn netvsc_renamed_while_away(guest: &mut Guest) -> anyhow::Result<()> {
     guest.vm.guest_run(&rename(&old, "vsc9"))?;
     let renamed = guest.vm.change(&format!("{old} renamed vsc9"), "renamed", |c| c.failsafe == ctx)?;
     ensure!(renamed.netvsc == "vsc9" && renamed.renamed_from.as_deref() == Some(old.as_str()), "{renamed:?}");
-    let plugged = plug(guest, Side::A, 1);
+    plug(guest, Side::A, 1)?;
     let (id, _) = guest.vf_a.clone().context("VF A present")?;
     unplug(guest, &id, Side::A)?;
     guest.vm.guest_run(&rename("vsc9", &old))?;
     guest.vm.change(&format!("vsc9 renamed back {old}"), "renamed", |c| c.failsafe == ctx)?;
-    plugged.map(drop)
+    Ok(())
 }
 
 /// device_add and device_del back to back: the guest may see the function go before or after its
@@ -109,7 +105,7 @@ fn unplug_during_probe(guest: &mut Guest) -> anyhow::Result<()> {
     let (lines_before, others_before) = (guest.vm.seen_lines().len(), guest.vm.seen_others().len());
     guest.vm.plug_vf("probe", 4, MAC_A)?;
     guest.vm.unplug("probe")?;
-    guest.vm.collect_for(Duration::from_secs(2));
+    guest.vm.collect_for(Duration::from_millis(2500));
     let changes: Vec<(bool, u64)> = guest.vm.seen_lines()[lines_before..]
         .iter()
         .filter_map(|line| match line {
@@ -130,8 +126,5 @@ fn unplug_during_probe(guest: &mut Guest) -> anyhow::Result<()> {
         .cloned()
         .collect();
     ensure!(late.is_empty(), "the reader read {pci} after it was taken back: {late:?}");
-    let quiet = guest.vm.collect_for(Duration::from_millis(500));
-    let wrong: Vec<&Output> = quiet.iter().filter(|o| o.other().is_some_and(|v| v["read"] == pci.as_str())).collect();
-    ensure!(wrong.is_empty(), "{pci} read after the eject: {wrong:?}");
     Ok(())
 }
