@@ -40,15 +40,20 @@ pub mod hook {
     pub const NETDEV_MAC_CHANGED: &str = "netdev_mac_changed";
     pub const PCI_ADDED: &str = "pci_added";
     pub const PCI_REMOVING: &str = "pci_removing";
+    /// The same moment through `pci_stop_and_remove_bus_device_locked`, which sysfs `remove`
+    /// calls: its call of the unlocked function is in the same file and may be inlined, so the
+    /// hook above does not see that path.
+    pub const PCI_REMOVING_LOCKED: &str = "pci_removing_locked";
     pub const NETDEV_MASTER_LINKED: &str = "netdev_master_linked";
     pub const NETDEV_MASTER_UNLINKED: &str = "netdev_master_unlinked";
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         NETDEV_REGISTERED,
         NETDEV_UNREGISTERING,
         NETDEV_RENAMED,
         NETDEV_MAC_CHANGED,
         PCI_ADDED,
         PCI_REMOVING,
+        PCI_REMOVING_LOCKED,
         NETDEV_MASTER_LINKED,
         NETDEV_MASTER_UNLINKED,
     ];

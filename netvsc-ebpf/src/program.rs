@@ -250,6 +250,14 @@ pub fn pci_removing(ctx: FEntryContext) -> i32 {
     0
 }
 
+#[fentry]
+pub fn pci_removing_locked(ctx: FEntryContext) -> i32 {
+    // SAFETY: pci_stop_and_remove_bus_device_locked(struct pci_dev *dev).
+    let pdev: *const u8 = unsafe { ctx.arg(0) };
+    let _ = pci_event(pdev, kind::PCI_REMOVED);
+    0
+}
+
 // --- kprobes: the fallback where tracing programs are not available. A return probe cannot see
 // the arguments, so the entry probe keeps the first one per thread and hook. ---
 
@@ -360,6 +368,14 @@ pub fn pci_added_return(ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn pci_removing_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(pdev) = ctx.arg::<*const u8>(0) {
+        let _ = pci_event(pdev, kind::PCI_REMOVED);
+    }
+    0
+}
+
+#[kprobe]
+pub fn pci_removing_locked_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(pdev) = ctx.arg::<*const u8>(0) {
         let _ = pci_event(pdev, kind::PCI_REMOVED);
     }

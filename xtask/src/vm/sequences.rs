@@ -126,5 +126,10 @@ fn unplug_during_probe(guest: &mut Guest) -> anyhow::Result<()> {
         .cloned()
         .collect();
     ensure!(late.is_empty(), "the reader read {pci} after it was taken back: {late:?}");
+    // What was collected here stays kept for later waits: drop it, so that the next check's wait
+    // for an association does not take this probe's.
+    let about_probe = |c: &netvsc_user::report::lines::Change| c.vf.as_ref().is_some_and(|vf| vf.pci == pci);
+    guest.vm.discard(|line| matches!(line, Line::Associated(c) | Line::Dissociated(c) if about_probe(c)));
+    guest.vm.discard_others(|v| v["read"] == pci.as_str());
     Ok(())
 }

@@ -108,6 +108,17 @@ const HOOKS: &[Hook] = &[
         params: 1,
         required: false,
     },
+    // sysfs `remove`: the unlocked call above may be inlined into this one. Where it is not,
+    // both record the removal, microseconds apart; the timeline keeps the later.
+    Hook {
+        tracing: hook::PCI_REMOVING_LOCKED,
+        is_exit: false,
+        kprobe: "pci_removing_locked_kprobe",
+        kretprobe: None,
+        functions: &["pci_stop_and_remove_bus_device_locked"],
+        params: 1,
+        required: false,
+    },
 ];
 
 /// Names of every program in the object that a hook attaches.
