@@ -19,3 +19,7 @@ pub mod output;
 pub mod report;
 pub mod source;
 pub mod system;
+
+// Entry points for fuzzing and its corpus replay; never in what users install.
+#[cfg(feature = "test-tools")]
+pub mod fuzz;

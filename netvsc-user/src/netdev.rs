@@ -18,7 +18,9 @@ impl PciId {
 
     /// A sysfs id attribute (`0x1414`, newline trimmed).
     pub(crate) fn parse_attribute(text: &str) -> Option<u16> {
-        u16::from_str_radix(text.trim_end().strip_prefix("0x")?, 16).ok()
+        // Digits only: from_str_radix also takes a sign, which the kernel never writes.
+        let digits = text.trim_end().strip_prefix("0x").filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))?;
+        u16::from_str_radix(digits, 16).ok()
     }
 }
 
@@ -94,6 +96,22 @@ impl Netdev {
     }
 }
 
+/// Whether `name` is one the kernel gives a netdevice (`dev_valid_name`: 1 to 15 bytes, not `.`
+/// or `..`, no `/`, `:`, NUL or ASCII space). Names from a message or record are joined to sysfs
+/// paths and shown in logs: one the kernel cannot have is no name (sysfs is asked instead).
+pub(crate) fn is_kernel_name(name: &str) -> bool {
+    (1..16).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| matches!(b, b'/' | b':' | b'\0') || b.is_ascii_whitespace() || b == 0x0b)
+}
+
+/// Whether `name` can be a device's name in sysfs (a PCI function's `0002:00:02.0`): one path
+/// component, no NUL. Anything else from a message or record is no parent's address.
+pub(crate) fn is_device_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 /// Lower-case colon form, as sysfs and `ip link` print it.
 pub(crate) fn mac_string(mac: &MacAddr6) -> String {
     mac.to_string().to_ascii_lowercase()
@@ -113,10 +131,25 @@ mod tests {
     }
 
     #[test]
+    fn only_names_the_kernel_gives_are_names() {
+        for good in ["eth1", "enP2969s1", "a", "x".repeat(15).as_str(), "vlan.10", "ü"] {
+            assert!(is_kernel_name(good), "{good:?}");
+        }
+        for bad in ["", ".", "..", "a/b", "../../x", "eth:1", "eth 1", "eth\t1", "\0=\0", &"x".repeat(16)] {
+            assert!(!is_kernel_name(bad), "{bad:?}");
+        }
+        assert!(is_device_name("0002:00:02.0"));
+        for bad in ["", ".", "..", "../../../etc", "0002:00\0"] {
+            assert!(!is_device_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn pci_id_attributes_are_hex_as_sysfs_writes_them() {
         assert_eq!(PciId::parse_attribute("0x1414\n"), Some(PciId::MANA.vendor));
         assert_eq!(PciId::parse_attribute("0x00ba"), Some(PciId::MANA.device));
-        for bad in ["1414", "0x", "0x10000", "0xzz", ""] {
+        // "0x+0": found by fuzzing (fuzz/regressions/sysfs_attribute/), a sign read as a digit.
+        for bad in ["1414", "0x", "0x10000", "0xzz", "", "0x+0", "0x-1", "0x 1"] {
             assert_eq!(PciId::parse_attribute(bad), None, "{bad:?}");
         }
     }

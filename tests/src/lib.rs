@@ -8,6 +8,7 @@ pub mod doubles;
 pub mod dpdk_log;
 pub mod fake_sysfs;
 pub mod follow;
+pub mod fuzz;
 pub mod netns;
 pub mod openmetrics;
 

@@ -121,7 +121,7 @@ pub fn decode_link(payload: &[u8]) -> Option<DecodedLink> {
             continue;
         }
         match LinkAttribute::parse_with_param(&nla, header.interface_family) {
-            Ok(LinkAttribute::IfName(name)) => link.name = Some(name),
+            Ok(LinkAttribute::IfName(name)) if crate::netdev::is_kernel_name(&name) => link.name = Some(name),
             Ok(LinkAttribute::Address(bytes)) if ethernet => {
                 link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(Into::into)
             }
@@ -132,7 +132,11 @@ pub fn decode_link(payload: &[u8]) -> Option<DecodedLink> {
         }
     }
     link.parent = match (parent_bus.as_deref(), parent_name) {
-        (Some("pci"), Some(address)) => Some(Parent::Pci { address, id: None }),
+        (Some("pci"), Some(address)) if crate::netdev::is_device_name(&address) => {
+            Some(Parent::Pci { address, id: None })
+        }
+        // An address sysfs cannot have says nothing about the parent.
+        (Some("pci"), Some(_)) => None,
         (Some("vmbus"), _) => Some(Parent::Vmbus),
         (Some(_), _) => Some(Parent::Other),
         (None, _) => None,
@@ -362,6 +366,33 @@ mod tests {
         for (what, payload, expected) in cases {
             let bytes = datagram([payload]);
             assert_eq!(events(&bytes).next().map(|(event, _)| event), expected, "{what}");
+        }
+    }
+
+    /// Found by fuzzing (fuzz/regressions/rtnetlink/): an IFLA_IFNAME holding NULs was taken as
+    /// the link's name, and a name or parent address is joined to sysfs paths. What the kernel
+    /// cannot name a device is no name: sysfs is asked by what the agent knows instead.
+    #[test]
+    fn names_and_parent_addresses_the_kernel_cannot_give_are_dropped() {
+        let decoded = |attributes: Vec<LinkAttribute>| {
+            let bytes = datagram([inner(RouteNetlinkMessage::NewLink(link(7, AddressFamily::Unspec, attributes)))]);
+            let (_, payload) = messages(&bytes).next().expect("one message");
+            let link = decode_link(payload).expect("a link");
+            (link.name, link.parent)
+        };
+        for bad in ["\0=\0\0", "../../../etc", "eth 1", "", "a-name-of-16-byt"] {
+            assert_eq!(decoded(vec![LinkAttribute::IfName(bad.into())]), (None, None), "{bad:?}");
+        }
+        let pci = |address: &str| {
+            vec![LinkAttribute::ParentDevBusName("pci".into()), LinkAttribute::ParentDevName(address.into())]
+        };
+        assert_eq!(decoded(pci("../../../etc")), (None, None));
+        assert_eq!(decoded(pci("0002:00:\0")), (None, None));
+        let crash = include_bytes!("../../../fuzz/regressions/rtnetlink/nul-in-ifname");
+        for (event, _) in events(crash) {
+            if let NetdevEvent::Changed { name: Some(name), .. } = event {
+                assert!(crate::netdev::is_kernel_name(&name), "{name:?}");
+            }
         }
     }
 

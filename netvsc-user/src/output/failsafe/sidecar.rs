@@ -102,7 +102,7 @@ impl SidecarDir {
         };
         let mut listed = String::new();
         lock.read_to_string(&mut listed).map_err(|err| bad_path(&path, err))?;
-        let ours = listed.lines().filter_map(listed_file).collect();
+        let ours = listed_files(&listed);
         let mut this = Self { dir: dir.to_owned(), mode, lock, created_lock, ours, bound: BTreeMap::new() };
         this.sanitize();
         this.save_list().map_err(|err| bad_path(&path, err))?;
@@ -275,6 +275,12 @@ impl SidecarDir {
         self.lock.rewind()?;
         self.lock.write_all(text.as_bytes())
     }
+}
+
+/// The files the lock file lists (what [`SidecarDir::save_list`] wrote, or anything a hostile
+/// or damaged file holds: what is not a plain listed name is ignored).
+pub(crate) fn listed_files(text: &str) -> BTreeMap<String, Option<MacAddr6>> {
+    text.lines().filter_map(listed_file).collect()
 }
 
 /// One line of the list: a plain file name in the directory (no path, no comment), and for a

@@ -101,11 +101,7 @@ impl EbpfSource {
     fn drain(&mut self) {
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
-            if item.len() < size_of::<KernelEvent>() {
-                continue;
-            }
-            // SAFETY: the kernel wrote a whole KernelEvent; it is plain data, read unaligned.
-            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<KernelEvent>()) };
+            let Some(event) = record(&item) else { continue };
             if let Some(link_event) = translate(&event) {
                 debug!(?link_event, "kernel event");
                 self.pending.push_back(SourceEvent {
@@ -251,7 +247,7 @@ pub fn parent(event: &KernelEvent) -> Option<Parent> {
     match event.parent_bus {
         bus::NONE => Some(Parent::None),
         bus::PCI => {
-            let address = std::str::from_utf8(event.pci_bytes()).ok().filter(|a| !a.is_empty())?;
+            let address = std::str::from_utf8(event.pci_bytes()).ok().filter(|a| crate::netdev::is_device_name(a))?;
             // No function has vendor 0 (and 0xffff is "none"): such ids were not read.
             let id = (!matches!(event.pci_vendor, 0 | 0xffff))
                 .then_some(PciId { vendor: event.pci_vendor, device: event.pci_device });
@@ -262,24 +258,40 @@ pub fn parent(event: &KernelEvent) -> Option<Parent> {
     }
 }
 
-/// Maps a kernel event to what the agent re-reads; names that are not UTF-8 are left to sysfs.
+/// The record of one ring-buffer item; `None` for an item shorter than a record (the kernel
+/// program writes whole records only, so that is not one of its items). Bytes past a record are
+/// ignored.
+pub(crate) fn record(item: &[u8]) -> Option<KernelEvent> {
+    if item.len() < size_of::<KernelEvent>() {
+        return None;
+    }
+    // SAFETY: `item` holds at least a KernelEvent's bytes, and every bit pattern is one (plain
+    // integers and byte arrays); read unaligned, as the ring gives no alignment guarantee.
+    Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<KernelEvent>()) })
+}
+
+/// Maps a kernel event to what the agent re-reads; names that are not UTF-8 or not what the
+/// kernel names a netdevice or a device are left to sysfs.
 pub fn translate(event: &KernelEvent) -> Option<NetdevEvent> {
-    let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().filter(|s| !s.is_empty()).map(str::to_owned);
+    let text =
+        |bytes: &[u8], valid: fn(&str) -> bool| std::str::from_utf8(bytes).ok().filter(|s| valid(s)).map(str::to_owned);
+    let name = |event: &KernelEvent| text(event.name_bytes(), crate::netdev::is_kernel_name);
     Some(match event.kind {
         kind::REGISTERED | kind::RENAMED | kind::MAC_CHANGED => NetdevEvent::Changed {
             ifindex: event.ifindex,
-            name: text(event.name_bytes()),
+            name: name(event),
             mac: Some(MacAddr6::from(event.mac)),
             master: None,
         },
         // Who the master is now is for sysfs to say: no name/MAC hint, so it is always re-read.
         kind::MASTER_CHANGED => {
-            NetdevEvent::Changed { ifindex: event.ifindex, name: text(event.name_bytes()), mac: None, master: None }
+            NetdevEvent::Changed { ifindex: event.ifindex, name: name(event), mac: None, master: None }
         }
         kind::UNREGISTERED => NetdevEvent::Removed { ifindex: event.ifindex },
-        kind::PCI_ADDED | kind::PCI_REMOVED => {
-            NetdevEvent::PciDevice { address: text(event.pci_bytes())?, added: event.kind == kind::PCI_ADDED }
-        }
+        kind::PCI_ADDED | kind::PCI_REMOVED => NetdevEvent::PciDevice {
+            address: text(event.pci_bytes(), crate::netdev::is_device_name)?,
+            added: event.kind == kind::PCI_ADDED,
+        },
         _ => return None,
     })
 }
@@ -323,6 +335,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_is_read_only_from_an_item_that_holds_a_whole_one() {
+        // At offset 1, with bytes to spare: the ring buffer promises no alignment, and what
+        // follows a record is not read.
+        let mut bytes = [0u8; 1 + size_of::<KernelEvent>() + 3];
+        bytes[1 + 8] = kind::UNREGISTERED as u8;
+        bytes[1 + 12] = 7;
+        assert_eq!(record(&bytes[1..size_of::<KernelEvent>()]), None, "one byte short");
+        let whole = record(&bytes[1..]).expect("a whole record");
+        assert_eq!((whole.kind, whole.ifindex), (kind::UNREGISTERED, 7));
+    }
+
+    #[test]
     fn capabilities_needed_are_bpf_and_perfmon_or_sys_admin() {
         use caps::Capability::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN};
         let set = |caps: &[caps::Capability]| caps.iter().copied().collect::<caps::CapsHashSet>();
@@ -348,6 +372,7 @@ mod tests {
         mana.pci_vendor = 0xffff;
         assert_eq!(parent(&mana), pci(None), "0xffff: no function answered");
         assert_eq!(with_bus(kind::REGISTERED, bus::PCI, b""), None, "an address that could not be read");
+        assert_eq!(with_bus(kind::REGISTERED, bus::PCI, b"../../.."), None, "no path is an address");
         assert_eq!(with_bus(kind::RENAMED, bus::NONE, b""), Some(Parent::None));
         assert_eq!(with_bus(kind::MAC_CHANGED, bus::VMBUS, b""), Some(Parent::Vmbus));
         assert_eq!(with_bus(kind::MASTER_CHANGED, bus::OTHER, b""), Some(Parent::Other));
@@ -384,6 +409,9 @@ mod tests {
                 Some(NetdevEvent::Changed { ifindex: 7, name: Some("enP2s2".into()), mac: None, master: None }),
             ),
             ("unknown kind", event(99, 7, b"enP2s2", b""), None),
+            // Names and addresses the kernel cannot give a device are left to sysfs.
+            ("a name with a slash", event(kind::REGISTERED, 7, b"../../etc", b""), Some(changed(None))),
+            ("a PCI address with a slash", event(kind::PCI_ADDED, 0, b"", b"../../../etc"), None),
         ];
         for (what, record, expected) in cases {
             assert_eq!(translate(&record), expected, "{what}");
