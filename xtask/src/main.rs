@@ -12,6 +12,7 @@ mod demo;
 mod docs;
 mod dpdk_root;
 mod figures;
+mod fuzz;
 mod image;
 mod kube;
 mod licenses;
@@ -72,6 +73,13 @@ enum Task {
     /// Installs cargo-deb and cargo-generate-rpm with `cargo install --locked` the first time;
     /// after that the build needs no network. Metadata: netvsc-user/Cargo.toml.
     Package(package::PackageArgs),
+    /// Fuzz what reaches the agent from outside (cargo-fuzz, libFuzzer, on nightly; installs
+    /// cargo-fuzz the first time): each target for --secs from its seeds in fuzz/corpus/
+    ///
+    /// Prints each target's progress and a summary (executions, coverage, corpus, crashes);
+    /// exits non-zero on a crash, naming the saved input and the command that replays it.
+    /// What the run adds to the corpora stays in target/fuzz/. An unknown target exits with 2.
+    Fuzz(fuzz::FuzzArgs),
     /// Mutation testing of the pure core (cargo-mutants, installed on first use): score and
     /// survivors, with the accepted ones of docs/mutants.md marked. Takes a long while.
     Mutants(mutants::MutantsArgs),
@@ -91,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Task::EbpfRebuildCheck => rebuild_check::run(),
         Task::MinimalReactor(args) => bench::floor::run(args),
         Task::Mutants(args) => mutants::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
         Task::Image(args) => image::run(args),
         Task::Package(args) => package::run(args),
     }

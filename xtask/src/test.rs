@@ -48,7 +48,7 @@ impl Totals {
 
     /// Counts `test` as skipped for `reason`; `counted_as_passed` of them also count as passed
     /// (libtest counts a skipping test as passed; a check of ours does not count itself).
-    fn skip(&mut self, test: &str, reason: &str, counted_as_passed: u64) {
+    pub(crate) fn skip(&mut self, test: &str, reason: &str, counted_as_passed: u64) {
         self.skipped += 1;
         self.passed += counted_as_passed;
         self.skips.push((test.to_owned(), reason.to_owned()));
@@ -123,6 +123,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     let status = child.wait()?;
     if status.success() {
         lint_gates(&mut totals);
+        crate::fuzz::check(&mut totals);
         rebuild_check(&mut totals);
         failover_bench_check(&mut totals);
         vm_scenarios(&mut totals);
