@@ -15,8 +15,11 @@ pub use files::{sidecar_lock, sysfs_attribute, sysfs_tree, SysfsTree};
 /// `sysfs_tree` builds a fake tree once per process; the others need nothing.
 pub const TARGETS: &[&str] = &["rtnetlink", "ebpf_record", "devargs", "sysfs_attribute", "sysfs_tree", "sidecar_lock"];
 
+/// One target's body, ready to take inputs.
+pub type Body = Box<dyn FnMut(&[u8])>;
+
 /// The body of target `name`, for a replay that runs them all; `None` for an unknown name.
-pub fn body(name: &str) -> Option<Box<dyn FnMut(&[u8])>> {
+pub fn body(name: &str) -> Option<Body> {
     Some(match name {
         "rtnetlink" => Box::new(rtnetlink),
         "ebpf_record" => Box::new(ebpf_record),

@@ -157,7 +157,17 @@ fn build() -> anyhow::Result<()> {
 /// reuses the build: 16 codegen units rather than cargo-fuzz's one build the targets in half the
 /// time on two cores.
 fn build_flags() -> [&'static str; 9] {
-    ["--fuzz-dir", "fuzz", "--debug-assertions", "--sanitizer", "none", "--codegen-units", "16", "--target-dir", "target/fuzz"]
+    [
+        "--fuzz-dir",
+        "fuzz",
+        "--debug-assertions",
+        "--sanitizer",
+        "none",
+        "--codegen-units",
+        "16",
+        "--target-dir",
+        "target/fuzz",
+    ]
 }
 
 fn binary(target: &str) -> PathBuf {
