@@ -1,6 +1,6 @@
 //! Checks of the code's shape that no compiler makes: no import circles between the top-level
 //! modules of the agent and of xtask (a module may use its parent or children; two siblings, or
-//! a chain of them, may not use each other in a circle).
+//! a chain of them, may not use each other in a circle); the fuzz workspace's lints are the root's.
 
 #[cfg(test)]
 mod tests {
@@ -91,6 +91,22 @@ mod tests {
                 panic!("{src}: import circle {}", found.join(" -> "));
             }
         }
+    }
+
+    /// The `[workspace.lints.*]` tables of a manifest, as text.
+    fn lints(manifest: &str) -> String {
+        let text = std::fs::read_to_string(crate::workspace::root().join(manifest)).unwrap();
+        let start = text.find("[workspace.lints.rust]").unwrap_or_else(|| panic!("{manifest}: no lints"));
+        let rest = &text[start..];
+        let end = rest.match_indices("\n[").map(|(at, _)| at).find(|at| !rest[at + 1..].starts_with("[workspace.lints"));
+        rest[..end.unwrap_or(rest.len())].trim().to_owned()
+    }
+
+    /// The fuzz crate is a workspace of its own (cargo-fuzz builds it apart), so it repeats the
+    /// root's lints rather than inheriting them: the two must not drift.
+    #[test]
+    fn the_fuzz_workspace_has_the_roots_lints() {
+        assert_eq!(lints("fuzz/Cargo.toml"), lints("Cargo.toml"));
     }
 
     #[test]
