@@ -107,7 +107,7 @@ fn install_missing(no_install: bool) -> anyhow::Result<()> {
         None => {}
     }
     // cargo's tools are the user's own too; the fuzz step runs with it (cargo-fuzz).
-    let (fuzz, version) = crate::fuzz::CARGO_FUZZ;
+    let (fuzz, version) = crate::toolchain::CARGO_FUZZ;
     if !no_install && which(fuzz).is_none() {
         crate::toolchain::ensure_cargo_tool(fuzz, version)?;
     }

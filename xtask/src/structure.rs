@@ -98,7 +98,8 @@ mod tests {
         let text = std::fs::read_to_string(crate::workspace::root().join(manifest)).unwrap();
         let start = text.find("[workspace.lints.rust]").unwrap_or_else(|| panic!("{manifest}: no lints"));
         let rest = &text[start..];
-        let end = rest.match_indices("\n[").map(|(at, _)| at).find(|at| !rest[at + 1..].starts_with("[workspace.lints"));
+        let end =
+            rest.match_indices("\n[").map(|(at, _)| at).find(|at| !rest[at + 1..].starts_with("[workspace.lints"));
         rest[..end.unwrap_or(rest.len())].trim().to_owned()
     }
 

@@ -132,6 +132,10 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz's release, installed with `cargo install --locked` when missing (the suite's
+/// fuzz step and `cargo xtask fuzz`).
+pub const CARGO_FUZZ: (&str, &str) = ("cargo-fuzz", "^0.13");
+
 /// A cargo subcommand the packaging uses (cargo-deb, cargo-generate-rpm), installed with
 /// `cargo install --locked` the first time, as bpf-linker is: the versions its lock file names,
 /// so a new release of a dependency cannot change the package build. `version` is a semver

@@ -31,8 +31,6 @@ pub struct FuzzArgs {
     targets: Vec<String>,
 }
 
-/// cargo-fuzz's release, installed with `cargo install --locked` when missing.
-pub const CARGO_FUZZ: (&str, &str) = ("cargo-fuzz", "^0.13");
 /// Seconds each target runs in the suite: enough for every seed and a few hundred thousand
 /// mutations of the fast targets.
 const SUITE_SECS: u64 = 5;
@@ -83,45 +81,35 @@ pub fn unavailable() -> Option<String> {
         .then(|| "no nightly toolchain (rustup toolchain install nightly)".to_owned())
 }
 
-/// The suite's bounded run: every target for a few seconds, one test each (passed, or failed
-/// naming the crash and how to replay it); the build is a test of its own.
-pub fn check(totals: &mut crate::test::Totals) {
+/// The suite's bounded run: every target for a few seconds, each a test named `fuzz <target>`
+/// with its verdict (a summary, or the crash and how to replay it); a failed build fails the
+/// first. `Err` is why none can run (the suite counts them all as skipped).
+pub fn suite() -> Result<Vec<(String, anyhow::Result<String>)>, String> {
     let started = Instant::now();
     // The setup step installs cargo-fuzz; without it here, it was told not to.
     let no_tool = || {
-        crate::setup::which(CARGO_FUZZ.0).is_none().then(|| "no cargo-fuzz (cargo install --locked cargo-fuzz)".into())
+        crate::setup::which(crate::toolchain::CARGO_FUZZ.0)
+            .is_none()
+            .then(|| "no cargo-fuzz (cargo install --locked cargo-fuzz)".into())
     };
     if let Some(reason) = unavailable().or_else(no_tool) {
-        for target in TARGETS {
-            let name = format!("fuzz {target}");
-            println!("SKIP {name}: {reason}");
-            totals.skip(&name, &reason, 1);
-        }
-        return;
+        return Err(reason);
     }
     if let Err(err) = build() {
-        println!("fuzz build: FAIL {err:#}");
-        totals.failed += 1;
-        return;
+        return Ok(vec![("fuzz build".into(), Err(err))]);
     }
-    for target in TARGETS {
-        match fuzz(target, SUITE_SECS) {
-            Ok(stats) if stats.crash.is_none() => {
-                println!("fuzz {target}: ok ({stats})");
-                totals.passed += 1;
-            }
-            Ok(stats) => {
-                let crash = stats.crash.as_deref().unwrap_or(Path::new("?"));
-                println!("fuzz {target}: FAIL crash {}; reproduce: {}", crash.display(), reproduce(target, crash));
-                totals.failed += 1;
-            }
-            Err(err) => {
-                println!("fuzz {target}: FAIL {err:#}");
-                totals.failed += 1;
-            }
-        }
-    }
+    let verdicts = TARGETS
+        .iter()
+        .map(|target| {
+            let verdict = fuzz(target, SUITE_SECS).and_then(|stats| match &stats.crash {
+                None => Ok(stats.to_string()),
+                Some(crash) => bail!("crash {}; reproduce: {}", crash.display(), reproduce(target, crash)),
+            });
+            (format!("fuzz {target}"), verdict)
+        })
+        .collect();
     println!("fuzz: {} targets in {:.0} s, the build included", TARGETS.len(), started.elapsed().as_secs_f64());
+    Ok(verdicts)
 }
 
 fn fuzz_dir() -> PathBuf {
@@ -139,7 +127,7 @@ fn work_dir() -> PathBuf {
 /// ring record's one bounded read, which its target checks, and without it the suite's build
 /// takes half as long.
 fn build() -> anyhow::Result<()> {
-    let (name, version) = CARGO_FUZZ;
+    let (name, version) = crate::toolchain::CARGO_FUZZ;
     crate::toolchain::ensure_cargo_tool(name, version)?;
     let status = Command::new("cargo")
         .args(["+nightly", "fuzz", "build"])
