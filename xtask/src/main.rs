@@ -21,6 +21,8 @@ mod package;
 mod phase;
 mod rebuild_check;
 mod setup;
+mod soak;
+mod soaked;
 mod stage;
 mod structure;
 mod test;
@@ -80,6 +82,14 @@ enum Task {
     /// exits non-zero on a crash, naming the saved input and the command that replays it.
     /// What the run adds to the corpora stays in target/fuzz/. An unknown target exits with 2.
     Fuzz(fuzz::FuzzArgs),
+    /// Servicing soak: VFs removed and returning at random phase, a fail-safe-like reader on
+    /// every pipe; fails on a stale read, a missed VF, or growth of what the agent holds
+    ///
+    /// In the QEMU guest by default (real hot-plug, `--source ebpf`); `--host` plays it in a
+    /// network namespace with a fake sysfs tree and restarts the sidecar midway (SIGTERM, then
+    /// SIGKILL). Prints progress, the agent's descriptors, memory, tasks and queued work once
+    /// warm and at the end of each of its runs, and a summary. Needs root.
+    Soak(soak::SoakArgs),
     /// Mutation testing of the pure core (cargo-mutants, installed on first use): score and
     /// survivors, with the accepted ones of docs/mutants.md marked. Takes a long while.
     Mutants(mutants::MutantsArgs),
@@ -100,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         Task::MinimalReactor(args) => bench::floor::run(args),
         Task::Mutants(args) => mutants::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Soak(args) => soak::run(args),
         Task::Image(args) => image::run(args),
         Task::Package(args) => package::run(args),
     }

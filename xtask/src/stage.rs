@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use netvsc_testkit::follow::Order;
 pub use netvsc_testkit::netns::Stage;
 use netvsc_testkit::{JsonLines, Output};
-use netvsc_user::report::lines::{Change, Line, Ready};
+use netvsc_user::report::lines::{Change, Held, Line, Ready, Stats};
 use serde_json::Value;
 
 /// How long a wait for one line lasts.
@@ -70,14 +70,31 @@ impl Agent {
 
     /// Events the agent's source has delivered so far (its SIGUSR1 statistics).
     pub fn events(&mut self) -> anyhow::Result<u64> {
+        Ok(self.stats()?.0.events)
+    }
+
+    /// The agent's loop counters and holdings (its SIGUSR1 statistics line).
+    pub fn stats(&mut self) -> anyhow::Result<(Stats, Held)> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).context("signalling the agent")?;
         // After heavy churn the agent may still be working through the events it was sent.
-        let stats = self.lines.wait_for("the agent's statistics", Duration::from_secs(60), |o| match o.line()? {
-            Line::Stats { stats, .. } => Some(stats.events),
+        Ok(self.lines.wait_for("the agent's statistics", Duration::from_secs(60), |o| match o.line()? {
+            Line::Stats { stats, held, .. } => Some((*stats, *held)),
             _ => None,
-        })?;
-        Ok(stats)
+        })?)
+    }
+
+    /// Ends the agent with `signal` and waits for it to exit.
+    pub fn end(mut self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).with_context(|| format!("sending {signal} to the agent"))?;
+        self.child.wait().context("waiting for the agent to exit")?;
+        Ok(())
+    }
+
+    /// Forgets the lines kept so far (a long run would keep every one).
+    pub fn forget_seen(&mut self) {
+        self.lines.seen.clear();
     }
 
     /// The agent's `ready` line.
@@ -88,6 +105,18 @@ impl Agent {
     /// The agent's next `event` change line that `pred` accepts.
     pub fn change(&mut self, what: &str, event: &str, pred: impl Fn(&Change) -> bool) -> anyhow::Result<Change> {
         self.lines.wait_change(event, WAIT, pred).with_context(|| format!("waiting for {what}"))
+    }
+
+    /// The last `event` change line already received that `pred` accepts (one printed before
+    /// `ready`, say: the VFs present at start-up are written first).
+    pub fn seen_change(&self, event: &str, pred: impl Fn(&Change) -> bool) -> Option<Change> {
+        self.lines
+            .seen_lines()
+            .filter(|l| l.event() == event)
+            .filter_map(Line::change)
+            .filter(|c| pred(c))
+            .last()
+            .cloned()
     }
 
     /// failsafe-sim's next line that `pred` accepts.
@@ -104,6 +133,9 @@ impl Agent {
 impl Drop for Agent {
     /// SIGTERM, which the agent forwards to the reader, so neither is left behind.
     fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();

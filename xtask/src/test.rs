@@ -126,6 +126,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         fuzz_check(&mut totals);
         rebuild_check(&mut totals);
         failover_bench_check(&mut totals);
+        soak_checks(&mut totals);
         vm_scenarios(&mut totals);
         vm_dpdk_check(&mut totals);
         image_check(&mut totals);
@@ -222,6 +223,14 @@ fn rebuild_check(totals: &mut Totals) {
 fn failover_bench_check(totals: &mut Totals) {
     let unavailable = (!nix::unistd::geteuid().is_root()).then(|| "needs root for a network namespace".to_owned());
     check(totals, "failover bench check", unavailable, || crate::bench::failover_check(5));
+}
+
+/// Short servicing soaks, host (a sidecar restarted with SIGTERM and SIGKILL on the way) and
+/// guest (real hot-plug, eBPF): no stale read, no missed VF, nothing grown (a test each).
+fn soak_checks(totals: &mut Totals) {
+    let unavailable = (!nix::unistd::geteuid().is_root()).then(|| "needs root for a network namespace".to_owned());
+    check(totals, "soak host", unavailable, crate::soak::host_check);
+    check(totals, "soak guest", crate::vm::unavailable(), crate::soak::guest_check);
 }
 
 /// The container image builds offline within its budget and its binary runs (one test).

@@ -234,7 +234,9 @@ impl Agent {
                 result = &mut stop => return result.context("the stop condition's task failed"),
                 Some(()) = statistics_requested.recv() => {
                     info!(stats = ?self.stats, "statistics");
-                    self.reporter.line(&Line::Stats { source: name, stats: self.stats });
+                    let waiting = self.deferred.len() + self.measuring.as_ref().map_or(0, Measuring::awaiting_reads);
+                    let held = crate::report::held::now(waiting);
+                    self.reporter.line(&Line::Stats { source: name, stats: self.stats, held });
                     if let Some(report) = self.timeline() {
                         self.reporter.measurement(&report);
                     }

@@ -53,6 +53,10 @@ impl Deferred {
         self.waiting.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
     fn forget(&mut self, ifindex: u32) {
         self.waiting
             .retain(|waiting| !matches!(waiting.event, NetdevEvent::Changed { ifindex: i, .. } if i == ifindex));

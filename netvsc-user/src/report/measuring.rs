@@ -67,6 +67,11 @@ impl Measuring {
         lines
     }
 
+    /// Written addresses whose read is still being polled for.
+    pub(crate) fn awaiting_reads(&self) -> usize {
+        self.recorder.awaiting_read().count()
+    }
+
     pub fn report(&self) -> Report {
         self.recorder.report()
     }

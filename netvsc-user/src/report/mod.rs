@@ -3,6 +3,7 @@
 
 pub mod first_run;
 pub mod health;
+pub(crate) mod held;
 pub mod lines;
 pub(crate) mod measuring;
 pub mod metrics;

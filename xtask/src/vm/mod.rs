@@ -16,6 +16,7 @@ mod kbuild;
 mod qemu;
 mod scenarios;
 mod sequences;
+mod soak;
 mod testpmd;
 mod traffic;
 
@@ -249,6 +250,15 @@ fn dpdk_rows(args: &DpdkArgs) -> anyhow::Result<()> {
 pub fn bench(cycles: u32, churn_pairs: u32, seed: u64, results: &mut crate::figures::Results) -> anyhow::Result<()> {
     let (setup, _work) = prepare(assets::DEFAULT_KERNEL)?;
     bench::run(&setup, cycles, churn_pairs, seed, results)
+}
+
+/// `cargo xtask soak`'s guest: `cycles` servicing cycles of VF A on `kernel` with `source`; the
+/// console log is kept when the soak fails.
+pub fn soak(kernel: &str, source: &str, cycles: u32, seed: u64) -> anyhow::Result<crate::soaked::Soaked> {
+    let (setup, work) = prepare(kernel)?;
+    soak::run(&setup, source, cycles, seed).inspect_err(|_| {
+        println!("soak[guest]: console log kept in {}", work.keep().display());
+    })
 }
 
 /// Builds the agent, prepares a guest per kernel and runs the chosen scenarios for every source;

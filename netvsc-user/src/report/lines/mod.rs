@@ -30,7 +30,7 @@ pub enum Line {
     /// whose every tick is one.
     Resync { source: SourceName, reason: String },
     /// The loop's counters (on SIGUSR1).
-    Stats { source: SourceName, stats: Stats },
+    Stats { source: SourceName, stats: Stats, held: Held },
     /// `--measure`: one failover completed (the new address was written).
     Failover { failover: Failover },
     /// `--measure`: the consumer read the address written `after_write_us` earlier.
@@ -101,6 +101,21 @@ pub struct Stats {
     pub relevant: u64,
     pub refill_ticks: u64,
     pub resyncs: u64,
+}
+
+/// What the process holds at one moment: over a long run each stays flat unless something
+/// leaks (a soak reads them at its start, middle and end).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// Resident memory in KiB (VmRSS).
+    pub rss_kib: u64,
+    /// tokio tasks alive: the loop's helpers, the metrics server and its connections.
+    pub tasks: u64,
+    /// Work waiting its turn: events deferred until the source is quiet, and written addresses
+    /// whose read `--measure` still polls for.
+    pub waiting: u64,
 }
 
 /// A VF as reported: its netdevice, PCI function, the exact line fail-safe's pipe carries, and
