@@ -246,3 +246,36 @@ fn a_huge_argument_is_named_once_and_clipped() {
     assert!(out.stderr.len() < 1_000, "{} bytes of error", out.stderr.len());
     assert!(stderr(&out).contains("(120005 bytes)"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_damaged_lock_file_is_named_and_the_interface_still_served() {
+    let stage = Stage::new();
+    let lock = stage.run_dir().join(".netvsc-watch.lock");
+    // Bytes that are not UTF-8, a name through a path, a name that is none of ours.
+    std::fs::write(&lock, b"# netvsc-watch\npid 1\n\xff\xfe garbage\n../escape.pipe 00:15:5d:00:00:01\nnotes.txt\n")
+        .unwrap();
+    let outside = stage.dir.path().join("escape.pipe");
+    std::fs::write(&outside, "not ours").unwrap();
+    let run_dir = stage.run_dir();
+    let child = Command::new(NETVSC_WATCH)
+        .args(stage.args(run_dir.to_str().unwrap()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = run_dir.join("eth1.addr");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&addr).unwrap_or_default() != "0002:00:02.0\n" {
+        assert!(std::time::Instant::now() < deadline, "eth1 was not served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read_like_failsafe(stage.open_like_dpdk()).unwrap().as_deref(), Some("0002:00:02.0"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains(lock.to_str().unwrap()) && log.contains("lines=3"), "{log}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "not ours");
+    assert_eq!(names(&run_dir), [".netvsc-watch.lock", "eth1.pipe"]);
+}

@@ -53,6 +53,9 @@ pub struct Presence {
     pub may_write_ns: u64,
     /// The agent's `associated` line: the address is in the FIFO from here on.
     pub written_ns: u64,
+    /// When its removal began (the VF's netdevice deleted, the agent signalled): from here on
+    /// the agent may empty the FIFO, before it stamps `gone_ns`.
+    pub leaving_ns: Option<u64>,
     pub gone_ns: Option<u64>,
 }
 
@@ -108,8 +111,10 @@ pub fn judge(presences: &[Presence], passes: &[Pass]) -> Verdict {
         }
         for presence in &presences {
             let gone = presence.gone_ns.unwrap_or(u64::MAX);
+            // A chance to read: a whole look between the write and the start of the removal.
+            let leaving = presence.leaving_ns.or(presence.gone_ns).unwrap_or(u64::MAX);
             let first = passes.partition_point(|p| p.start_ns < presence.written_ns);
-            let could_read = passes.get(first).is_some_and(|p| p.end_ns <= gone);
+            let could_read = passes.get(first).is_some_and(|p| p.end_ns <= leaving);
             let from = reads.partition_point(|r| r.end_ns < presence.may_write_ns);
             let was_read = reads[from..]
                 .iter()
@@ -118,7 +123,11 @@ pub fn judge(presences: &[Presence], passes: &[Pass]) -> Verdict {
             if could_read && !was_read {
                 verdict.missed += 1;
                 verdict.example(|| {
-                    format!("fifo {fifo}: {} written at {} ns was never read", presence.address, presence.written_ns)
+                    let (p, w) = (presence, presence.written_ns);
+                    format!(
+                        "fifo {fifo}: {} written at {w} ns (leaving {:?}, gone {:?}) was never read",
+                        p.address, p.leaving_ns, p.gone_ns
+                    )
                 });
             }
         }
@@ -166,7 +175,7 @@ mod tests {
     use super::*;
 
     fn presence(address: &str, may_write_ns: u64, written_ns: u64, gone_ns: Option<u64>) -> Presence {
-        Presence { fifo: 0, address: address.into(), may_write_ns, written_ns, gone_ns }
+        Presence { fifo: 0, address: address.into(), may_write_ns, written_ns, leaving_ns: None, gone_ns }
     }
 
     fn pass(start_ns: u64, end_ns: u64, read: Option<&str>) -> Pass {
@@ -212,7 +221,21 @@ mod tests {
         let passes = [pass(150, 151, None), pass(311, 313, None)];
         let verdict = judge(&presences, &passes);
         assert_eq!((verdict.stale, verdict.missed), (0, 1));
-        assert_eq!(verdict.examples, ["fifo 0: 0002:00:02.0 written at 110 ns was never read"]);
+        assert_eq!(
+            verdict.examples,
+            ["fifo 0: 0002:00:02.0 written at 110 ns (leaving None, gone Some(200)) was never read"]
+        );
+    }
+
+    #[test]
+    fn a_look_after_the_removal_began_is_no_chance_to_read() {
+        // The agent empties the FIFO as the removal arrives and stamps `gone` after.
+        let mut leaving = presence(A, 100, 110, Some(200));
+        leaving.leaving_ns = Some(150);
+        let passes = [pass(160, 161, None)];
+        assert_eq!(judge(&[leaving.clone()], &passes).missed, 0);
+        leaving.leaving_ns = Some(170);
+        assert_eq!(judge(&[leaving], &passes).missed, 1);
     }
 
     #[test]

@@ -238,6 +238,7 @@ impl Soak<'_> {
                     address: vf.pci,
                     may_write_ns,
                     written_ns: written.at_ns,
+                    leaving_ns: None,
                     gone_ns: None,
                 });
                 self.interfaces[i].vf.as_mut().expect("present").presence = self.presences.len() - 1;
@@ -250,12 +251,14 @@ impl Soak<'_> {
     /// starts the next.
     fn restart(&mut self, signal: Signal) -> anyhow::Result<()> {
         println!("soak[host]: run {} ends with {signal}", self.run);
+        let leaving_ns = monotonic_ns();
         let agent = self.agent.take().context("no agent to stop")?;
         agent.end(signal)?;
         if signal != Signal::SIGKILL {
             let gone_ns = monotonic_ns();
             for vf in self.interfaces.iter().filter_map(|i| i.vf.as_ref()) {
-                self.presences[vf.presence].gone_ns = Some(gone_ns);
+                let presence = &mut self.presences[vf.presence];
+                (presence.leaving_ns, presence.gone_ns) = (Some(leaving_ns), Some(gone_ns));
             }
         }
         self.start()
@@ -310,6 +313,7 @@ impl Soak<'_> {
                 address: vf.pci,
                 may_write_ns,
                 written_ns: change.at_ns,
+                leaving_ns: None,
                 gone_ns: None,
             });
             soak.interfaces[i].vf.as_mut().expect("plugged").presence = soak.presences.len() - 1;
@@ -330,8 +334,10 @@ impl Soak<'_> {
     /// The netdevices of `which`'s VFs unregistered together; once every FIFO is emptied,
     /// their PCI functions removed.
     fn unplug(&mut self, which: &[usize]) -> anyhow::Result<()> {
+        let leaving_ns = monotonic_ns();
         for &i in which {
             let vf = self.interfaces[i].vf.as_ref().context("a VF to remove")?;
+            self.presences[vf.presence].leaving_ns = Some(leaving_ns);
             let line = format!("link set {} group {LEAVING}", vf.name);
             self.batch.send(&line)?;
         }

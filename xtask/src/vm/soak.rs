@@ -63,6 +63,7 @@ fn seen(guest: &Guest) -> (Vec<Presence>, Vec<Pass>) {
                 address: vf.pci.clone(),
                 may_write_ns: emptied_ns,
                 written_ns: change.at_ns,
+                leaving_ns: None,
                 gone_ns: None,
             }),
             "dissociated" => {

@@ -100,9 +100,16 @@ impl SidecarDir {
                 return Err(UsageError::FifoDir { path: dir.to_owned(), why }.into());
             }
         };
-        let mut listed = String::new();
-        lock.read_to_string(&mut listed).map_err(|err| bad_path(&path, err))?;
+        // A damaged list is no reason to leave DPDK unserved: what it cannot say is ignored,
+        // and files it does not list are never touched.
+        let mut listed = Vec::new();
+        lock.read_to_end(&mut listed).map_err(|err| bad_path(&path, err))?;
+        let listed = String::from_utf8_lossy(&listed);
         let ours = listed_files(&listed);
+        let odd = listed.lines().filter(|line| !is_header(line) && listed_file(line).is_none()).count();
+        if odd > 0 {
+            warn!(path = %path.display(), lines = odd, "ignoring lines of the lock file that name no file of ours");
+        }
         let mut this = Self { dir: dir.to_owned(), mode, lock, created_lock, ours, bound: BTreeMap::new() };
         this.sanitize();
         this.save_list().map_err(|err| bad_path(&path, err))?;
@@ -281,6 +288,12 @@ impl SidecarDir {
 /// or damaged file holds: what is not a plain listed name is ignored).
 pub(crate) fn listed_files(text: &str) -> BTreeMap<String, Option<MacAddr6>> {
     text.lines().filter_map(listed_file).collect()
+}
+
+/// A line [`SidecarDir::save_list`] writes before the names: the comment, the holder's pid,
+/// and blank lines.
+fn is_header(line: &str) -> bool {
+    line.trim().is_empty() || line.starts_with('#') || line.starts_with("pid ")
 }
 
 /// One line of the list: a plain file name in the directory (no path, no comment), and for a
