@@ -154,10 +154,14 @@ impl Soak<'_> {
         let all: Vec<usize> = (0..self.interfaces.len()).collect();
         self.plug(&all).context("the first VFs")?;
         let mut progress = Progress::new("host", cycles);
-        // Each run is sampled once warm and before it ends (a restart begins the next run).
+        // Each run is sampled once warm, halfway and before it ends (a restart begins the next).
         let (term_at, kill_at) = (cycles / 3, 2 * cycles / 3);
-        let warm = |from: u32, to: u32| from + (to - from) / 20;
-        let mut samples_at = vec![warm(0, term_at), term_at, warm(term_at, kill_at), kill_at, warm(kill_at, cycles)];
+        let points = |from: u32, to: u32| [from + (to - from) / 20, from + (to - from) / 2, to];
+        let mut samples_at: Vec<u32> = [points(0, term_at), points(term_at, kill_at), points(kill_at, cycles)]
+            .concat()
+            .into_iter()
+            .filter(|&at| at < cycles)
+            .collect();
         let (mut done, mut events) = (0, 0);
         while done < cycles {
             if samples_at.first().is_some_and(|&at| done >= at) {
