@@ -6,6 +6,7 @@
 //! seen stays removed until an event shows that ifindex again or events were lost.
 
 pub mod addresses;
+pub mod kmsg;
 pub mod netdev_list;
 pub mod rtnetlink;
 pub mod sysfs;
