@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use netvsc_user::agent::cli::{Cli, Command, ExecArgs, RunArgs, ScanArgs, SelectionArgs, WatchArgs};
+use netvsc_user::agent::cli::{Cli, Command, ExecArgs, MonitorArgs, RunArgs, ScanArgs, SelectionArgs, WatchArgs};
 use netvsc_user::agent::exec::{dpdk_argv, exec_unchanged, exit_code, spawn, CannotRun, Forwarder};
 use netvsc_user::agent::signals::Terminations;
 use netvsc_user::agent::Agent;
@@ -51,6 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Scan(args) => scan(args).await,
         Command::Watch(args) => watch(args).await,
         Command::Exec(args) => exec(args).await,
+        Command::Monitor(args) => monitor(args).await,
     }
 }
 
@@ -138,6 +139,43 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     let signal = result?;
     measured?;
     info!(signal = signal.as_str(), "stopped; FIFOs emptied and kept, state files removed");
+    Ok(0)
+}
+
+/// Observes without outputs: the loop of `watch` with no pipe, every NetVSC interface, and the
+/// kernel's own log.
+async fn monitor(args: MonitorArgs) -> anyhow::Result<i32> {
+    let mut selection = args.selection.selection()?;
+    if selection.ignore {
+        info!("ignore set: nothing to do");
+        return Ok(0);
+    }
+    selection.routed_too = true;
+    check_measure_path(&args.run)?;
+    enter_realtime(&args.run)?;
+    let served = start_metrics(&args.run)?;
+    let reader = system_reader(&args.selection)?;
+    let mut opened = event_source(&args.run)?;
+    let signals = Terminations::install()?;
+    let outputs = Outputs::new(OutputMode::None)?;
+    let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
+    start_recording(&args.run, &opened, &mut agent, &served);
+    if let Some(kmsg) = netvsc_user::source::kmsg::start(&args.kmsg) {
+        agent.kernel_log(kmsg);
+    }
+    let auto_probe = AutoProbe::detect(agent.view(), &[], false);
+    let followed = agent.pairing().contexts().len();
+    for line in no_netvsc_hint(&args.selection.sysfs_root, agent.view(), followed, &auto_probe).iter().flatten() {
+        warn!("{line}");
+    }
+    announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
+    let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.into_recv()).await;
+    served.health.enter(Phase::Stopping, "stopping");
+    let measured = finish_measuring(&args.run, &agent);
+    agent.shutdown();
+    let signal = result?;
+    measured?;
+    info!(signal = signal.as_str(), "stopped");
     Ok(0)
 }
 

@@ -24,6 +24,9 @@ Examples:
   # Sidecar next to a DPDK pod: FIFOs and state files in a shared directory
   netvsc-watch watch --fifo-dir /run/netvsc --iface eth1 --json
 
+  # Failover timelines and metrics of every accelerated NIC, DPDK or not
+  netvsc-watch monitor --metrics-listen 127.0.0.1:9479 --measure /tmp/outages.json
+
   # The original driver's arguments, verbatim
   netvsc-watch watch --fifo-dir /run/netvsc --devargs 'iface=eth1,force=1'
 
@@ -68,6 +71,16 @@ pub enum Command {
     ///
     /// Example: netvsc-watch exec --iface eth1 -- dpdk-testpmd -l 0-1 -- -i
     Exec(ExecArgs),
+    /// Observe every NetVSC interface and its VF, DPDK or not: failover timelines and metrics
+    ///
+    /// Writes no pipe and creates no file but --measure's. Every NetVSC interface is followed,
+    /// the VM's own routed one too (--iface/--mac: the named ones, by the usual rules), and
+    /// hv_netvsc's own lines in the kernel's log (data path switched to or from the VF, VF
+    /// registering and unregistering, VF slot added and removed) are added to each outage with
+    /// their kernel times. Reading the log needs root or CAP_SYSLOG; without it, one warning.
+    ///
+    /// Example: netvsc-watch monitor --metrics-listen 127.0.0.1:9479 --measure /tmp/outages.json
+    Monitor(MonitorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +145,7 @@ impl SelectionArgs {
                 .collect(),
             force: self.force,
             ignore: self.ignore,
+            routed_too: false,
         };
         if let Some(devargs) = &self.devargs {
             selection.add_devargs(devargs)?;
@@ -230,6 +244,18 @@ pub struct WatchArgs {
     /// Permissions of the files created there, in octal (0000–0777); applied to reused FIFOs too
     #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = octal_mode)]
     pub file_mode: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The kernel's log, or a stand-in in its format (a file or FIFO of /dev/kmsg records, one
+    /// record per line)
+    #[arg(long, value_name = "PATH", default_value = "/dev/kmsg")]
+    pub kmsg: PathBuf,
 }
 
 /// `exec --failsafe-poll` unless given: a written address waits 50 ms on average instead of

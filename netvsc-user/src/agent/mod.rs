@@ -27,6 +27,7 @@ use crate::report::measuring::Measuring;
 use crate::report::metrics::{Metrics, Observer};
 use crate::report::timeline::Report;
 use crate::report::Reporter;
+use crate::source::kmsg::Logged;
 use crate::source::Source;
 use crate::system::SystemReader;
 
@@ -57,6 +58,8 @@ pub struct Agent {
     pairing: Pairing,
     outputs: Outputs,
     reporter: Reporter,
+    /// `monitor`: hv_netvsc's moments read from the kernel's log.
+    kmsg: Option<mpsc::Receiver<Logged>>,
 }
 
 impl Agent {
@@ -103,6 +106,7 @@ impl Agent {
             pairing,
             outputs,
             reporter,
+            kmsg: None,
         })
     }
 
@@ -137,6 +141,28 @@ impl Agent {
         let observer = Observer::new(metrics, source);
         observer.interfaces(&self.pairing, &self.view);
         self.observer = Some(observer);
+    }
+
+    /// Takes hv_netvsc's moments from `kmsg` into the timelines and metrics (`monitor`).
+    pub fn kernel_log(&mut self, kmsg: mpsc::Receiver<Logged>) {
+        self.kmsg = Some(kmsg);
+    }
+
+    /// One moment of the kernel's log, for the interface it names: by its name as the agent
+    /// knows it now (a rename has come as a link event by then), only if the agent follows it.
+    fn kernel_moment(&mut self, logged: &Logged) {
+        let crate::system::kmsg::Moment::Netvsc { netvsc, event, vmbus_id } = &logged.moment else { return };
+        if !self.pairing.contexts().iter().any(|ctx| ctx.name == *netvsc) {
+            debug!(netvsc = %netvsc, vmbus_id = %vmbus_id, ?event, "kernel moment of an interface not followed");
+            return;
+        }
+        info!(netvsc = %netvsc, vmbus_id = %vmbus_id, at_us = logged.at_us, ?event, "hv_netvsc");
+        if let Some(measuring) = &mut self.measuring {
+            measuring.kernel_moment(logged.at_us, &logged.moment, netvsc);
+        }
+        if let Some(observer) = &mut self.observer {
+            observer.kernel_moment(logged.at_us, &logged.moment, netvsc);
+        }
     }
 
     /// The failovers recorded so far (`None` unless [`Agent::measure`] was called).
@@ -265,6 +291,10 @@ impl Agent {
                         Err(err) => warn!(error = %format!("{err:#}"), "safety resync failed"),
                     }
                 }
+                logged = next_logged(&mut self.kmsg) => match logged {
+                    Some(logged) => self.kernel_moment(&logged),
+                    None => self.kmsg = None,
+                },
                 event = source.next() => {
                     let event = event.with_context(|| format!("{name} event source failed"))?;
                     self.stats.events += 1;
@@ -321,5 +351,13 @@ impl Agent {
     /// Closes the pipes and removes the files this run created.
     pub fn shutdown(self) {
         self.outputs.close();
+    }
+}
+
+/// The next moment of the kernel's log; `None` once its reader ended; never without one.
+async fn next_logged(kmsg: &mut Option<mpsc::Receiver<Logged>>) -> Option<Logged> {
+    match kmsg {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -41,6 +41,9 @@ pub struct Selection {
     pub force: bool,
     /// Do nothing at all (the original's switch to turn off auto-probing).
     pub ignore: bool,
+    /// `monitor`: with no specs, every NetVSC interface, routed or not, and none is released
+    /// when it gains an address (nothing is written for it, so the VM's own NIC is no risk).
+    pub routed_too: bool,
 }
 
 /// An interface chosen for management at start-up.
@@ -85,14 +88,20 @@ impl Selection {
         self.specs.is_empty()
     }
 
+    /// Whether an interface admitted now is released again when it gains an IP address: only
+    /// those the automatic rule picked for a pipe.
+    pub(crate) fn releases_routed(&self) -> bool {
+        self.is_auto() && !self.routed_too
+    }
+
     /// Interfaces to manage at start-up, in a stable order (specs in the order given, else by
     /// ifindex). Named interfaces must exist and be NetVSC unless `force`.
     pub(crate) fn resolve(&self, view: &SystemView) -> Result<Vec<Admitted>, UsageError> {
         if self.is_auto() {
             return Ok(view
                 .links()
-                .filter(|link| link.is_netvsc() && !view.is_routed(link.ifindex))
-                .map(|link| Admitted { ifindex: link.ifindex, auto: true })
+                .filter(|link| link.is_netvsc() && (self.routed_too || !view.is_routed(link.ifindex)))
+                .map(|link| Admitted { ifindex: link.ifindex, auto: self.releases_routed() })
                 .collect());
         }
         let mut admitted: Vec<Admitted> = Vec::new();
@@ -129,7 +138,8 @@ impl Selection {
 
     /// Whether a NetVSC interface that appears after start-up should be managed (sidecar mode).
     pub(crate) fn admits_later(&self, link: &Netdev, routed: bool) -> bool {
-        link.is_netvsc() && if self.is_auto() { !routed } else { self.specs.iter().any(|s| s.matches(link)) }
+        link.is_netvsc()
+            && if self.is_auto() { self.routed_too || !routed } else { self.specs.iter().any(|s| s.matches(link)) }
     }
 }
 
@@ -149,7 +159,10 @@ mod tests {
         let cases: Vec<(&str, Selection)> = vec![
             ("", Selection::default()),
             ("iface=eth1", Selection { specs: vec![Spec::Name("eth1".into())], ..Default::default() }),
-            ("mac=00:15:5D:00:00:01,force=1", Selection { specs: vec![Spec::Mac(mac)], force: true, ignore: false }),
+            (
+                "mac=00:15:5D:00:00:01,force=1",
+                Selection { specs: vec![Spec::Mac(mac)], force: true, ..Default::default() },
+            ),
             (
                 "iface=eth1,iface=eth2,ignore=0",
                 Selection { specs: vec![Spec::Name("eth1".into()), Spec::Name("eth2".into())], ..Default::default() },
@@ -228,6 +241,17 @@ mod tests {
     }
 
     #[test]
+    fn monitoring_takes_routed_interfaces_too_and_never_releases_them() {
+        let every = Selection { routed_too: true, ..Default::default() };
+        assert_eq!(admitted(&every).unwrap(), [(2, false), (3, false), (4, false)]);
+        let view = view();
+        assert!(every.admits_later(view.get(2).unwrap(), true));
+        assert!(!every.admits_later(view.get(20).unwrap(), false), "still NetVSC only");
+        let named = Selection { specs: vec![Spec::Name("eth1".into())], routed_too: true, ..Default::default() };
+        assert_eq!(admitted(&named).unwrap(), [(3, false)], "named: the original's rules");
+    }
+
+    #[test]
     fn named_interfaces_come_in_the_order_given_each_once() {
         let mac = |n| Spec::Mac(MacAddr6::new(0, 0x15, 0x5d, 0, 0, n));
         let named = |specs: Vec<Spec>| Selection { specs, ..Default::default() };
@@ -243,14 +267,14 @@ mod tests {
             admitted(&named(vec![Spec::Name("veth0".into())])).unwrap_err(),
             UsageError::NotNetvsc("veth0".into())
         );
-        let forced = Selection { specs: vec![Spec::Name("veth0".into())], force: true, ignore: false };
+        let forced = Selection { specs: vec![Spec::Name("veth0".into())], force: true, ..Default::default() };
         assert_eq!(admitted(&forced).unwrap(), [(20, false)]);
         // Forced by a MAC no NetVSC has, shared by a VF and a plain device: the plain one.
         let view = SystemView::from_netdevs(
             [link(10, "enP1", 7, pci("0001:00:02.0")), link(21, "veth1", 7, NetdevKind::Other)],
             Default::default(),
         );
-        let forced = Selection { specs: vec![mac(7)], force: true, ignore: false };
+        let forced = Selection { specs: vec![mac(7)], force: true, ..Default::default() };
         assert_eq!(forced.resolve(&view).unwrap().iter().map(|a| a.ifindex).collect::<Vec<_>>(), [21]);
     }
 
@@ -266,7 +290,7 @@ mod tests {
         let named = Selection { specs: vec![Spec::Name("eth2".into())], ..Default::default() };
         assert!(named.admits_later(get(4), true), "named: also with IP addresses");
         assert!(!named.admits_later(get(3), false), "named: only what is named");
-        let veth = Selection { specs: vec![Spec::Name("veth0".into())], force: true, ignore: false };
+        let veth = Selection { specs: vec![Spec::Name("veth0".into())], force: true, ..Default::default() };
         assert!(!veth.admits_later(get(20), false), "later admission is for NetVSC interfaces only");
     }
 }

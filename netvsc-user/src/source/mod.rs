@@ -7,6 +7,7 @@ use macaddr::MacAddr6;
 use crate::event::{SourceEvent, SourceName};
 
 pub mod ebpf;
+pub mod kmsg;
 pub mod netlink;
 mod open;
 pub mod poll;

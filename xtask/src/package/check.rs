@@ -22,6 +22,7 @@ const COMMON: &[&str] = &[
     "/usr/share/man/man1/netvsc-watch-scan.1.gz",
     "/usr/share/man/man1/netvsc-watch-watch.1.gz",
     "/usr/share/man/man1/netvsc-watch-exec.1.gz",
+    "/usr/share/man/man1/netvsc-watch-monitor.1.gz",
     "/usr/share/bash-completion/completions/netvsc-watch",
     "/usr/share/fish/vendor_completions.d/netvsc-watch.fish",
     "/usr/share/doc/netvsc-watch/README.md",

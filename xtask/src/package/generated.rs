@@ -87,7 +87,10 @@ mod tests {
     fn each_subcommand_has_a_page_naming_every_option_of_its_help() {
         let pages = man_pages().unwrap();
         let names: Vec<&str> = pages.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["netvsc-watch", "netvsc-watch-scan", "netvsc-watch-watch", "netvsc-watch-exec"]);
+        assert_eq!(
+            names,
+            ["netvsc-watch", "netvsc-watch-scan", "netvsc-watch-watch", "netvsc-watch-exec", "netvsc-watch-monitor"]
+        );
         let mut cmd = command();
         cmd.build();
         for sub in documented(&cmd) {
@@ -110,7 +113,7 @@ mod tests {
         let bash = std::fs::read_to_string(dir.path().join("completions/netvsc-watch.bash")).unwrap();
         let fish = std::fs::read_to_string(dir.path().join("completions/netvsc-watch.fish")).unwrap();
         assert!(dir.path().join("completions/_netvsc-watch").is_file());
-        assert_eq!(files.len(), 4 + 3, "four man pages, three shells: {files:?}");
+        assert_eq!(files.len(), 5 + 3, "five man pages, three shells: {files:?}");
         let mut cmd = command();
         cmd.build();
         for sub in documented(&cmd) {

@@ -252,7 +252,7 @@ impl Pairing {
                 continue;
             }
             if self.admit_later && self.selection.admits_later(link, view.is_routed(link.ifindex)) {
-                self.add_context(link, self.selection.is_auto(), actions);
+                self.add_context(link, self.selection.releases_routed(), actions);
             }
         }
     }

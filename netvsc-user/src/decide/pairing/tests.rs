@@ -39,7 +39,7 @@ fn auto() -> Selection {
 }
 
 fn named(names: &[&str], force: bool) -> Selection {
-    Selection { specs: names.iter().map(|n| Spec::Name(n.to_string())).collect(), force, ignore: false }
+    Selection { specs: names.iter().map(|n| Spec::Name(n.to_string())).collect(), force, ..Default::default() }
 }
 
 fn associated(actions: &[Action]) -> Vec<(String, String)> {

@@ -3,6 +3,7 @@
 //! its address reached the pipe per source) and what says the agent itself is healthy (events,
 //! resyncs by reason, eBPF ring drops). Recorded after the pipes are written, never before.
 
+mod kernel;
 mod observer;
 mod server;
 
@@ -84,6 +85,7 @@ pub struct Metrics {
     relevant: Family<SourceLabel, Counter>,
     resyncs: Family<ReasonLabel, Counter>,
     ring_drops: Counter,
+    kernel: kernel::KernelMetrics,
 }
 
 impl Default for Metrics {
@@ -134,6 +136,7 @@ impl Metrics {
         registry.register("resyncs", "Full rescans, by reason", resyncs.clone());
         let ring_drops = Counter::default();
         registry.register("ebpf_ring_drops", "Events the eBPF ring buffer had no room for", ring_drops.clone());
+        let kernel = kernel::KernelMetrics::register(&mut registry);
         Self {
             registry: std::sync::Arc::new(registry),
             managed,
@@ -146,6 +149,7 @@ impl Metrics {
             relevant,
             resyncs,
             ring_drops,
+            kernel,
         }
     }
 
@@ -173,6 +177,11 @@ impl Metrics {
     /// The eBPF ring buffer dropped `count` more events.
     pub fn ring_drops(&self, count: u64) {
         self.ring_drops.inc_by(count);
+    }
+
+    /// What a moment of the kernel's log changed (`monitor`).
+    pub(crate) fn kernel(&self, noted: &crate::report::timeline::kernel::Noted) {
+        self.kernel.noted(noted);
     }
 
     /// A VF left `failover.netvsc` and its pipe was emptied (timed by `source`'s clock).

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::decide::pairing::Action;
 use crate::event::{NetdevEvent, SourceEvent, SourceName};
 
+pub mod kernel;
+
 /// What a failover's times were taken from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +129,9 @@ pub struct Summary {
 pub struct Report {
     pub failovers: Vec<Failover>,
     pub summary: Summary,
+    /// `monitor`: the outages hv_netvsc logged, ended ones first (kmsg times).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_outages: Vec<kernel::KernelOutage>,
 }
 
 #[derive(Debug)]
@@ -267,6 +272,11 @@ impl Recorder {
         Some(failover)
     }
 
+    /// Context `id`'s address will never be read (it has no pipe): no longer awaited.
+    pub(crate) fn unawait(&mut self, id: u32) {
+        self.unread.remove(&id);
+    }
+
     /// Completed failovers, and outages still in progress (no new VF yet) after them.
     pub fn report(&self) -> Report {
         let failovers: Vec<Failover> = self.done.iter().chain(self.open.values()).cloned().collect();
@@ -276,7 +286,7 @@ impl Recorder {
             gone_to_emptied_us: Spread::of(failovers.iter().map(Failover::gone_to_emptied_us)),
             write_to_read_us: Spread::of(failovers.iter().filter_map(Failover::write_to_read_us)),
         };
-        Report { failovers, summary }
+        Report { failovers, summary, kernel_outages: Vec::new() }
     }
 }
 
@@ -318,8 +328,33 @@ impl Report {
                 value(spread.max)
             );
         }
+        if !self.kernel_outages.is_empty() {
+            out += &kernel_table(&self.kernel_outages);
+        }
         out
     }
+}
+
+/// The kernel's outages: when each began (kmsg seconds), how long the VF was away, how soon the
+/// data path followed the VF back.
+fn kernel_table(outages: &[kernel::KernelOutage]) -> String {
+    let mut out = format!(
+        "{:<10} {:<16} {:>14} {:>9} {:>16}  {}\n",
+        "interface", "VF (kernel)", "began s", "absent s", "back→switched s", "new VF"
+    );
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.6}"));
+    for o in outages {
+        out += &format!(
+            "{:<10} {:<16} {:>14.6} {:>9} {:>16}  {}\n",
+            o.netvsc,
+            o.vf.as_deref().unwrap_or("-"),
+            o.start_us() as f64 / 1e6,
+            opt(o.absent_s()),
+            opt(o.back_to_data_path_s()),
+            o.new_vf.as_deref().unwrap_or("(not back)"),
+        );
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,88 @@
+//! `monitor`'s metrics from the kernel's own log (hv_netvsc's lines in /dev/kmsg), per NetVSC
+//! interface: how often its VF went, how long it stayed away, how soon the kernel switched the
+//! data path back to it, and every data-path switch by direction.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::{absence, latency, Histograms};
+use crate::report::timeline::kernel::Noted;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetvscLabel {
+    netvsc: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwitchLabels {
+    netvsc: String,
+    /// `to_vf` or `from_vf`.
+    direction: String,
+}
+
+#[derive(Clone)]
+pub(super) struct KernelMetrics {
+    outages: Family<NetvscLabel, Counter>,
+    absent: Histograms<NetvscLabel>,
+    back_to_data_path: Histograms<NetvscLabel>,
+    switches: Family<SwitchLabels, Counter>,
+}
+
+impl KernelMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let outages = Family::<NetvscLabel, Counter>::default();
+        registry.register(
+            "kernel_outages",
+            "VF outages hv_netvsc logged: the data path switched from the VF, the VF unregistering or its slot removed",
+            outages.clone(),
+        );
+        let absent = Histograms::new_with_constructor(absence as fn() -> Histogram);
+        registry.register_with_unit(
+            "kernel_vf_absent",
+            "From an outage's first kernel moment to the VF registering again (kmsg times)",
+            Unit::Seconds,
+            absent.clone(),
+        );
+        let back_to_data_path = Histograms::new_with_constructor(latency as fn() -> Histogram);
+        registry.register_with_unit(
+            "vf_back_to_data_path",
+            "From the VF registering again to the kernel switching the data path to it (kmsg times)",
+            Unit::Seconds,
+            back_to_data_path.clone(),
+        );
+        let switches = Family::<SwitchLabels, Counter>::default();
+        registry.register(
+            "data_path_switches",
+            "Data-path switches hv_netvsc logged, by direction (to_vf, from_vf)",
+            switches.clone(),
+        );
+        Self { outages, absent, back_to_data_path, switches }
+    }
+
+    /// What one kernel moment changed.
+    pub fn noted(&self, noted: &Noted) {
+        match noted {
+            Noted::Switched { netvsc, to_vf } => {
+                let direction = if *to_vf { "to_vf" } else { "from_vf" };
+                self.switches
+                    .get_or_create(&SwitchLabels { netvsc: netvsc.clone(), direction: direction.into() })
+                    .inc();
+            }
+            Noted::Began { netvsc } => {
+                self.outages.get_or_create(&NetvscLabel { netvsc: netvsc.clone() }).inc();
+            }
+            Noted::Ended(outage) => {
+                let label = NetvscLabel { netvsc: outage.netvsc.clone() };
+                if let Some(absent) = outage.absent_s() {
+                    self.absent.get_or_create(&label).observe(absent);
+                }
+                if let Some(back) = outage.back_to_data_path_s() {
+                    self.back_to_data_path.get_or_create(&label).observe(back);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The kernel's own account of each VF outage (`monitor`), from hv_netvsc's log lines: the data
+//! path switched from the VF, the VF unregistering, its slot removed; back: the slot added, the
+//! VF registering, the data path switched to it. Pure: fed [`Moment`]s with their kmsg times
+//! (the kernel's `local_clock()`, within a few milliseconds of CLOCK_MONOTONIC: comparable with
+//! each other, not with the agent's own times).
+//!
+//! Outages are kept per NetVSC by its VMBus id, which the kernel logs on every line and which a
+//! rename does not change; the name shown is the latest the kernel logged (or the agent knows).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::system::kmsg::{Moment, NetvscEvent};
+
+/// One VF outage as hv_netvsc logged it; times are kmsg microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KernelOutage {
+    pub netvsc: String,
+    pub vmbus_id: String,
+    /// The VF that left, as the kernel named it.
+    pub vf: Option<String>,
+    pub data_path_from_vf_us: Option<u64>,
+    pub vf_unregistering_us: Option<u64>,
+    pub slot_removed_us: Option<u64>,
+    pub slot_added_us: Option<u64>,
+    pub vf_registering_us: Option<u64>,
+    pub data_path_to_vf_us: Option<u64>,
+    /// The VF that came back.
+    pub new_vf: Option<String>,
+}
+
+impl KernelOutage {
+    /// The first moment of the outage: traffic or the VF left.
+    pub fn start_us(&self) -> u64 {
+        [self.data_path_from_vf_us, self.vf_unregistering_us, self.slot_removed_us]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_default()
+    }
+
+    /// From the outage's start to the VF registering again.
+    pub fn absent_s(&self) -> Option<f64> {
+        Some(self.vf_registering_us?.saturating_sub(self.start_us()) as f64 / 1e6)
+    }
+
+    /// From the VF registering again to the kernel switching the data path to it.
+    pub fn back_to_data_path_s(&self) -> Option<f64> {
+        Some(self.data_path_to_vf_us?.saturating_sub(self.vf_registering_us?) as f64 / 1e6)
+    }
+
+    fn returning(&self) -> bool {
+        self.slot_added_us.is_some() || self.vf_registering_us.is_some()
+    }
+}
+
+/// What one moment changed, for the metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Noted {
+    /// The kernel switched `netvsc`'s data path to (`to_vf`) or from its VF.
+    Switched { netvsc: String, to_vf: bool },
+    /// An outage of `netvsc` began.
+    Began { netvsc: String },
+    /// An outage ended: the data path is on the VF again.
+    Ended(KernelOutage),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct KernelRecorder {
+    /// Outages in progress, by VMBus id.
+    open: BTreeMap<String, KernelOutage>,
+    done: Vec<KernelOutage>,
+    /// Whether ended outages are kept (`--measure`) or dropped (metrics: bounded memory).
+    history: bool,
+}
+
+impl KernelRecorder {
+    pub fn new() -> Self {
+        Self { history: true, ..Self::default() }
+    }
+
+    pub fn without_history() -> Self {
+        Self::default()
+    }
+
+    /// Records hv_netvsc's `moment`, logged at `at_us`, about the NetVSC the agent calls `netvsc`
+    /// (the logged name when the agent has none). Other drivers' moments change nothing.
+    pub fn moment(&mut self, at_us: u64, moment: &Moment, netvsc: &str) -> Vec<Noted> {
+        let Moment::Netvsc { vmbus_id, event, .. } = moment else { return Vec::new() };
+        let mut noted = Vec::new();
+        if let Some(outage) = self.open.get_mut(vmbus_id) {
+            outage.netvsc = netvsc.to_owned();
+        }
+        let away = matches!(
+            event,
+            NetvscEvent::DataPathFromVf { .. }
+                | NetvscEvent::VfUnregistering { .. }
+                | NetvscEvent::VfSlotRemoved { .. }
+        );
+        let vf = match event {
+            NetvscEvent::DataPathFromVf { vf }
+            | NetvscEvent::VfUnregistering { vf }
+            | NetvscEvent::DataPathToVf { vf }
+            | NetvscEvent::VfRegistering { vf } => Some(vf),
+            _ => None,
+        };
+        if away {
+            // A VF leaving again before the data path came back: the unfinished outage is done.
+            if self.open.get(vmbus_id).is_some_and(KernelOutage::returning) {
+                let unfinished = self.open.remove(vmbus_id).expect("checked");
+                self.finish(unfinished);
+            }
+            let outage = self.open.entry(vmbus_id.clone()).or_insert_with(|| {
+                noted.push(Noted::Began { netvsc: netvsc.to_owned() });
+                KernelOutage { netvsc: netvsc.to_owned(), vmbus_id: vmbus_id.clone(), ..KernelOutage::default() }
+            });
+            if outage.vf.is_none() {
+                outage.vf = vf.cloned();
+            }
+        }
+        match event {
+            NetvscEvent::DataPathFromVf { .. } => {
+                noted.push(Noted::Switched { netvsc: netvsc.to_owned(), to_vf: false });
+                self.set(vmbus_id, |o| &mut o.data_path_from_vf_us, at_us);
+            }
+            NetvscEvent::VfUnregistering { .. } => self.set(vmbus_id, |o| &mut o.vf_unregistering_us, at_us),
+            NetvscEvent::VfSlotRemoved { .. } => self.set(vmbus_id, |o| &mut o.slot_removed_us, at_us),
+            NetvscEvent::VfSlotAdded { .. } => self.set(vmbus_id, |o| &mut o.slot_added_us, at_us),
+            NetvscEvent::VfRegistering { vf } => {
+                self.set(vmbus_id, |o| &mut o.vf_registering_us, at_us);
+                if let Some(outage) = self.open.get_mut(vmbus_id) {
+                    outage.new_vf = Some(vf.clone());
+                }
+            }
+            NetvscEvent::DataPathToVf { vf } => {
+                noted.push(Noted::Switched { netvsc: netvsc.to_owned(), to_vf: true });
+                if let Some(mut outage) = self.open.remove(vmbus_id) {
+                    outage.data_path_to_vf_us = Some(at_us);
+                    outage.new_vf = Some(vf.clone());
+                    noted.push(Noted::Ended(outage.clone()));
+                    self.finish(outage);
+                }
+            }
+            NetvscEvent::DataPathSwitchFailed { .. } | NetvscEvent::Renamed { .. } => {}
+        }
+        noted
+    }
+
+    /// Sets one time of the open outage of `vmbus_id` (a moment outside an outage, such as the
+    /// VF's first arrival at boot, is no outage's).
+    fn set(&mut self, vmbus_id: &str, field: impl FnOnce(&mut KernelOutage) -> &mut Option<u64>, at_us: u64) {
+        if let Some(outage) = self.open.get_mut(vmbus_id) {
+            field(outage).get_or_insert(at_us);
+        }
+    }
+
+    fn finish(&mut self, outage: KernelOutage) {
+        if self.history {
+            self.done.push(outage);
+        }
+    }
+
+    /// Ended outages, then those in progress.
+    pub fn outages(&self) -> Vec<KernelOutage> {
+        self.done.iter().chain(self.open.values()).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

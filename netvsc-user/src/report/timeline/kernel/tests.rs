@@ -1,0 +1,62 @@
+use super::*;
+
+const ETH1: &str = "4179c815-5d8a-4915-976e-9ea2378e382b";
+
+fn line(recorder: &mut KernelRecorder, at_us: u64, text: &str) -> Vec<Noted> {
+    let moment = Moment::parse(&format!("hv_netvsc {ETH1} eth1: {text}")).expect("an hv_netvsc line");
+    recorder.moment(at_us, &moment, "eth1")
+}
+
+#[test]
+fn an_outage_runs_from_the_vf_leaving_to_the_data_path_back_on_it() {
+    let mut recorder = KernelRecorder::new();
+    let switched = |to_vf| Noted::Switched { netvsc: "eth1".into(), to_vf };
+    assert_eq!(line(&mut recorder, 10, "Data path switched to VF: enP1s2"), [switched(true)], "no outage at boot");
+    assert_eq!(line(&mut recorder, 11, "VF slot 2 added"), []);
+    assert_eq!(
+        line(&mut recorder, 100, "Data path switched from VF: enP1s2"),
+        [Noted::Began { netvsc: "eth1".into() }, switched(false)]
+    );
+    assert_eq!(line(&mut recorder, 107, "VF unregistering: enP1s2"), []);
+    assert_eq!(line(&mut recorder, 2600, "VF slot 2 removed"), []);
+    assert_eq!(line(&mut recorder, 60_000_100, "VF slot 2 added"), []);
+    assert_eq!(line(&mut recorder, 63_000_000, "VF registering: eth2"), []);
+    let want = KernelOutage {
+        netvsc: "eth1".into(),
+        vmbus_id: ETH1.into(),
+        vf: Some("enP1s2".into()),
+        data_path_from_vf_us: Some(100),
+        vf_unregistering_us: Some(107),
+        slot_removed_us: Some(2600),
+        slot_added_us: Some(60_000_100),
+        vf_registering_us: Some(63_000_000),
+        data_path_to_vf_us: Some(63_600_000),
+        new_vf: Some("enP1s2np0".into()),
+    };
+    assert_eq!(
+        line(&mut recorder, 63_600_000, "Data path switched to VF: enP1s2np0"),
+        [switched(true), Noted::Ended(want.clone())]
+    );
+    assert_eq!(want.absent_s(), Some(62.9999));
+    assert_eq!(want.back_to_data_path_s(), Some(0.6));
+    assert_eq!(recorder.outages(), [want]);
+}
+
+#[test]
+fn a_vf_leaving_again_before_the_switch_ends_the_unfinished_outage() {
+    let mut recorder = KernelRecorder::new();
+    line(&mut recorder, 100, "VF unregistering: enP1s2");
+    line(&mut recorder, 200, "VF registering: enP1s2");
+    assert_eq!(line(&mut recorder, 300, "VF unregistering: enP1s2"), [Noted::Began { netvsc: "eth1".into() }]);
+    let starts: Vec<(u64, Option<u64>)> =
+        recorder.outages().iter().map(|o| (o.start_us(), o.vf_registering_us)).collect();
+    assert_eq!(starts, [(100, Some(200)), (300, None)]);
+}
+
+#[test]
+fn other_drivers_lines_change_nothing() {
+    let mut recorder = KernelRecorder::new();
+    let joined = Moment::parse("mana 7870:00:00.0 eth0: joined to e2").unwrap();
+    assert_eq!(recorder.moment(1, &joined, "e2"), []);
+    assert_eq!(recorder.outages(), []);
+}
