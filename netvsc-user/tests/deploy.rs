@@ -289,6 +289,11 @@ fn exercise(metrics: &Metrics) {
     metrics.relevant(SourceName::Ebpf);
     metrics.resync("safety resync");
     metrics.ring_drops(1);
+    use netvsc_user::report::timeline::kernel::{KernelOutage, Noted};
+    metrics.kernel(&Noted::Switched { netvsc: "eth1".into(), to_vf: false });
+    metrics.kernel(&Noted::Began { netvsc: "eth1".into() });
+    let outage = KernelOutage { vf_registering_us: Some(2), data_path_to_vf_us: Some(3), ..Default::default() };
+    metrics.kernel(&Noted::Ended(outage));
     let netvsc = Netdev {
         ifindex: 2,
         name: "eth1".into(),

@@ -180,7 +180,7 @@ impl Metrics {
     }
 
     /// What a moment of the kernel's log changed (`monitor`).
-    pub(crate) fn kernel(&self, noted: &crate::report::timeline::kernel::Noted) {
+    pub fn kernel(&self, noted: &crate::report::timeline::kernel::Noted) {
         self.kernel.noted(noted);
     }
 

@@ -55,9 +55,9 @@ impl KernelOutage {
     }
 }
 
-/// What one moment changed, for the metrics.
+/// What one moment changed, for the metrics (public for the check that every metric is documented).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Noted {
+pub enum Noted {
     /// The kernel switched `netvsc`'s data path to (`to_vf`) or from its VF.
     Switched { netvsc: String, to_vf: bool },
     /// An outage of `netvsc` began.
