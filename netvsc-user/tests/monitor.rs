@@ -52,6 +52,29 @@ fn time_of(lines: &[(u64, String)], text: &str) -> u64 {
     lines.iter().find(|(_, m)| m.ends_with(text) || m.contains(text)).unwrap_or_else(|| panic!("no {text:?}")).0
 }
 
+/// The boot capture's return lines (slot added, VF registering, data path to the VF) as logged
+/// for the removal tail's NetVSC, now called `logged_as` (`<VMBus id> <name>`), a minute after
+/// its slot was removed: no public capture has both ends of one outage.
+fn returned(boot: &[(u64, String)], removal: &[(u64, String)], logged_as: &str) -> Vec<(u64, String)> {
+    let back_at = time_of(removal, "VF slot 2 removed") + 60_000_000;
+    let first_back = time_of(boot, "VF slot 1 added");
+    let back: Vec<(u64, String)> = boot
+        .iter()
+        .filter(|(_, m)| m.starts_with("hv_netvsc") && !m.contains("switched from VF"))
+        .map(|(at, m)| (at - first_back + back_at, m.replace(BOOT_NETVSC, logged_as)))
+        .collect();
+    assert_eq!(back.len(), 3, "{back:?}");
+    back
+}
+
+/// Writes `lines` into the FIFO standing in for /dev/kmsg, one record per write.
+fn feed(kmsg: &std::path::Path, lines: &[(u64, String)]) {
+    let mut writer = std::fs::OpenOptions::new().write(true).open(kmsg).unwrap();
+    for record in records(lines) {
+        writer.write_all(record.as_bytes()).unwrap();
+    }
+}
+
 fn metrics(addr: SocketAddr) -> String {
     let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
     agent.get(&format!("http://{addr}/metrics")).call().unwrap().body_mut().read_to_string().unwrap()
@@ -98,19 +121,10 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
     // eth1, a minute after its slot was removed (no public capture has both ends of one outage).
     let boot = capture("Boot with a ConnectX-4");
     let removal = capture("Removal tail");
-    let back_at = time_of(&removal, "VF slot 2 removed") + 60_000_000;
-    let first_back = time_of(&boot, "VF slot 1 added");
-    let back: Vec<(u64, String)> = boot
-        .iter()
-        .filter(|(_, m)| m.starts_with("hv_netvsc") && !m.contains("switched from VF"))
-        .map(|(at, m)| (at - first_back + back_at, m.replace(BOOT_NETVSC, REMOVED_NETVSC)))
-        .collect();
-    assert_eq!(back.len(), 3, "{back:?}");
+    let back = returned(&boot, &removal, REMOVED_NETVSC);
+    let back_at = time_of(&back, "VF slot 1 added");
     let fed: Vec<(u64, String)> = boot.iter().chain(&removal).chain(&back).cloned().collect();
-    let mut writer = std::fs::OpenOptions::new().write(true).open(&kmsg).unwrap();
-    for record in records(&fed) {
-        writer.write_all(record.as_bytes()).unwrap();
-    }
+    feed(&kmsg, &fed);
 
     // The agent's own view of eth1's VF going and coming back, from sysfs.
     sys.remove("enP44703s2np0").unwrap();
@@ -175,6 +189,37 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
     let mut made = made;
     made.sort();
     assert_eq!(made, ["kmsg", "outages.json", "sys"]);
+}
+
+#[test]
+fn lines_logged_under_a_new_name_stay_with_their_interface_by_vmbus_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
+    sys.add_netvsc("eth1", 4, ETH1_MAC).unwrap();
+    let kmsg = dir.path().join("kmsg");
+    nix::unistd::mkfifo(&kmsg, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut command = Command::new(NETVSC_WATCH);
+    command.env("RUST_LOG", "warn").args(["monitor", "--json", "--source", "poll", "--metrics-listen", "127.0.0.1:0"]);
+    command.arg("--sysfs-root").arg(sys.root()).arg("--kmsg").arg(&kmsg);
+    let mut agent = JsonProcess::spawn(command);
+    let addr = agent.ready().metrics_listen.unwrap();
+    // The kernel renames eth1 to eth5 while its VF is away; sysfs (and so the agent) still says
+    // eth1 when the lines come.
+    let removal = capture("Removal tail");
+    let renamed_at = time_of(&removal, "VF slot 2 removed") + 1;
+    let vmbus_id = REMOVED_NETVSC.split(' ').next().unwrap();
+    let rename = (renamed_at, format!("hv_netvsc {vmbus_id} eth5: renamed from eth1"));
+    let back = returned(&capture("Boot with a ConnectX-4"), &removal, &format!("{vmbus_id} eth5"));
+    let fed: Vec<(u64, String)> = removal.iter().chain([&rename]).chain(&back).cloned().collect();
+    feed(&kmsg, &fed);
+    let series = r#"netvsc_watch_vf_back_to_data_path_seconds_count{netvsc="eth1"}"#;
+    let text = await_sample(addr, series);
+    assert_eq!(sample(&text, series), Some(1.0), "{text}");
+    let to_vf = r#"netvsc_watch_data_path_switches_total{netvsc="eth1",direction="to_vf"}"#;
+    assert_eq!(sample(&text, to_vf), Some(1.0), "{text}");
+    assert!(!text.contains(r#"netvsc="eth5""#), "labelled by the agent's name for it: {text}");
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod exec;
+mod kernel_log;
 pub mod realtime;
 pub mod signals;
 
@@ -30,6 +31,7 @@ use crate::report::Reporter;
 use crate::source::kmsg::Logged;
 use crate::source::Source;
 use crate::system::SystemReader;
+use kernel_log::KernelLog;
 
 /// Timers of the loop.
 #[derive(Clone, Copy, Debug)]
@@ -59,7 +61,7 @@ pub struct Agent {
     outputs: Outputs,
     reporter: Reporter,
     /// `monitor`: hv_netvsc's moments read from the kernel's log.
-    kmsg: Option<mpsc::Receiver<Logged>>,
+    kmsg: Option<KernelLog>,
 }
 
 impl Agent {
@@ -145,18 +147,18 @@ impl Agent {
 
     /// Takes hv_netvsc's moments from `kmsg` into the timelines and metrics (`monitor`).
     pub fn kernel_log(&mut self, kmsg: mpsc::Receiver<Logged>) {
-        self.kmsg = Some(kmsg);
+        self.kmsg = Some(KernelLog::new(kmsg));
     }
 
-    /// One moment of the kernel's log, for the interface it names: by its name as the agent
-    /// knows it now (a rename has come as a link event by then), only if the agent follows it.
+    /// One moment of the kernel's log, for the followed interface it is about (by VMBus id once
+    /// known, else by name: see [`KernelLog`]); lines about other interfaces are passed over.
     fn kernel_moment(&mut self, logged: &Logged) {
-        let crate::system::kmsg::Moment::Netvsc { netvsc, event, vmbus_id } = &logged.moment else { return };
-        if !self.pairing.contexts().iter().any(|ctx| ctx.name == *netvsc) {
-            debug!(netvsc = %netvsc, vmbus_id = %vmbus_id, ?event, "kernel moment of an interface not followed");
+        let Some(kmsg) = &mut self.kmsg else { return };
+        let Some(netvsc) = kmsg.interface(&logged.moment, &self.pairing) else {
+            debug!(moment = ?logged.moment, "kernel moment of an interface not followed");
             return;
-        }
-        info!(netvsc = %netvsc, vmbus_id = %vmbus_id, at_us = logged.at_us, ?event, "hv_netvsc");
+        };
+        info!(netvsc, at_us = logged.at_us, moment = ?logged.moment, "hv_netvsc");
         if let Some(measuring) = &mut self.measuring {
             measuring.kernel_moment(logged.at_us, &logged.moment, netvsc);
         }
@@ -291,7 +293,7 @@ impl Agent {
                         Err(err) => warn!(error = %format!("{err:#}"), "safety resync failed"),
                     }
                 }
-                logged = next_logged(&mut self.kmsg) => match logged {
+                logged = KernelLog::next(&mut self.kmsg) => match logged {
                     Some(logged) => self.kernel_moment(&logged),
                     None => self.kmsg = None,
                 },
@@ -351,13 +353,5 @@ impl Agent {
     /// Closes the pipes and removes the files this run created.
     pub fn shutdown(self) {
         self.outputs.close();
-    }
-}
-
-/// The next moment of the kernel's log; `None` once its reader ended; never without one.
-async fn next_logged(kmsg: &mut Option<mpsc::Receiver<Logged>>) -> Option<Logged> {
-    match kmsg {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
     }
 }
