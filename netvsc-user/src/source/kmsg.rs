@@ -31,7 +31,9 @@ pub fn start(path: &Path) -> Option<mpsc::Receiver<Logged>> {
     let file = match open(path) {
         Ok(file) => file,
         Err(err) => {
-            warn!(path = %path.display(), error = %err, "cannot read the kernel's log (needs root or CAP_SYSLOG): going on without hv_netvsc's data-path moments");
+            let why =
+                if err.kind() == std::io::ErrorKind::PermissionDenied { " (needs root or CAP_SYSLOG)" } else { "" };
+            warn!(path = %path.display(), error = %err, "cannot read the kernel's log{why}: going on without hv_netvsc's data-path moments");
             return None;
         }
     };
