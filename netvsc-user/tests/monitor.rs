@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use netvsc_testkit::openmetrics::sample;
 use netvsc_testkit::FakeSysfs;
+use netvsc_user::report::lines::Line;
 use netvsc_user::report::timeline::kernel::KernelOutage;
 use netvsc_user::report::timeline::Report;
 use netvsc_user::system::kmsg::{parse_dmesg_line, Record};
@@ -168,6 +169,18 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
         assert_eq!(sample(&text, &series), Some(value), "{series} in\n{text}");
     }
     assert_eq!(sample(&text, &per("kernel_vf_absent_seconds_count", "eth0")), None, "eth0's VF is not back");
+
+    // The same outage as a JSON line, once (written before the metrics changed).
+    agent.drain_for(Duration::from_millis(100));
+    let lines: Vec<&KernelOutage> = agent
+        .seen()
+        .iter()
+        .filter_map(|o| match o.line() {
+            Some(Line::KernelOutage { outage }) => Some(outage),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines, [&eth1_outage]);
 
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.wait().code(), Some(0));

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 
 use crate::decide::pairing::Pairing;
+use crate::report::timeline::kernel::{KernelRecorder, Noted};
 use crate::source::kmsg::Logged;
 use crate::system::kmsg::Moment;
 
@@ -15,11 +16,14 @@ pub(crate) struct KernelLog {
     receiver: mpsc::Receiver<Logged>,
     /// VMBus id → the context its lines are about.
     by_vmbus: HashMap<String, u32>,
+    /// Outages in progress, for the metrics and the `kernel_outage` lines (`--measure` keeps
+    /// its own, with history).
+    recorder: KernelRecorder,
 }
 
 impl KernelLog {
     pub fn new(receiver: mpsc::Receiver<Logged>) -> Self {
-        Self { receiver, by_vmbus: HashMap::new() }
+        Self { receiver, by_vmbus: HashMap::new(), recorder: KernelRecorder::without_history() }
     }
 
     /// The next moment; `None` once the reader ended; never while `log` is `None`.
@@ -28,6 +32,11 @@ impl KernelLog {
             Some(log) => log.receiver.recv().await,
             None => std::future::pending().await,
         }
+    }
+
+    /// What `moment`, logged at `at_us` about the interface the agent calls `netvsc`, changed.
+    pub fn record(&mut self, at_us: u64, moment: &Moment, netvsc: &str) -> Vec<Noted> {
+        self.recorder.moment(at_us, moment, netvsc)
     }
 
     /// The name, as the agent knows it now, of the followed interface `moment` is about.

@@ -162,8 +162,13 @@ impl Agent {
         if let Some(measuring) = &mut self.measuring {
             measuring.kernel_moment(logged.at_us, &logged.moment, netvsc);
         }
-        if let Some(observer) = &mut self.observer {
-            observer.kernel_moment(logged.at_us, &logged.moment, netvsc);
+        for noted in kmsg.record(logged.at_us, &logged.moment, netvsc) {
+            if let Some(observer) = &self.observer {
+                observer.kernel(&noted);
+            }
+            if let crate::report::timeline::kernel::Noted::Ended(outage) = noted {
+                self.reporter.line(&Line::KernelOutage { outage });
+            }
         }
     }
 

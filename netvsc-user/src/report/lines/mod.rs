@@ -37,6 +37,8 @@ pub enum Line {
     Read { failsafe: String, at_ns: u64, after_write_us: Option<f64> },
     /// `--measure`: every failover so far and their spread (on SIGUSR1 and at exit).
     Measurement { report: Report },
+    /// `monitor`: a VF outage hv_netvsc logged ended (the data path is on the VF again).
+    KernelOutage { outage: crate::report::timeline::kernel::KernelOutage },
     /// `scan`: one NetVSC interface and what would be done with it.
     Interface(InterfaceReport),
     /// `scan`, last line: whether `exec` would switch off DPDK's own vdev_netvsc.
@@ -276,6 +278,7 @@ impl Line {
             Line::Failover { .. } => "failover",
             Line::Read { .. } => "read",
             Line::Measurement { .. } => "measurement",
+            Line::KernelOutage { .. } => "kernel_outage",
             Line::Interface(_) => "interface",
             Line::DpdkAutoProbe { .. } => "dpdk_auto_probe",
         }

@@ -33,9 +33,10 @@ fn variant(line: &Line) -> usize {
         Line::Measurement { .. } => 10,
         Line::Interface(_) => 11,
         Line::DpdkAutoProbe { .. } => 12,
+        Line::KernelOutage { .. } => 13,
     }
 }
-const VARIANTS: usize = 13;
+const VARIANTS: usize = 14;
 
 #[test]
 fn every_documented_example_parses_and_writes_back_unchanged() {

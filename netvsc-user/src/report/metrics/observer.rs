@@ -5,14 +5,12 @@ use super::Metrics;
 use crate::decide::pairing::{Action, Pairing};
 use crate::decide::view::SystemView;
 use crate::event::{NetdevEvent, SourceEvent, SourceName};
-use crate::report::timeline::kernel::KernelRecorder;
+use crate::report::timeline::kernel::Noted;
 use crate::report::timeline::Recorder;
-use crate::system::kmsg::Moment;
 
 pub(crate) struct Observer {
     metrics: Metrics,
     recorder: Recorder,
-    kernel: KernelRecorder,
     /// The eBPF ring's drop count already counted.
     drops_seen: u64,
 }
@@ -20,12 +18,7 @@ pub(crate) struct Observer {
 impl Observer {
     /// `source` names the clock of events without a kernel time.
     pub fn new(metrics: Metrics, source: SourceName) -> Self {
-        Self {
-            metrics,
-            recorder: Recorder::without_history(source),
-            kernel: KernelRecorder::without_history(),
-            drops_seen: 0,
-        }
+        Self { metrics, recorder: Recorder::without_history(source), drops_seen: 0 }
     }
 
     /// When things appeared and went (told after the event's pipes are written, before its
@@ -50,11 +43,9 @@ impl Observer {
         }
     }
 
-    /// A moment hv_netvsc logged at `at_us` about the interface the agent calls `netvsc`.
-    pub(crate) fn kernel_moment(&mut self, at_us: u64, moment: &Moment, netvsc: &str) {
-        for noted in self.kernel.moment(at_us, moment, netvsc) {
-            self.metrics.kernel(&noted);
-        }
+    /// What a moment of the kernel's log changed (`monitor`).
+    pub(crate) fn kernel(&self, noted: &Noted) {
+        self.metrics.kernel(noted);
     }
 
     /// The source delivered an event; `ring_drops`: the eBPF ring's drop count so far.
