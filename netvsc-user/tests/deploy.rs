@@ -292,6 +292,7 @@ fn exercise(metrics: &Metrics) {
     use netvsc_user::report::timeline::kernel::{KernelOutage, Noted};
     metrics.kernel(&Noted::Switched { netvsc: "eth1".into(), to_vf: false });
     metrics.kernel(&Noted::Began { netvsc: "eth1".into() });
+    metrics.kernel(&Noted::Flapped { netvsc: "eth1".into() });
     let outage = KernelOutage { vf_registering_us: Some(2), data_path_to_vf_us: Some(3), ..Default::default() };
     metrics.kernel(&Noted::Ended(outage));
     let netvsc = Netdev {

@@ -150,6 +150,7 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
         vf_registering_us: Some(time_of(&back, "VF registering: eth1")),
         data_path_to_vf_us: Some(time_of(&back, "Data path switched to VF")),
         new_vf: Some("enP53091s1np0".into()),
+        flap: false,
     };
     let absent = eth1_outage.absent_s().unwrap();
     let back_to_data_path = eth1_outage.back_to_data_path_s().unwrap();
@@ -157,6 +158,7 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
         (to_vf("eth0"), 1.0),
         (from_vf("eth0"), 1.0),
         (per("kernel_outages_total", "eth0"), 1.0),
+        (per("data_path_flaps_total", "eth0"), 1.0),
         (to_vf("eth1"), 1.0),
         (from_vf("eth1"), 1.0),
         (per("kernel_outages_total", "eth1"), 1.0),
@@ -169,6 +171,11 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
         assert_eq!(sample(&text, &series), Some(value), "{series} in\n{text}");
     }
     assert_eq!(sample(&text, &per("kernel_vf_absent_seconds_count", "eth0")), None, "eth0's VF is not back");
+    assert_eq!(
+        sample(&text, &per("data_path_flaps_total", "eth1")),
+        None,
+        "no switch to eth1's VF came before it left"
+    );
 
     // The same outage as a JSON line, once (written before the metrics changed).
     agent.drain_for(Duration::from_millis(100));
@@ -190,6 +197,7 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
         vmbus_id: "000d3af5-76bd-000d-3af5-76bd000d3af5".into(),
         vf: Some("enP53091s1np0".into()),
         data_path_from_vf_us: Some(time_of(&boot, "Data path switched from VF")),
+        flap: true,
         ..KernelOutage::default()
     };
     assert_eq!(report.kernel_outages, [eth1_outage, eth0_outage], "ended first, then the one in progress");

@@ -1,6 +1,6 @@
 //! `monitor`'s metrics from the kernel's own log (hv_netvsc's lines in /dev/kmsg), per NetVSC
 //! interface: how often its VF went, how long it stayed away, how soon the kernel switched the
-//! data path back to it, and every data-path switch by direction.
+//! data path back to it, every data-path switch by direction, and flaps.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +29,7 @@ pub(super) struct KernelMetrics {
     absent: Histograms<NetvscLabel>,
     back_to_data_path: Histograms<NetvscLabel>,
     switches: Family<SwitchLabels, Counter>,
+    flaps: Family<NetvscLabel, Counter>,
 }
 
 impl KernelMetrics {
@@ -59,7 +60,13 @@ impl KernelMetrics {
             "Data-path switches hv_netvsc logged, by direction (to_vf, from_vf)",
             switches.clone(),
         );
-        Self { outages, absent, back_to_data_path, switches }
+        let flaps = Family::<NetvscLabel, Counter>::default();
+        registry.register(
+            "data_path_flaps",
+            "Data-path switches from the VF within 10 s of the switch to it (the VF came back and failed again)",
+            flaps.clone(),
+        );
+        Self { outages, absent, back_to_data_path, switches, flaps }
     }
 
     /// What one kernel moment changed.
@@ -70,6 +77,9 @@ impl KernelMetrics {
                 self.switches
                     .get_or_create(&SwitchLabels { netvsc: netvsc.clone(), direction: direction.into() })
                     .inc();
+            }
+            Noted::Flapped { netvsc } => {
+                self.flaps.get_or_create(&NetvscLabel { netvsc: netvsc.clone() }).inc();
             }
             Noted::Began { netvsc } => {
                 self.outages.get_or_create(&NetvscLabel { netvsc: netvsc.clone() }).inc();

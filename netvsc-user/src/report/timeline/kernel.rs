@@ -28,7 +28,14 @@ pub struct KernelOutage {
     pub data_path_to_vf_us: Option<u64>,
     /// The VF that came back.
     pub new_vf: Option<String>,
+    /// The data path left the VF within [`FLAP_WINDOW_US`] of switching to it.
+    #[serde(default)]
+    pub flap: bool,
 }
+
+/// A switch away from the VF this soon after the switch to it is a flap: the VF came back
+/// and failed again (the boot capture's flap took 1.6 s).
+pub const FLAP_WINDOW_US: u64 = 10_000_000;
 
 impl KernelOutage {
     /// The first moment of the outage: traffic or the VF left.
@@ -62,6 +69,8 @@ pub enum Noted {
     Switched { netvsc: String, to_vf: bool },
     /// An outage of `netvsc` began.
     Began { netvsc: String },
+    /// The data path left `netvsc`'s VF within [`FLAP_WINDOW_US`] of switching to it.
+    Flapped { netvsc: String },
     /// An outage ended: the data path is on the VF again.
     Ended(KernelOutage),
 }
@@ -71,6 +80,8 @@ pub(crate) struct KernelRecorder {
     /// Outages in progress, by VMBus id.
     open: BTreeMap<String, KernelOutage>,
     done: Vec<KernelOutage>,
+    /// When each NetVSC's data path last switched to its VF, by VMBus id.
+    last_to_vf: BTreeMap<String, u64>,
     /// Whether ended outages are kept (`--measure`) or dropped (metrics: bounded memory).
     history: bool,
 }
@@ -123,6 +134,13 @@ impl KernelRecorder {
             NetvscEvent::DataPathFromVf { .. } => {
                 noted.push(Noted::Switched { netvsc: netvsc.to_owned(), to_vf: false });
                 self.set(vmbus_id, |o| &mut o.data_path_from_vf_us, at_us);
+                let since = self.last_to_vf.remove(vmbus_id).map(|to_vf| at_us.saturating_sub(to_vf));
+                if since.is_some_and(|us| us < FLAP_WINDOW_US) {
+                    noted.push(Noted::Flapped { netvsc: netvsc.to_owned() });
+                    if let Some(outage) = self.open.get_mut(vmbus_id) {
+                        outage.flap = true;
+                    }
+                }
             }
             NetvscEvent::VfUnregistering { .. } => self.set(vmbus_id, |o| &mut o.vf_unregistering_us, at_us),
             NetvscEvent::VfSlotRemoved { .. } => self.set(vmbus_id, |o| &mut o.slot_removed_us, at_us),
@@ -135,6 +153,7 @@ impl KernelRecorder {
             }
             NetvscEvent::DataPathToVf { vf } => {
                 noted.push(Noted::Switched { netvsc: netvsc.to_owned(), to_vf: true });
+                self.last_to_vf.insert(vmbus_id.clone(), at_us);
                 if let Some(mut outage) = self.open.remove(vmbus_id) {
                     outage.data_path_to_vf_us = Some(at_us);
                     outage.new_vf = Some(vf.clone());

@@ -15,7 +15,8 @@ fn an_outage_runs_from_the_vf_leaving_to_the_data_path_back_on_it() {
     assert_eq!(line(&mut recorder, 11, "VF slot 2 added"), []);
     assert_eq!(
         line(&mut recorder, 100, "Data path switched from VF: enP1s2"),
-        [Noted::Began { netvsc: "eth1".into() }, switched(false)]
+        [Noted::Began { netvsc: "eth1".into() }, switched(false), Noted::Flapped { netvsc: "eth1".into() }],
+        "90 µs after the switch to the VF: a flap too"
     );
     assert_eq!(line(&mut recorder, 107, "VF unregistering: enP1s2"), []);
     assert_eq!(line(&mut recorder, 2600, "VF slot 2 removed"), []);
@@ -32,6 +33,7 @@ fn an_outage_runs_from_the_vf_leaving_to_the_data_path_back_on_it() {
         vf_registering_us: Some(63_000_000),
         data_path_to_vf_us: Some(63_600_000),
         new_vf: Some("enP1s2np0".into()),
+        flap: true,
     };
     assert_eq!(
         line(&mut recorder, 63_600_000, "Data path switched to VF: enP1s2np0"),
@@ -51,6 +53,22 @@ fn a_vf_leaving_again_before_the_switch_ends_the_unfinished_outage() {
     let starts: Vec<(u64, Option<u64>)> =
         recorder.outages().iter().map(|o| (o.start_us(), o.vf_registering_us)).collect();
     assert_eq!(starts, [(100, Some(200)), (300, None)]);
+}
+
+#[test]
+fn leaving_the_vf_soon_after_switching_to_it_is_a_flap() {
+    let mut recorder = KernelRecorder::new();
+    let began = Noted::Began { netvsc: "eth1".into() };
+    let from = Noted::Switched { netvsc: "eth1".into(), to_vf: false };
+    line(&mut recorder, 1_000_000, "Data path switched to VF: enP1s2");
+    assert_eq!(
+        line(&mut recorder, 1_000_000 + FLAP_WINDOW_US - 1, "Data path switched from VF: enP1s2"),
+        [began.clone(), from.clone(), Noted::Flapped { netvsc: "eth1".into() }]
+    );
+    line(&mut recorder, 30_000_000, "Data path switched to VF: enP1s2");
+    assert_eq!(line(&mut recorder, 30_000_000 + FLAP_WINDOW_US, "Data path switched from VF: enP1s2"), [began, from]);
+    let flaps: Vec<bool> = recorder.outages().iter().map(|o| o.flap).collect();
+    assert_eq!(flaps, [true, false]);
 }
 
 #[test]
