@@ -1,7 +1,8 @@
 //! `netvsc-watch monitor` on a fake Azure tree with the poll source: hv_netvsc's real captured
 //! lines (tests/fixtures/azure-dmesg.txt) fed through a FIFO standing in for /dev/kmsg become
 //! per-interface kernel outages and metrics, the VF's removal and return in sysfs become the
-//! agent's own failover, and nothing but the --measure file is created. Without a readable log
+//! agent's own failover, and nothing but the --measure file is created; a MANA boot (two vPorts
+//! registering, mana's own lines) is one switch and no outage. Without a readable log
 //! the agent warns once and runs.
 
 use std::io::Write as _;
@@ -241,6 +242,35 @@ fn lines_logged_under_a_new_name_stay_with_their_interface_by_vmbus_id() {
     assert!(!text.contains(r#"netvsc="eth5""#), "labelled by the agent's name for it: {text}");
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.wait().code(), Some(0));
+}
+
+#[test]
+fn a_mana_boot_counts_one_switch_and_no_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
+    for (name, ifindex, mac) in [("e2", 3, "00:22:48:00:00:02"), ("e3", 4, "00:22:48:00:00:03"), ("eth1", 5, ETH1_MAC)]
+    {
+        sys.add_netvsc(name, ifindex, mac).unwrap();
+    }
+    let kmsg = dir.path().join("kmsg");
+    nix::unistd::mkfifo(&kmsg, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let measure = dir.path().join("outages.json");
+    let mut command = Command::new(NETVSC_WATCH);
+    command.env("RUST_LOG", "warn").args(["monitor", "--json", "--source", "poll", "--metrics-listen", "127.0.0.1:0"]);
+    command.arg("--sysfs-root").arg(sys.root()).arg("--kmsg").arg(&kmsg).arg("--measure").arg(&measure);
+    let mut agent = JsonProcess::spawn(command);
+    let addr = agent.ready().metrics_listen.unwrap();
+    // Two vPorts registering (and mana's own "joined to" lines), then eth1's data path on its VF.
+    feed(&kmsg, &capture("MANA: one PCI function"));
+    let to_vf = r#"netvsc_watch_data_path_switches_total{netvsc="eth1",direction="to_vf"}"#;
+    let text = await_sample(addr, to_vf);
+    let switches: Vec<&str> = text.lines().filter(|l| l.starts_with("netvsc_watch_data_path_switches_total")).collect();
+    assert_eq!(switches, [format!("{to_vf} 1")], "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("netvsc_watch_kernel_outages_total")), "{text}");
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
+    let report: Report = serde_json::from_slice(&std::fs::read(&measure).unwrap()).unwrap();
+    assert_eq!(report.kernel_outages, [], "a VF registering at boot ends no outage");
 }
 
 #[test]
