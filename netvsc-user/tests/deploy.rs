@@ -93,6 +93,44 @@ fn the_units_command_line_directory_and_capabilities_agree_with_the_docs() {
     assert!(sysusers.lines().any(|l| l.starts_with(&format!("u {user} "))), "sysusers creates {user}");
 }
 
+const MONITOR_UNIT: &str = "deploy/systemd/netvsc-watch-monitor.service";
+
+#[test]
+fn the_monitor_unit_runs_monitor_on_netlink_with_the_kernel_log_only() {
+    let settings = unit_settings(&repo_file(MONITOR_UNIT));
+    let exec: Vec<&str> = setting(&settings, "ExecStart").split_whitespace().collect();
+    assert!(exec[0].ends_with("/netvsc-watch"), "{exec:?}");
+    let argv = std::iter::once("netvsc-watch").chain(exec[1..].iter().copied());
+    let Mode::Monitor(args) = Cli::try_parse_from(argv).unwrap_or_else(|err| panic!("{err}")).command else {
+        panic!("not monitor: {exec:?}")
+    };
+    assert_eq!(args.run.source, netvsc_user::source::SourceKind::Netlink);
+    assert_eq!(args.kmsg.to_str(), Some("/dev/kmsg"));
+    // netlink needs nothing; the kernel's log, CAP_SYSLOG, and its device readable.
+    assert!(documented_capabilities("netlink").is_empty());
+    for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
+        assert_eq!(setting(&settings, key), "CAP_SYSLOG", "{key}");
+    }
+    assert_eq!(setting(&settings, "DeviceAllow"), "/dev/kmsg r");
+    let metrics = args.run.metrics_listen.expect("the unit serves metrics");
+    let sidecar =
+        watch_args(&setting(&unit_settings(&repo_file(UNIT)), "ExecStart").split_whitespace().collect::<Vec<_>>()[1..]);
+    assert_ne!(Some(metrics), sidecar.run.metrics_listen, "both units can run on one VM");
+    assert!(metrics.ip().is_loopback() && setting(&settings, "IPAddressAllow") == "localhost");
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        return netvsc_testkit::skip(
+            "the_monitor_unit_runs_monitor_on_netlink_with_the_kernel_log_only (systemd-analyze verify)",
+            "no systemd-analyze (apt-get install systemd)",
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("netvsc-watch-monitor.service");
+    std::fs::write(&unit, repo_file(MONITOR_UNIT).replace("/usr/bin/netvsc-watch", NETVSC_WATCH)).unwrap();
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && complaints.trim().is_empty(), "{complaints}");
+}
+
 #[test]
 fn systemd_analyze_verifies_the_unit_and_rates_it_as_documented() {
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
