@@ -44,20 +44,34 @@ pub(super) struct Guest {
 }
 
 pub(super) fn boot(setup: &Setup, source: &str, agent_args: &[&str]) -> anyhow::Result<Guest> {
-    boot_as(setup, None, source, agent_args)
+    boot_as(setup, None, Mode::Exec, source, agent_args)
 }
 
-/// [`boot`] with the agent started by `wrapper` (a program in the guest's /bin, such as a
-/// script dropping privileges), which must exec it in place.
+/// How the agent runs in the guest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// `exec`, failsafe-sim as the application reading the pipes.
+    Exec,
+    /// `monitor`: no pipes, no reader; the guest's /dev/kmsg read.
+    Monitor,
+}
+
+/// [`boot`] with the agent in `mode`, started by `wrapper` (a program in the guest's /bin, such
+/// as a script dropping privileges), which must exec it in place.
 pub(super) fn boot_as(
     setup: &Setup,
     wrapper: Option<&str>,
+    mode: Mode,
     source: &str,
     agent_args: &[&str],
 ) -> anyhow::Result<Guest> {
     let agent = wrapper.map_or("netvsc-watch".to_owned(), |wrapper| format!("{wrapper} /bin/netvsc-watch"));
+    let (subcommand, application) = match mode {
+        Mode::Exec => ("exec", format!(" -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}")),
+        Mode::Monitor => ("monitor", String::new()),
+    };
     let command = format!(
-        "{agent} exec --json --source {source} {} --mac {MAC_A} --mac {MAC_B} --force -- /bin/failsafe-sim --poll-ms {READ_POLL_MS}",
+        "{agent} {subcommand} --json --source {source} {} --mac {MAC_A} --mac {MAC_B} --force{application}",
         agent_args.join(" ")
     );
     let config = BootConfig {

@@ -13,6 +13,7 @@ mod ebpf_checks;
 mod guest;
 mod initramfs;
 mod kbuild;
+mod monitor;
 mod qemu;
 mod scenarios;
 mod sequences;

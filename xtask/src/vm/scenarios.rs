@@ -7,8 +7,8 @@ use anyhow::{ensure, Context as _};
 use netvsc_testkit::Output;
 use netvsc_user::report::lines::{Change, Line};
 
-use super::guest::{boot_as, cold_start, migration_cycles, pci_of, plug, unplug, Guest, Setup, Side};
-use super::{ebpf_checks, sequences};
+use super::guest::{boot_as, cold_start, migration_cycles, pci_of, plug, unplug, Guest, Mode, Setup, Side};
+use super::{ebpf_checks, monitor, sequences};
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -30,6 +30,7 @@ struct Run {
     label: String,
     /// What starts the agent (`None`: init itself, as root).
     wrapper: Option<&'static str>,
+    mode: Mode,
     agent_args: &'static [&'static str],
     checks: Vec<(&'static str, Check)>,
 }
@@ -42,21 +43,36 @@ fn plan(source: &str, cycles: u32) -> Vec<Run> {
         ("the VF never returns", Box::new(never_returns)),
     ];
     checks.extend(sequences::checks());
+    if source == "netlink" {
+        // monitor needs no capability with netlink: the source it is meant to run with.
+        return vec![
+            Run { label: source.to_owned(), wrapper: None, mode: Mode::Exec, agent_args: &[], checks },
+            Run {
+                label: "netlink/monitor".into(),
+                wrapper: None,
+                mode: Mode::Monitor,
+                agent_args: &[],
+                checks: monitor::checks(),
+            },
+        ];
+    }
     if source != "ebpf" {
-        return vec![Run { label: source.to_owned(), wrapper: None, agent_args: &[], checks }];
+        return vec![Run { label: source.to_owned(), wrapper: None, mode: Mode::Exec, agent_args: &[], checks }];
     }
     checks.extend(ebpf_checks::filtered_guest());
     vec![
-        Run { label: "ebpf".into(), wrapper: None, agent_args: ebpf_checks::FILTERED_ARGS, checks },
+        Run { label: "ebpf".into(), wrapper: None, mode: Mode::Exec, agent_args: ebpf_checks::FILTERED_ARGS, checks },
         Run {
             label: "ebpf/kprobe".into(),
             wrapper: None,
+            mode: Mode::Exec,
             agent_args: ebpf_checks::UNFILTERED_ARGS,
             checks: ebpf_checks::unfiltered_guest(),
         },
         Run {
             label: "ebpf/least privilege".into(),
             wrapper: Some(ebpf_checks::LEAST_PRIVILEGE),
+            mode: Mode::Exec,
             agent_args: &[],
             checks: ebpf_checks::least_privilege_guest(),
         },
@@ -121,7 +137,7 @@ fn chosen_prefix_cut<T>(checks: &[(&str, T)], names: &[String]) -> usize {
 fn play(setup: &Setup, source: &str, run: Run) -> Outcome {
     let label = &run.label;
     let mut outcome = Outcome::default();
-    let mut guest = match boot_as(setup, run.wrapper, source, run.agent_args) {
+    let mut guest = match boot_as(setup, run.wrapper, run.mode, source, run.agent_args) {
         Ok(guest) => guest,
         Err(err) => {
             println!("vm[{label}]: FAIL boot: {err:#}");
