@@ -210,7 +210,10 @@ mod tests {
         "\n",
         r#"{"event":"resync","source":"netlink","reason":"overrun"}"#,
         "\n",
-        r#"{"event":"stats","source":"netlink","stats":{"events":3,"relevant":1,"refill_ticks":0,"resyncs":1}}"#,
+        concat!(
+            r#"{"event":"stats","source":"netlink","stats":{"events":3,"relevant":1,"refill_ticks":0,"resyncs":1},"#,
+            r#""held":{"open_fds":9,"rss_kib":4096,"tasks":2,"waiting":0}}"#
+        ),
         "\n",
     );
 
