@@ -257,6 +257,43 @@ fn the_daemonset_and_its_consumer_share_the_nodes_fifo_directory() {
 }
 
 #[test]
+fn the_monitor_daemonset_reads_the_nodes_kernel_log_beside_the_sidecar() {
+    let daemonset: Value = serde_yaml::from_str(&repo_file("deploy/kubernetes/monitor-daemonset.yaml")).unwrap();
+    assert_eq!(daemonset["kind"], "DaemonSet");
+    let template = &daemonset["spec"]["template"];
+    let agent = container(&template["spec"], "containers", "netvsc-watch-monitor");
+    assert_eq!(agent["image"].as_str(), Some(format!("localhost/netvsc-watch:{}", env!("CARGO_PKG_VERSION")).as_str()));
+    let argv = std::iter::once("netvsc-watch".to_owned()).chain(strings(&agent["args"]));
+    let Mode::Monitor(args) = Cli::try_parse_from(argv).unwrap_or_else(|err| panic!("{err}")).command else {
+        panic!("not monitor: {:?}", agent["args"])
+    };
+    assert_eq!(args.run.source, netvsc_user::source::SourceKind::Netlink);
+    assert_eq!(template["spec"]["hostNetwork"], true, "monitor must see the node's interfaces");
+    // The log it is told to read is the node's, mounted where it looks.
+    assert_eq!(args.kmsg.to_str(), Some(mount_path(agent, "kmsg").as_str()));
+    let volumes = template["spec"]["volumes"].as_sequence().unwrap();
+    let kmsg = volumes.iter().find(|v| v["name"] == "kmsg").expect("the kmsg volume");
+    assert_eq!(
+        (kmsg["hostPath"]["path"].as_str(), kmsg["hostPath"]["type"].as_str()),
+        (Some("/dev/kmsg"), Some("CharDevice"))
+    );
+    assert_eq!(agent["securityContext"]["readOnlyRootFilesystem"], true);
+    let port = args.run.metrics_listen.expect("metrics for the probes").port();
+    for probe in ["startupProbe", "readinessProbe"] {
+        assert_eq!(agent[probe]["httpGet"]["path"], "/healthz", "{probe}");
+        assert_eq!(agent[probe]["httpGet"]["port"].as_u64(), Some(u64::from(port)), "{probe}");
+    }
+    assert_eq!(template["metadata"]["annotations"]["prometheus.io/port"].as_str(), Some(port.to_string().as_str()));
+    // Both DaemonSets run on the host's network: their ports must differ.
+    let sidecar_text = repo_file("deploy/kubernetes/daemonset.yaml");
+    let sidecar: Value =
+        serde_yaml::Deserializer::from_str(&sidecar_text).map(|d| Value::deserialize(d).unwrap()).next().unwrap();
+    let sidecar_args =
+        watch_args(&strings(&container(&sidecar["spec"]["template"]["spec"], "containers", "netvsc-watch")["args"]));
+    assert_ne!(sidecar_args.run.metrics_listen.map(|a| a.port()), Some(port));
+}
+
+#[test]
 fn the_dashboard_and_the_docs_name_only_metrics_the_agent_exports() {
     let exported: BTreeSet<String> = exported_families();
     let dashboard: serde_json::Value =
