@@ -158,9 +158,11 @@ async fn monitor(args: MonitorArgs) -> anyhow::Result<i32> {
     let mut opened = event_source(&args.run)?;
     let signals = Terminations::install()?;
     let outputs = Outputs::new(OutputMode::None)?;
+    // The log is opened at its end before the start-up scan, so nothing logged meanwhile is lost.
+    let kmsg = netvsc_user::source::kmsg::start(&args.kmsg);
     let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
     start_recording(&args.run, &opened, &mut agent, &served);
-    if let Some(kmsg) = netvsc_user::source::kmsg::start(&args.kmsg) {
+    if let Some(kmsg) = kmsg {
         agent.kernel_log(kmsg);
     }
     let auto_probe = AutoProbe::detect(agent.view(), &[], false);

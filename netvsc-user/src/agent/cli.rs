@@ -25,7 +25,7 @@ Examples:
   netvsc-watch watch --fifo-dir /run/netvsc --iface eth1 --json
 
   # Failover timelines and metrics of every accelerated NIC, DPDK or not
-  netvsc-watch monitor --metrics-listen 127.0.0.1:9479 --measure /tmp/outages.json
+  netvsc-watch monitor --metrics-listen 127.0.0.1:9480 --measure /tmp/outages.json
 
   # The original driver's arguments, verbatim
   netvsc-watch watch --fifo-dir /run/netvsc --devargs 'iface=eth1,force=1'
@@ -79,7 +79,7 @@ pub enum Command {
     /// registering and unregistering, VF slot added and removed) are added to each outage with
     /// their kernel times. Reading the log needs root or CAP_SYSLOG; without it, one warning.
     ///
-    /// Example: netvsc-watch monitor --metrics-listen 127.0.0.1:9479 --measure /tmp/outages.json
+    /// Example: netvsc-watch monitor --metrics-listen 127.0.0.1:9480 --measure /tmp/outages.json
     Monitor(MonitorArgs),
 }
 

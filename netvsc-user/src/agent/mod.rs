@@ -261,7 +261,8 @@ impl Agent {
         loop {
             self.sync_watched(source)?;
             // Biased: the rare timers and signals first (cheap, and never starved by a flood of
-            // events), then the source, and only when nothing else is ready an event that waited.
+            // events), then the kernel log's moments (monitor only), then the source, and only
+            // when nothing else is ready an event that waited.
             tokio::select! {
                 biased;
                 result = &mut stop => return result.context("the stop condition's task failed"),

@@ -156,7 +156,7 @@ impl Soak<'_> {
         let mut progress = Progress::new("host", cycles);
         // Each run is sampled once warm, halfway and before it ends (a restart begins the next).
         let (term_at, kill_at) = (cycles / 3, 2 * cycles / 3);
-        let points = |from: u32, to: u32| [from + (to - from) / 20, from + (to - from) / 2, to];
+        let points = |from: u32, to: u32| [from + ((to - from) / 20).max(1), from + (to - from) / 2, to];
         let mut samples_at: Vec<u32> = [points(0, term_at), points(term_at, kill_at), points(kill_at, cycles)]
             .concat()
             .into_iter()

@@ -301,7 +301,11 @@ fn is_header(line: &str) -> bool {
 fn listed_file(line: &str) -> Option<(String, Option<MacAddr6>)> {
     let mut words = line.split_whitespace();
     let name = words.next()?;
-    let plain = (name.ends_with(".pipe") || name.ends_with(".addr")) && !name.contains('/') && !name.starts_with('.');
+    // A byte that was not UTF-8 (read lossily) names no file netvsc-watch made.
+    let plain = (name.ends_with(".pipe") || name.ends_with(".addr"))
+        && !name.contains('/')
+        && !name.starts_with('.')
+        && !name.contains(char::REPLACEMENT_CHARACTER);
     plain.then(|| (name.to_owned(), words.next().and_then(|mac| mac.parse().ok())))
 }
 
