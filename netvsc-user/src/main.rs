@@ -124,20 +124,12 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     start_recording(&args.run, &opened, &mut agent, &served);
     // What DPDK containers next to the sidecar need on their command line.
     let auto_probe = AutoProbe::detect(agent.view(), &[], false);
-    let managed = agent.pairing().contexts().len();
-    for line in no_netvsc_hint(&args.selection.sysfs_root, agent.view(), managed, &auto_probe).iter().flatten() {
-        warn!("{line}");
-    }
-    if managed == 0 {
+    if warn_no_netvsc(&args.selection, &agent, &auto_probe) == 0 {
         warn!("watching for NetVSC interfaces to appear: they are picked up when they do");
     }
     announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
-    let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.into_recv()).await;
-    served.health.enter(Phase::Stopping, "stopping: emptying the FIFOs");
-    let measured = finish_measuring(&args.run, &agent);
-    agent.shutdown();
-    let signal = result?;
-    measured?;
+    let signal =
+        run_until_signal(agent, &mut opened, &args.run, &served, signals, "stopping: emptying the FIFOs").await?;
     info!(signal = signal.as_str(), "stopped; FIFOs emptied and kept, state files removed");
     Ok(0)
 }
@@ -166,19 +158,39 @@ async fn monitor(args: MonitorArgs) -> anyhow::Result<i32> {
         agent.kernel_log(kmsg);
     }
     let auto_probe = AutoProbe::detect(agent.view(), &[], false);
+    warn_no_netvsc(&args.selection, &agent, &auto_probe);
+    announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
+    let signal = run_until_signal(agent, &mut opened, &args.run, &served, signals, "stopping").await?;
+    info!(signal = signal.as_str(), "stopped");
+    Ok(0)
+}
+
+/// Warns when no NetVSC interface is there to follow (and why, if it can tell); how many are.
+fn warn_no_netvsc(selection: &SelectionArgs, agent: &Agent, auto_probe: &AutoProbe) -> usize {
     let followed = agent.pairing().contexts().len();
-    for line in no_netvsc_hint(&args.selection.sysfs_root, agent.view(), followed, &auto_probe).iter().flatten() {
+    for line in no_netvsc_hint(&selection.sysfs_root, agent.view(), followed, auto_probe).iter().flatten() {
         warn!("{line}");
     }
-    announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
-    let result = agent.run(opened.source.as_mut(), args.run.timers(), signals.into_recv()).await;
-    served.health.enter(Phase::Stopping, "stopping");
-    let measured = finish_measuring(&args.run, &agent);
+    followed
+}
+
+/// `watch` and `monitor` after start-up: the loop until a terminating signal, then the
+/// `--measure` report and the outputs closed, whatever the loop ended with.
+async fn run_until_signal(
+    mut agent: Agent,
+    opened: &mut Opened,
+    args: &RunArgs,
+    served: &Served,
+    signals: Terminations,
+    stopping: &str,
+) -> anyhow::Result<nix::sys::signal::Signal> {
+    let result = agent.run(opened.source.as_mut(), args.timers(), signals.into_recv()).await;
+    served.health.enter(Phase::Stopping, stopping);
+    let measured = finish_measuring(args, &agent);
     agent.shutdown();
     let signal = result?;
     measured?;
-    info!(signal = signal.as_str(), "stopped");
-    Ok(0)
+    Ok(signal)
 }
 
 async fn exec(args: ExecArgs) -> anyhow::Result<i32> {

@@ -66,13 +66,19 @@ fn setting<'a>(settings: &'a [(String, String)], key: &str) -> &'a str {
     settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no {key}="))
 }
 
+/// A unit's `ExecStart=` in words, which must run netvsc-watch.
+fn exec_start(settings: &[(String, String)]) -> Vec<&str> {
+    let exec: Vec<&str> = setting(settings, "ExecStart").split_whitespace().collect();
+    assert!(exec[0].ends_with("/netvsc-watch"), "{exec:?}");
+    exec
+}
+
 const UNIT: &str = "deploy/systemd/netvsc-watch.service";
 
 #[test]
 fn the_units_command_line_directory_and_capabilities_agree_with_the_docs() {
     let settings = unit_settings(&repo_file(UNIT));
-    let exec: Vec<&str> = setting(&settings, "ExecStart").split_whitespace().collect();
-    assert!(exec[0].ends_with("/netvsc-watch"), "{exec:?}");
+    let exec = exec_start(&settings);
     let args = watch_args(&exec[1..]);
     assert_eq!(setting(&settings, "Type"), "notify");
     let runtime_dir = format!("/run/{}", setting(&settings, "RuntimeDirectory"));
@@ -98,8 +104,7 @@ const MONITOR_UNIT: &str = "deploy/systemd/netvsc-watch-monitor.service";
 #[test]
 fn the_monitor_unit_runs_monitor_on_netlink_with_the_kernel_log_only() {
     let settings = unit_settings(&repo_file(MONITOR_UNIT));
-    let exec: Vec<&str> = setting(&settings, "ExecStart").split_whitespace().collect();
-    assert!(exec[0].ends_with("/netvsc-watch"), "{exec:?}");
+    let exec = exec_start(&settings);
     let argv = std::iter::once("netvsc-watch").chain(exec[1..].iter().copied());
     let Mode::Monitor(args) = Cli::try_parse_from(argv).unwrap_or_else(|err| panic!("{err}")).command else {
         panic!("not monitor: {exec:?}")

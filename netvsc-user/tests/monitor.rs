@@ -287,11 +287,7 @@ fn without_a_readable_kernel_log_it_warns_once_and_runs() {
     assert_eq!(ready.interfaces.iter().map(|i| i.netvsc.as_str()).collect::<Vec<_>>(), ["eth1"]);
     sys.add_vf("enP2p0s2", 10, ETH1_MAC, "0002:00:02.0").unwrap();
     agent.change("associated", |c| c.netvsc == "eth1");
-    let mut stderr = agent.child.stderr.take().unwrap();
-    agent.signal(Signal::SIGTERM);
-    assert_eq!(agent.wait().code(), Some(0));
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    let log = agent.terminate_for_log();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("kernel's log")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
     let path = kmsg.display().to_string();

@@ -71,11 +71,7 @@ fn an_unprivileged_monitor_is_refused_the_kernel_log_and_says_so_once() {
     command.args(["monitor", "--source", "poll", "--json"]);
     let mut agent = JsonProcess::spawn(command);
     agent.ready();
-    let mut stderr = agent.child.stderr.take().unwrap();
-    agent.signal(Signal::SIGTERM);
-    assert_eq!(agent.wait().code(), Some(0));
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    let log = agent.terminate_for_log();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("kernel's log")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
     for needle in ["cannot read the kernel's log (needs root or CAP_SYSLOG)", "/dev/kmsg", "Operation not permitted"] {

@@ -107,6 +107,17 @@ impl JsonProcess {
         nix::sys::signal::kill(pid, signal).expect("signalling process");
     }
 
+    /// SIGTERM, a clean exit (status 0), and what the process wrote to its stderr, which must
+    /// have been piped.
+    pub fn terminate_for_log(mut self) -> String {
+        let mut stderr = self.child.stderr.take().expect("stderr piped");
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(self.wait().code(), Some(0));
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut log).expect("reading stderr");
+        log
+    }
+
     pub fn wait(mut self) -> ExitStatus {
         let deadline = Instant::now() + WAIT;
         loop {
