@@ -15,7 +15,7 @@ use netvsc_user::output::dpdk_probe::AutoProbe;
 use netvsc_user::output::failsafe::{OutputMode, Outputs};
 use netvsc_user::report::first_run::no_netvsc_hint;
 use netvsc_user::report::health::{Health, Phase};
-use netvsc_user::report::lines::{Line, PassedOver, Ready};
+use netvsc_user::report::lines::{KernelMoments, Line, PassedOver, Ready};
 use netvsc_user::report::metrics::{self, Metrics};
 use netvsc_user::report::{interface_line, interface_reports, vdev_arg, Reporter};
 use netvsc_user::source::Opened;
@@ -127,7 +127,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     if warn_no_netvsc(&args.selection, &agent, &auto_probe) == 0 {
         warn!("watching for NetVSC interfaces to appear: they are picked up when they do");
     }
-    announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
+    announce_ready(&args.run, &opened, &agent, &auto_probe, &served, None);
     let signal =
         run_until_signal(agent, &mut opened, &args.run, &served, signals, "stopping: emptying the FIFOs").await?;
     info!(signal = signal.as_str(), "stopped; FIFOs emptied and kept, state files removed");
@@ -152,14 +152,19 @@ async fn monitor(args: MonitorArgs) -> anyhow::Result<i32> {
     let outputs = Outputs::new(OutputMode::None)?;
     // The log is opened at its end before the start-up scan, so nothing logged meanwhile is lost.
     let kmsg = netvsc_user::source::kmsg::start(&args.kmsg);
-    let mut agent = Agent::start(reader, selection, true, outputs, Reporter::new(args.run.json)).await?;
+    let mut agent = Agent::start(reader, selection, true, outputs, Reporter::observing(args.run.json)).await?;
     start_recording(&args.run, &opened, &mut agent, &served);
-    if let Some(kmsg) = kmsg {
-        agent.kernel_log(kmsg);
+    let kernel_moments = KernelMoments {
+        from: if kmsg.is_ok() { "kmsg" } else { "none" }.into(),
+        path: args.kmsg.clone(),
+        error: kmsg.as_ref().err().cloned(),
+    };
+    if let Ok(kmsg) = kmsg {
+        agent.kernel_log(kmsg, args.flap_window.as_micros() as u64);
     }
     let auto_probe = AutoProbe::detect(agent.view(), &[], false);
     warn_no_netvsc(&args.selection, &agent, &auto_probe);
-    announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
+    announce_ready(&args.run, &opened, &agent, &auto_probe, &served, Some(kernel_moments));
     let signal = run_until_signal(agent, &mut opened, &args.run, &served, signals, "stopping").await?;
     info!(signal = signal.as_str(), "stopped");
     Ok(0)
@@ -232,7 +237,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             return Err(err);
         }
     };
-    announce_ready(&args.run, &opened, &agent, &auto_probe, &served);
+    announce_ready(&args.run, &opened, &agent, &auto_probe, &served, None);
     let result = agent.run(opened.source.as_mut(), args.run.timers(), forwarder.wait(child)).await;
     served.health.enter(Phase::Stopping, "stopping: the application exited");
     let measured = finish_measuring(&args.run, &agent);
@@ -325,7 +330,14 @@ fn event_source(args: &RunArgs) -> anyhow::Result<Opened> {
 
 /// Tells scripts (and tests) that start-up is done and events are being watched, by which
 /// source, and why sources tried before it were passed over.
-fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent, auto_probe: &AutoProbe, served: &Served) {
+fn announce_ready(
+    args: &RunArgs,
+    opened: &Opened,
+    agent: &Agent,
+    auto_probe: &AutoProbe,
+    served: &Served,
+    kernel_moments: Option<KernelMoments>,
+) {
     let contexts = agent.interface_reports().into_iter().filter(|r| r.failsafe.is_some()).collect();
     let passed_over = opened
         .passed_over
@@ -339,6 +351,7 @@ fn announce_ready(args: &RunArgs, opened: &Opened, agent: &Agent, auto_probe: &A
         interfaces: contexts,
         dpdk_auto_probe: auto_probe.clone(),
         metrics_listen: served.addr,
+        kernel_moments,
     }));
     let managed = agent.pairing().contexts().len();
     served

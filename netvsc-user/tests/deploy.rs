@@ -373,7 +373,9 @@ fn exercise(metrics: &Metrics) {
     metrics.kernel(&Noted::Switched { netvsc: "eth1".into(), to_vf: false });
     metrics.kernel(&Noted::Began { netvsc: "eth1".into() });
     metrics.kernel(&Noted::Flapped { netvsc: "eth1".into() });
+    metrics.kernel(&Noted::SwitchFailed { netvsc: "eth1".into(), to_vf: true });
     let outage = KernelOutage { vf_registering_us: Some(2), data_path_to_vf_us: Some(3), ..Default::default() };
+    metrics.kernel(&Noted::Returned(outage.clone()));
     metrics.kernel(&Noted::Ended(outage));
     let netvsc = Netdev {
         ifindex: 2,

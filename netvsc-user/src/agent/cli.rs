@@ -256,6 +256,19 @@ pub struct MonitorArgs {
     /// record per line)
     #[arg(long, value_name = "PATH", default_value = "/dev/kmsg")]
     pub kmsg: PathBuf,
+    /// A data-path switch away from the VF sooner than this many seconds after the switch to it
+    /// is a flap (the VF came back and failed again): 0.001–3600
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = flap_window)]
+    pub flap_window: Duration,
+}
+
+fn flap_window(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.001..=3600.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{value:?} is not a number of seconds from 0.001 to 3600"))
 }
 
 /// `exec --failsafe-poll` unless given: a written address waits 50 ms on average instead of

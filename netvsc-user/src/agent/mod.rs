@@ -28,6 +28,7 @@ use crate::report::measuring::Measuring;
 use crate::report::metrics::{Metrics, Observer};
 use crate::report::timeline::Report;
 use crate::report::Reporter;
+use crate::report::timeline::kernel::Noted;
 use crate::source::kmsg::Logged;
 use crate::source::Source;
 use crate::system::SystemReader;
@@ -145,36 +146,38 @@ impl Agent {
         self.observer = Some(observer);
     }
 
-    /// Takes hv_netvsc's moments from `kmsg` into the timelines and metrics (`monitor`).
-    pub fn kernel_log(&mut self, kmsg: mpsc::Receiver<Logged>) {
-        self.kmsg = Some(KernelLog::new(kmsg));
+    /// Takes the kernel's moments from `kmsg` into the timelines and metrics (`monitor`); a
+    /// switch from the VF within `flap_window_us` of the switch to it is a flap. Outages are kept
+    /// for the report when [`Agent::measure`] was called first.
+    pub fn kernel_log(&mut self, kmsg: mpsc::Receiver<Logged>, flap_window_us: u64) {
+        self.kmsg = Some(KernelLog::new(kmsg, flap_window_us, self.measuring.is_some()));
     }
 
-    /// One moment of the kernel's log, for the followed interface it is about (by VMBus id once
-    /// known, else by name: see [`KernelLog`]); lines about other interfaces are passed over.
+    /// One moment of the kernel's log, for the followed interface it is about (see
+    /// [`KernelLog::interface`]); lines about other interfaces are passed over.
     fn kernel_moment(&mut self, logged: &Logged) {
         let Some(kmsg) = &mut self.kmsg else { return };
-        let Some(netvsc) = kmsg.interface(&logged.moment, &self.pairing) else {
+        let Some(netvsc) = kmsg.interface(&logged.moment, &self.pairing, &self.reader) else {
             debug!(moment = ?logged.moment, "kernel moment of an interface not followed");
             return;
         };
-        info!(netvsc, at_us = logged.at_us, moment = ?logged.moment, "hv_netvsc");
-        if let Some(measuring) = &mut self.measuring {
-            measuring.kernel_moment(logged.at_us, &logged.moment, netvsc);
-        }
+        info!(netvsc, at_us = logged.at_us, moment = ?logged.moment, "kernel log");
         for noted in kmsg.record(logged.at_us, &logged.moment, netvsc) {
             if let Some(observer) = &self.observer {
                 observer.kernel(&noted);
             }
-            if let crate::report::timeline::kernel::Noted::Ended(outage) = noted {
+            if let Noted::Ended(outage) = noted {
                 self.reporter.line(&Line::KernelOutage { outage });
             }
         }
     }
 
-    /// The failovers recorded so far (`None` unless [`Agent::measure`] was called).
+    /// The failovers recorded so far, and the kernel's outages (`None` unless
+    /// [`Agent::measure`] was called).
     pub fn timeline(&self) -> Option<Report> {
-        self.measuring.as_ref().map(Measuring::report)
+        let report = self.measuring.as_ref().map(Measuring::report)?;
+        let kernel_outages = self.kmsg.as_ref().map(KernelLog::outages).unwrap_or_default();
+        Some(Report { kernel_outages, ..report })
     }
 
     /// Handles one event; returns the actions decided (empty when it concerned nothing managed).
@@ -207,6 +210,9 @@ impl Agent {
             if let Some(observer) = &mut self.observer {
                 observer.action(action, event, done_ns, source);
             }
+        }
+        if let Some(measuring) = &mut self.measuring {
+            measuring.joined(&self.pairing, event.seen_at_ns);
         }
         if let (Some(observer), false) = (&self.observer, actions.is_empty()) {
             observer.changed(source, &self.pairing, &self.view);

@@ -111,7 +111,7 @@ impl Selection {
                 warn!(iface = %link.name, spec = %spec, "interface already selected, skipping duplicate");
                 continue;
             }
-            if view.is_routed(link.ifindex) {
+            if view.is_routed(link.ifindex) && !self.routed_too {
                 warn!(iface = %link.name, "managing an interface that has IP addresses: probably the VM's own routed NetVSC");
             }
             admitted.push(Admitted { ifindex: link.ifindex, auto: false });

@@ -7,20 +7,17 @@ use std::time::Duration;
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::clock::monotonic_ns;
-use crate::decide::pairing::Action;
+use crate::decide::pairing::{Action, Match, Pairing};
 use crate::event::{SourceEvent, SourceName};
 use crate::output::failsafe::Outputs;
 use crate::report::lines::Line;
-use crate::report::timeline::kernel::KernelRecorder;
 use crate::report::timeline::{Recorder, Report};
-use crate::system::kmsg::Moment;
 
 /// How often an unread address is checked for having been read: the resolution of `read_ns`.
 const READ_CHECK: Duration = Duration::from_millis(1);
 
 pub(crate) struct Measuring {
     recorder: Recorder,
-    kernel: KernelRecorder,
     read_check: Interval,
 }
 
@@ -29,7 +26,7 @@ impl Measuring {
     pub fn new(source: SourceName) -> Self {
         let mut read_check = interval(READ_CHECK);
         read_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Self { recorder: Recorder::new(source), kernel: KernelRecorder::new(), read_check }
+        Self { recorder: Recorder::new(source), read_check }
     }
 
     pub(crate) fn source_event(&mut self, event: &SourceEvent) {
@@ -40,11 +37,6 @@ impl Measuring {
     pub fn action(&mut self, action: &Action, event: &SourceEvent, done_ns: u64) -> Option<Line> {
         let failover = self.recorder.action(action, event, done_ns)?;
         Some(Line::Failover { failover: failover.clone() })
-    }
-
-    /// A moment hv_netvsc logged at `at_us` about the interface the agent calls `netvsc`.
-    pub(crate) fn kernel_moment(&mut self, at_us: u64, moment: &Moment, netvsc: &str) {
-        self.kernel.moment(at_us, moment, netvsc);
     }
 
     /// Completes at the next read check while an address waits to be read; never otherwise.
@@ -84,7 +76,19 @@ impl Measuring {
         self.recorder.awaiting_read().count()
     }
 
+    /// After an event seen at `at_ns`: the failovers whose VF the kernel has made its NetVSC's
+    /// slave by now get their join time.
+    pub(crate) fn joined(&mut self, pairing: &Pairing, at_ns: u64) {
+        if !self.recorder.awaiting_join() {
+            return;
+        }
+        let kernel_matched = |id: u32| {
+            pairing.contexts().iter().any(|ctx| ctx.id == id && ctx.vf.as_ref().is_some_and(|vf| vf.matched == Match::Kernel))
+        };
+        self.recorder.joined(kernel_matched, at_ns);
+    }
+
     pub fn report(&self) -> Report {
-        Report { kernel_outages: self.kernel.outages(), ..self.recorder.report() }
+        self.recorder.report()
     }
 }

@@ -95,11 +95,18 @@ pub fn interface_line(r: &InterfaceReport) -> String {
 /// Logs every action and, with `--json`, prints association changes as JSON lines on stdout.
 pub struct Reporter {
     json: bool,
+    /// `monitor`: no pipe is written, so the log says what was seen, not what was done.
+    observing: bool,
 }
 
 impl Reporter {
     pub fn new(json: bool) -> Self {
-        Self { json }
+        Self { json, observing: false }
+    }
+
+    /// The reporter of `monitor`, which follows interfaces without feeding them.
+    pub fn observing(json: bool) -> Self {
+        Self { json, observing: true }
     }
 
     /// An action carried out at `done_ns` for an event seen at `seen_ns` (CLOCK_MONOTONIC);
@@ -113,7 +120,7 @@ impl Reporter {
         paths: Option<SidecarPaths<'_>>,
     ) {
         let reaction_us = done_ns.saturating_sub(seen_ns) as f64 / 1e3;
-        log_action(action, source, reaction_us);
+        log_action(action, source, reaction_us, self.observing);
         if self.json {
             if let Some(line) = change_line(action, source, reaction_us, done_ns, paths) {
                 self.line(&line);
@@ -194,14 +201,18 @@ fn change_line(
     })
 }
 
-fn log_action(action: &Action, source: SourceName, reaction_us: f64) {
+fn log_action(action: &Action, source: SourceName, reaction_us: f64, observing: bool) {
     let source = source.as_str();
     match action {
+        Action::Manage { netvsc, .. } if observing => info!(netvsc = %netvsc, "following interface"),
         Action::Manage { id, netvsc, .. } => {
             info!(netvsc = %netvsc, failsafe = %failsafe_name(*id), "managing interface")
         }
         Action::Associate { netvsc, vf, .. } => {
             info!(netvsc = %netvsc, vf = %vf.name, line = %vf.devargs, matched = vf.matched.as_str(), source, reaction_us, "VF associated")
+        }
+        Action::Dissociate { netvsc, vf, reason, .. } if observing => {
+            info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, reason = ?reason, source, "VF dissociated")
         }
         Action::Dissociate { netvsc, vf, reason, .. } => {
             info!(netvsc = %netvsc, vf = %vf.name, pci = %vf.pci, reason = ?reason, source, reaction_us, "VF dissociated, pipe emptied")

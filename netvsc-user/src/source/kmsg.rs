@@ -23,28 +23,27 @@ pub struct Logged {
 /// Moments queued for the loop before reading waits; the log is read again once they are taken.
 const QUEUE: usize = 256;
 
-/// Opens `path` and starts reading it; `None`, after one warning naming the path and why, when
-/// it cannot be opened. The real log is read from its end: records from before the start were
-/// someone else's to see. A FIFO stand-in is opened read-write, so that its writers may come
-/// and go; a regular file is read to its end.
-pub fn start(path: &Path) -> Option<mpsc::Receiver<Logged>> {
-    let file = match open(path) {
-        Ok(file) => file,
-        Err(err) => {
-            let why =
-                if err.kind() == std::io::ErrorKind::PermissionDenied { " (needs root or CAP_SYSLOG)" } else { "" };
-            warn!(path = %path.display(), error = %err, "cannot read the kernel's log{why}: going on without hv_netvsc's data-path moments");
-            return None;
-        }
-    };
+/// Opens `path` and starts reading it; when it cannot be opened, warns once naming the path and
+/// why, and returns the why. The real log is read from its end: records from before the start
+/// were someone else's to see. A FIFO stand-in is opened read-write, so that its writers may
+/// come and go; a regular file is read to its end.
+pub fn start(path: &Path) -> Result<mpsc::Receiver<Logged>, String> {
+    let file = open(path).map_err(|err| {
+        let why =
+            if err.kind() == std::io::ErrorKind::PermissionDenied { " (needs root or CAP_SYSLOG)" } else { "" };
+        warn!(path = %path.display(), error = %err, "cannot read the kernel's log{why}: going on without hv_netvsc's data-path moments");
+        format!("{err}{why}")
+    })?;
     let (sender, receiver) = mpsc::channel(QUEUE);
     let path = path.to_owned();
     std::thread::Builder::new()
         .name("kmsg".into())
         .spawn(move || read(file, &path, &sender))
-        .map_err(|err| warn!(error = %err, "cannot start the kernel log's reader"))
-        .ok()?;
-    Some(receiver)
+        .map_err(|err| {
+            warn!(error = %err, "cannot start the kernel log's reader");
+            format!("cannot start the reader: {err}")
+        })?;
+    Ok(receiver)
 }
 
 fn open(path: &Path) -> std::io::Result<File> {

@@ -55,6 +55,11 @@ impl SystemReader {
         self.sysfs.close_retired();
     }
 
+    /// The ifindexes of the netdevices on VMBus device `id` (see [`Sysfs::netdevs_of_vmbus`]).
+    pub(crate) fn netdevs_of_vmbus(&self, id: &str) -> Vec<u32> {
+        self.sysfs.netdevs_of_vmbus(id)
+    }
+
     /// How many descriptors wait for [`SystemReader::close_retired`].
     pub fn retired(&self) -> usize {
         self.sysfs.retired()

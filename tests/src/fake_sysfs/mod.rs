@@ -55,7 +55,12 @@ impl FakeSysfs {
 
     /// A NetVSC netdevice on its own VMBus device.
     pub fn add_netvsc(&self, name: &str, ifindex: u32, mac: &str) -> io::Result<()> {
-        let device = self.vmbus().join(netvsc_guid(ifindex, mac));
+        self.add_netvsc_on(&netvsc_guid(ifindex, mac), name, ifindex, mac)
+    }
+
+    /// A NetVSC netdevice on the VMBus device of instance id `vmbus_id` (a captured one, say).
+    pub fn add_netvsc_on(&self, vmbus_id: &str, name: &str, ifindex: u32, mac: &str) -> io::Result<()> {
+        let device = self.vmbus().join(vmbus_id);
         self.add_device(&device, "vmbus")?;
         fs::write(device.join("class_id"), format!("{NETVSC_CLASS_ID}\n"))?;
         self.add_netdev(name, ifindex, mac, 1, Some(&device))

@@ -60,6 +60,20 @@ pub struct Ready {
     /// Where `/metrics` and `/healthz` are served (`--metrics-listen`, its port resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `monitor`: where the kernel's own moments (hv_netvsc's data-path switches) come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_moments: Option<KernelMoments>,
+}
+
+/// `monitor`'s reader of the kernel's own moments: the log read (`from: kmsg`), or none, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelMoments {
+    /// `kmsg` (the kernel's log, or the stand-in at `path`), or `none`.
+    pub from: String,
+    pub path: std::path::PathBuf,
+    /// Why the log is not read (`from: none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

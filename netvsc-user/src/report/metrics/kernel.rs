@@ -29,6 +29,7 @@ pub(super) struct KernelMetrics {
     absent: Histograms<NetvscLabel>,
     back_to_data_path: Histograms<NetvscLabel>,
     switches: Family<SwitchLabels, Counter>,
+    switch_failures: Family<SwitchLabels, Counter>,
     flaps: Family<NetvscLabel, Counter>,
 }
 
@@ -60,37 +61,44 @@ impl KernelMetrics {
             "Data-path switches hv_netvsc logged, by direction (to_vf, from_vf)",
             switches.clone(),
         );
+        let switch_failures = Family::<SwitchLabels, Counter>::default();
+        registry.register(
+            "data_path_switch_failures",
+            "Data-path switches hv_netvsc logged as failed, by direction (to_vf, from_vf)",
+            switch_failures.clone(),
+        );
         let flaps = Family::<NetvscLabel, Counter>::default();
         registry.register(
             "data_path_flaps",
-            "Data-path switches from the VF within 10 s of the switch to it (the VF came back and failed again)",
+            "Data-path switches from the VF within --flap-window (10 s unless set) of the switch to it (the VF came back and failed again)",
             flaps.clone(),
         );
-        Self { outages, absent, back_to_data_path, switches, flaps }
+        Self { outages, absent, back_to_data_path, switches, switch_failures, flaps }
     }
 
     /// What one kernel moment changed.
     pub fn noted(&self, noted: &Noted) {
+        let per_direction = |family: &Family<SwitchLabels, Counter>, netvsc: &str, to_vf: bool| {
+            let direction = if to_vf { "to_vf" } else { "from_vf" };
+            family.get_or_create(&SwitchLabels { netvsc: netvsc.to_owned(), direction: direction.into() }).inc();
+        };
         match noted {
-            Noted::Switched { netvsc, to_vf } => {
-                let direction = if *to_vf { "to_vf" } else { "from_vf" };
-                self.switches
-                    .get_or_create(&SwitchLabels { netvsc: netvsc.clone(), direction: direction.into() })
-                    .inc();
-            }
+            Noted::Switched { netvsc, to_vf } => per_direction(&self.switches, netvsc, *to_vf),
+            Noted::SwitchFailed { netvsc, to_vf } => per_direction(&self.switch_failures, netvsc, *to_vf),
             Noted::Flapped { netvsc } => {
                 self.flaps.get_or_create(&NetvscLabel { netvsc: netvsc.clone() }).inc();
             }
             Noted::Began { netvsc } => {
                 self.outages.get_or_create(&NetvscLabel { netvsc: netvsc.clone() }).inc();
             }
-            Noted::Ended(outage) => {
-                let label = NetvscLabel { netvsc: outage.netvsc.clone() };
+            Noted::Returned(outage) => {
                 if let Some(absent) = outage.absent_s() {
-                    self.absent.get_or_create(&label).observe(absent);
+                    self.absent.get_or_create(&NetvscLabel { netvsc: outage.netvsc.clone() }).observe(absent);
                 }
+            }
+            Noted::Ended(outage) => {
                 if let Some(back) = outage.back_to_data_path_s() {
-                    self.back_to_data_path.get_or_create(&label).observe(back);
+                    self.back_to_data_path.get_or_create(&NetvscLabel { netvsc: outage.netvsc.clone() }).observe(back);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The kernel's own account of each VF outage (`monitor`), from hv_netvsc's log lines: the data
 //! path switched from the VF, the VF unregistering, its slot removed; back: the slot added, the
-//! VF registering, the data path switched to it. Pure: fed [`Moment`]s with their kmsg times
+//! VF registering, the VF joined to its NetVSC, the data path switched to it. Pure: fed [`Moment`]s with their kmsg times
 //! (the kernel's `local_clock()`, within a few milliseconds of CLOCK_MONOTONIC: comparable with
 //! each other, not with the agent's own times).
 //!
@@ -25,16 +25,22 @@ pub struct KernelOutage {
     pub slot_removed_us: Option<u64>,
     pub slot_added_us: Option<u64>,
     pub vf_registering_us: Option<u64>,
+    /// hv_netvsc made the returning VF a slave of its NetVSC (the VF driver's `joined to` line).
+    #[serde(default)]
+    pub vf_joined_us: Option<u64>,
+    /// The kernel's first failed attempt to switch the data path to the returning VF.
+    #[serde(default)]
+    pub switch_to_vf_failed_us: Option<u64>,
     pub data_path_to_vf_us: Option<u64>,
     /// The VF that came back.
     pub new_vf: Option<String>,
-    /// The data path left the VF within [`FLAP_WINDOW_US`] of switching to it.
+    /// The data path left the VF within the flap window (`--flap-window`) of switching to it.
     #[serde(default)]
     pub flap: bool,
 }
 
-/// A switch away from the VF this soon after the switch to it is a flap: the VF came back
-/// and failed again (the boot capture's flap took 1.6 s).
+/// A switch away from the VF this soon after the switch to it is a flap unless `--flap-window`
+/// says otherwise: the VF came back and failed again (the boot capture's flap took 1.6 s).
 pub const FLAP_WINDOW_US: u64 = 10_000_000;
 
 impl KernelOutage {
@@ -67,59 +73,61 @@ impl KernelOutage {
 pub enum Noted {
     /// The kernel switched `netvsc`'s data path to (`to_vf`) or from its VF.
     Switched { netvsc: String, to_vf: bool },
+    /// The kernel failed to switch `netvsc`'s data path to (`to_vf`) or from its VF.
+    SwitchFailed { netvsc: String, to_vf: bool },
     /// An outage of `netvsc` began.
     Began { netvsc: String },
-    /// The data path left `netvsc`'s VF within [`FLAP_WINDOW_US`] of switching to it.
+    /// The data path left `netvsc`'s VF within the flap window of switching to it.
     Flapped { netvsc: String },
-    /// An outage ended: the data path is on the VF again.
+    /// The VF registered again: the outage's absence is known.
+    Returned(KernelOutage),
+    /// An outage ended: the data path is on the VF again, or the VF left again first (then
+    /// without `data_path_to_vf_us`).
     Ended(KernelOutage),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct KernelRecorder {
     /// Outages in progress, by VMBus id.
     open: BTreeMap<String, KernelOutage>,
     done: Vec<KernelOutage>,
     /// When each NetVSC's data path last switched to its VF, by VMBus id.
     last_to_vf: BTreeMap<String, u64>,
+    flap_window_us: u64,
     /// Whether ended outages are kept (`--measure`) or dropped (metrics: bounded memory).
     history: bool,
 }
 
 impl KernelRecorder {
-    pub fn new() -> Self {
-        Self { history: true, ..Self::default() }
+    /// `history`: keep the ended outages for the report.
+    pub fn new(flap_window_us: u64, history: bool) -> Self {
+        Self { open: BTreeMap::new(), done: Vec::new(), last_to_vf: BTreeMap::new(), flap_window_us, history }
     }
 
-    pub fn without_history() -> Self {
-        Self::default()
-    }
-
-    /// Records hv_netvsc's `moment`, logged at `at_us`, about the NetVSC the agent calls `netvsc`
-    /// (the logged name when the agent has none). Other drivers' moments change nothing.
+    /// Records the `moment` logged at `at_us` about the NetVSC the agent calls `netvsc` (the
+    /// logged name when the agent has none). Other drivers' moments change nothing, but for
+    /// the VF's driver saying it joined `netvsc`.
     pub fn moment(&mut self, at_us: u64, moment: &Moment, netvsc: &str) -> Vec<Noted> {
-        let Moment::Netvsc { vmbus_id, event, .. } = moment else { return Vec::new() };
+        let (vmbus_id, event) = match moment {
+            Moment::Netvsc { vmbus_id, event, .. } => (vmbus_id, event),
+            Moment::VfJoined { .. } => {
+                let open = self.open.values_mut().find(|o| o.netvsc == netvsc && o.returning());
+                if let Some(outage) = open {
+                    outage.vf_joined_us.get_or_insert(at_us);
+                }
+                return Vec::new();
+            }
+            Moment::VfRenamed { .. } => return Vec::new(),
+        };
         let mut noted = Vec::new();
         if let Some(outage) = self.open.get_mut(vmbus_id) {
             outage.netvsc = netvsc.to_owned();
         }
-        let away = matches!(
-            event,
-            NetvscEvent::DataPathFromVf { .. }
-                | NetvscEvent::VfUnregistering { .. }
-                | NetvscEvent::VfSlotRemoved { .. }
-        );
-        let vf = match event {
-            NetvscEvent::DataPathFromVf { vf }
-            | NetvscEvent::VfUnregistering { vf }
-            | NetvscEvent::DataPathToVf { vf }
-            | NetvscEvent::VfRegistering { vf } => Some(vf),
-            _ => None,
-        };
-        if away {
+        if let Some(vf) = event.vf_leaving() {
             // A VF leaving again before the data path came back: the unfinished outage is done.
             if self.open.get(vmbus_id).is_some_and(KernelOutage::returning) {
                 let unfinished = self.open.remove(vmbus_id).expect("checked");
+                noted.push(Noted::Ended(unfinished.clone()));
                 self.finish(unfinished);
             }
             let outage = self.open.entry(vmbus_id.clone()).or_insert_with(|| {
@@ -135,7 +143,7 @@ impl KernelRecorder {
                 noted.push(Noted::Switched { netvsc: netvsc.to_owned(), to_vf: false });
                 self.set(vmbus_id, |o| &mut o.data_path_from_vf_us, at_us);
                 let since = self.last_to_vf.remove(vmbus_id).map(|to_vf| at_us.saturating_sub(to_vf));
-                if since.is_some_and(|us| us < FLAP_WINDOW_US) {
+                if since.is_some_and(|us| us < self.flap_window_us) {
                     noted.push(Noted::Flapped { netvsc: netvsc.to_owned() });
                     if let Some(outage) = self.open.get_mut(vmbus_id) {
                         outage.flap = true;
@@ -146,9 +154,16 @@ impl KernelRecorder {
             NetvscEvent::VfSlotRemoved { .. } => self.set(vmbus_id, |o| &mut o.slot_removed_us, at_us),
             NetvscEvent::VfSlotAdded { .. } => self.set(vmbus_id, |o| &mut o.slot_added_us, at_us),
             NetvscEvent::VfRegistering { vf } => {
-                self.set(vmbus_id, |o| &mut o.vf_registering_us, at_us);
-                if let Some(outage) = self.open.get_mut(vmbus_id) {
+                if let Some(outage) = self.open.get_mut(vmbus_id).filter(|o| o.vf_registering_us.is_none()) {
+                    outage.vf_registering_us = Some(at_us);
                     outage.new_vf = Some(vf.clone());
+                    noted.push(Noted::Returned(outage.clone()));
+                }
+            }
+            NetvscEvent::DataPathSwitchFailed { to_vf, .. } => {
+                noted.push(Noted::SwitchFailed { netvsc: netvsc.to_owned(), to_vf: *to_vf });
+                if *to_vf {
+                    self.set(vmbus_id, |o| &mut o.switch_to_vf_failed_us, at_us);
                 }
             }
             NetvscEvent::DataPathToVf { vf } => {
@@ -161,7 +176,7 @@ impl KernelRecorder {
                     self.finish(outage);
                 }
             }
-            NetvscEvent::DataPathSwitchFailed { .. } | NetvscEvent::Renamed { .. } => {}
+            NetvscEvent::Renamed { .. } => {}
         }
         noted
     }
@@ -183,6 +198,17 @@ impl KernelRecorder {
     /// Ended outages, then those in progress.
     pub fn outages(&self) -> Vec<KernelOutage> {
         self.done.iter().chain(self.open.values()).cloned().collect()
+    }
+}
+
+impl NetvscEvent {
+    /// `Some(the VF named, if any)` when this says the VF or its data path is leaving.
+    fn vf_leaving(&self) -> Option<Option<&String>> {
+        match self {
+            NetvscEvent::DataPathFromVf { vf } | NetvscEvent::VfUnregistering { vf } => Some(Some(vf)),
+            NetvscEvent::VfSlotRemoved { .. } => Some(None),
+            _ => None,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::decide::pairing::Action;
+use crate::decide::pairing::{Action, Match};
 use crate::event::{NetdevEvent, SourceEvent, SourceName};
 
 pub mod kernel;
@@ -61,6 +61,9 @@ pub struct Failover {
     pub new_pci: Option<String>,
     pub pci_added_ns: Option<u64>,
     pub netdev_registered_ns: Option<u64>,
+    /// When the agent first saw the kernel make the new VF a slave of its NetVSC (`master`).
+    #[serde(default)]
+    pub vf_joined_ns: Option<u64>,
     pub written_ns: Option<u64>,
     pub read_ns: Option<u64>,
 }
@@ -147,6 +150,8 @@ pub(crate) struct Recorder {
     done: Vec<Failover>,
     /// Completed failovers whose address has not been seen read yet: context id → index in `done`.
     unread: BTreeMap<u32, usize>,
+    /// Completed failovers whose VF the kernel has not been seen joining yet: the same.
+    unjoined: BTreeMap<u32, usize>,
     /// Whether completed failovers are kept for the report (`--measure`), or only the latest
     /// (metrics, for as long as the agent runs).
     history: bool,
@@ -174,6 +179,7 @@ impl Recorder {
             open: BTreeMap::new(),
             done: Vec::new(),
             unread: BTreeMap::new(),
+            unjoined: BTreeMap::new(),
             history: true,
         }
     }
@@ -232,6 +238,7 @@ impl Recorder {
                     ..Failover::default()
                 };
                 self.unread.remove(id);
+                self.unjoined.remove(id);
                 self.open.insert(*id, failover);
                 None
             }
@@ -250,6 +257,12 @@ impl Recorder {
                 if !self.history {
                     self.done.clear();
                     self.unread.clear();
+                    self.unjoined.clear();
+                }
+                if vf.matched == Match::Kernel {
+                    failover.vf_joined_ns = Some(event.seen_at_ns);
+                } else {
+                    self.unjoined.insert(*id, self.done.len());
                 }
                 self.unread.insert(*id, self.done.len());
                 self.done.push(failover);
@@ -257,6 +270,24 @@ impl Recorder {
             }
             _ => None,
         }
+    }
+
+    /// The event seen at `at_ns` showed the kernel's association: the latest failover of each
+    /// context whose VF `joined` says is now its NetVSC's slave gets its join time.
+    pub(crate) fn joined(&mut self, joined: impl Fn(u32) -> bool, at_ns: u64) {
+        let done = &mut self.done;
+        self.unjoined.retain(|id, index| {
+            if !joined(*id) {
+                return true;
+            }
+            done[*index].vf_joined_ns = Some(at_ns);
+            false
+        });
+    }
+
+    /// Whether a failover waits for its VF's join (see [`Recorder::joined`]).
+    pub(crate) fn awaiting_join(&self) -> bool {
+        !self.unjoined.is_empty()
     }
 
     /// Contexts whose newly written address the consumer has not read yet.

@@ -268,3 +268,26 @@ fn old_sightings_are_forgotten_once_many_links_were_seen() {
     rec.source_event(&pci(9_999, FORGET_AFTER_NS));
     assert_eq!(rec.pci.len(), 1, "PCI sightings are bounded too");
 }
+
+#[test]
+fn the_kernels_join_is_timed_when_first_seen_and_only_for_the_latest_failover() {
+    let mut rec = Recorder::new(SourceName::Netlink);
+    outage(&mut rec, 0, false);
+    assert!(rec.awaiting_join(), "associated by MAC: the join is still to come");
+    rec.joined(|_| false, 2_200 * MS);
+    assert!(rec.awaiting_join(), "not joined yet");
+    rec.joined(|id| id == 0, 2_300 * MS);
+    rec.joined(|id| id == 0, 2_400 * MS);
+    assert_eq!(rec.report().failovers[0].vf_joined_ns, Some(2_300 * MS), "the first sighting");
+    assert!(!rec.awaiting_join());
+
+    // A VF the kernel had joined already when its address was written: joined at that event.
+    let gone = event(NetdevEvent::Removed { ifindex: 9 }, 3_000 * MS, false);
+    rec.action(&dissociate(0, vf(9, "0003:00:02.0")), &gone, 3_000 * MS);
+    let back = event(NetdevEvent::Changed { ifindex: 11, name: None, mac: None, master: None }, 4_000 * MS, false);
+    let joined = Vf { matched: Match::Kernel, ..vf(11, "0003:00:02.0") };
+    rec.action(&associate(0, joined), &back, 4_000 * MS + 30_000);
+    assert!(!rec.awaiting_join());
+    let joins: Vec<Option<u64>> = rec.report().failovers.iter().map(|f| f.vf_joined_ns).collect();
+    assert_eq!(joins, [Some(2_300 * MS), Some(4_000 * MS)]);
+}

@@ -56,6 +56,8 @@ pub struct Sysfs {
     net: PathBuf,
     /// `<root>/bus/pci/devices`, where a PCI function is found by its address.
     pci_devices: PathBuf,
+    /// `<root>/bus/vmbus/devices`, where a VMBus device is found by its instance id.
+    vmbus_devices: PathBuf,
     /// Descriptors of successful reads, closed by [`Sysfs::close_retired`].
     retired: Retired,
 }
@@ -70,7 +72,20 @@ impl Sysfs {
                 format!("{} is not a sysfs root: {} is not a directory", root.display(), net.display()),
             ));
         }
-        Ok(Self { net, pci_devices: root.join("bus/pci/devices"), retired: Retired::new() })
+        let (pci_devices, vmbus_devices) = (root.join("bus/pci/devices"), root.join("bus/vmbus/devices"));
+        Ok(Self { net, pci_devices, vmbus_devices, retired: Retired::new() })
+    }
+
+    /// The ifindexes of the netdevices on VMBus device `id` (its instance GUID, as the kernel
+    /// logs it): a NetVSC's, whatever it is called now. Empty when the device is not there or
+    /// `id` is no single path component.
+    pub fn netdevs_of_vmbus(&self, id: &str) -> Vec<u32> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Vec::new();
+        }
+        let Ok(entries) = std::fs::read_dir(self.vmbus_devices.join(id).join("net")) else { return Vec::new() };
+        let ifindex = |dir: PathBuf| read_attribute(&dir.join("ifindex")).ok()?.trim_end().parse().ok();
+        entries.filter_map(|entry| ifindex(entry.ok()?.path())).collect()
     }
 
     /// Closes the descriptors the reads so far left open, for the caller to call once its pipes
