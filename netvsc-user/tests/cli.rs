@@ -116,6 +116,10 @@ fn bad_input_exits_2_naming_the_value() {
         (&["exec", "--sysfs-root", &root, "--failsafe-poll", "2s", "--", "true"], "2s"),
         (&["exec", "--sysfs-root", &root, "--realtime-priority", "0", "--", "true"], "0"),
         (&["watch", "--sysfs-root", &root, "--fifo-dir", "/tmp", "--realtime-priority", "100"], "100"),
+        (&["monitor", "--sysfs-root", &root, "--flap-window", "0"], "\"0\""),
+        (&["monitor", "--sysfs-root", &root, "--flap-window", "3601"], "3601"),
+        (&["monitor", "--sysfs-root", &root, "--flap-window", "NaN"], "NaN"),
+        (&["monitor", "--sysfs-root", &root, "--flap-window", "10s"], "10s"),
     ];
     for (args, named) in cases {
         let out = netvsc_watch(args);

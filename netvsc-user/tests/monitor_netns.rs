@@ -68,9 +68,13 @@ fn an_unprivileged_monitor_is_refused_the_kernel_log_and_says_so_once() {
     std::os::unix::process::CommandExt::uid(&mut command, 65534);
     std::os::unix::process::CommandExt::gid(&mut command, 65534);
     command.env("RUST_LOG", "warn").stderr(Stdio::piped()).current_dir("/");
-    command.args(["monitor", "--source", "poll", "--json"]);
+    command.args(["monitor", "--source", "netlink", "--json"]);
     let mut agent = JsonProcess::spawn(command);
-    agent.ready();
+    let ready = agent.ready();
+    assert_eq!(ready.source, netvsc_user::event::SourceName::Netlink, "netlink needs no capability");
+    let moments = ready.kernel_moments.expect("monitor says where the kernel's moments come from");
+    assert_eq!(moments.from, "none", "{moments:?}");
+    assert!(moments.error.is_some_and(|e| e.contains("needs root or CAP_SYSLOG")));
     let log = agent.terminate_for_log();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("kernel's log")).collect();
     assert_eq!(warnings.len(), 1, "{log}");

@@ -23,6 +23,8 @@ fn start_up(guest: &mut Guest) -> anyhow::Result<()> {
     ensure!(pci.as_deref() == Some(pci_of(1).as_str()), "expected {}, got {pci:?}", pci_of(1));
     let pipes: Vec<_> = guest.ready.interfaces.iter().filter(|i| i.pipe.is_some() || i.addr.is_some()).collect();
     ensure!(pipes.is_empty(), "monitor made pipes or files: {pipes:?}");
+    let moments = guest.ready.kernel_moments.as_ref().context("the ready line says where kernel moments come from")?;
+    ensure!(moments.from == "kmsg" && moments.path.as_os_str() == "/dev/kmsg", "{moments:?}");
     Ok(())
 }
 
@@ -39,7 +41,8 @@ fn hot_plug(guest: &mut Guest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A servicing event's six lines, in the order and words hv_netvsc logs them.
+/// A servicing event's six lines, in the order and words hv_netvsc logs them, and the VF
+/// driver's line of hv_netvsc's join.
 fn kernel_lines(guest: &mut Guest) -> anyhow::Result<()> {
     const VMBUS: &str = "f8615163-0000-1000-2000-525400aa0001";
     let netvsc = guest.ready.interfaces.iter().find(|i| i.mac == MAC_A).context("MAC A followed")?.netvsc.clone();
@@ -51,8 +54,9 @@ fn kernel_lines(guest: &mut Guest) -> anyhow::Result<()> {
         "VF registering: eth9",
         "Data path switched to VF: enP2s2",
     ];
-    let writes: Vec<String> =
+    let mut writes: Vec<String> =
         lines.iter().map(|line| format!("echo '<6>hv_netvsc {VMBUS} {netvsc}: {line}' >/dev/kmsg")).collect();
+    writes.insert(5, format!("echo '<6>e1000e {} eth9: joined to {netvsc}' >/dev/kmsg", pci_of(2)));
     guest.vm.guest_run(&writes.join("; "))?;
     let outage = guest.vm.line("the kernel outage line", |line| match line {
         Line::KernelOutage { outage } => Some(outage.clone()),
@@ -66,6 +70,7 @@ fn kernel_lines(guest: &mut Guest) -> anyhow::Result<()> {
         outage.slot_removed_us,
         outage.slot_added_us,
         outage.vf_registering_us,
+        outage.vf_joined_us,
         outage.data_path_to_vf_us,
     ];
     ensure!(moments.iter().all(Option::is_some), "a moment missing: {outage:?}");
