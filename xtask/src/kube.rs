@@ -4,7 +4,9 @@
 //! answering 200 on the node's port 9479, its lock file in the node's /run/netvsc-watch, and the
 //! manifest's consumer pod seeing that directory. Only the consumer's image and command are
 //! replaced (the manifest names a placeholder DPDK image): a static busybox that waits for the
-//! agent's lock file. The sidecar pod cannot be played by podman 4.3 (docs/deployment.md).
+//! agent's lock file. deploy/kubernetes/monitor-daemonset.yaml is played as well: monitor
+//! answering /healthz on port 9480 and reading the node's /dev/kmsg through the manifest's
+//! mount (privileged). The sidecar pod cannot be played by podman 4.3 (docs/deployment.md).
 //!
 //! How podman runs here at all: runc with cgroupfs (crun refuses this machine's hybrid cgroup
 //! tree), and rlimits no higher than conmon's own (no CAP_SYS_RESOURCE: podman's defaults of
@@ -22,6 +24,10 @@ use serde_yaml::Value;
 use crate::toolchain::output;
 
 const MANIFEST: &str = "deploy/kubernetes/daemonset.yaml";
+const MONITOR_MANIFEST: &str = "deploy/kubernetes/monitor-daemonset.yaml";
+/// The manifests' metrics ports on the node (hostNetwork): the sidecar DaemonSet's, monitor's.
+const PORT: u16 = 9479;
+const MONITOR_PORT: u16 = 9480;
 const CONSUMER_IMAGE: &str = "localhost/netvsc-consumer:test";
 const FIFO_DIR: &str = "/run/netvsc-watch";
 /// conmon's process limit under podman 4.3 here; a container may not ask for more.
@@ -41,41 +47,24 @@ pub fn unavailable() -> Option<String> {
     if !missing.is_empty() {
         return Some(format!("missing {} (apt-get install {})", missing.join(", "), missing.join(" ")));
     }
-    std::net::TcpStream::connect("127.0.0.1:9479")
-        .is_ok()
-        .then(|| "port 9479 is in use here (the manifest's metrics port on hostNetwork)".into())
+    let busy = [PORT, MONITOR_PORT].into_iter().find(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok());
+    busy.map(|port| format!("port {port} is in use here (a manifest's metrics port on hostNetwork)"))
 }
 
 pub fn check() -> anyhow::Result<()> {
-    let version = crate::workspace::agent_metadata()?.version;
     let scratch = tempfile::Builder::new().prefix("netvsc-kube.").tempdir()?;
     let played = scratch.path().join("daemonset.yaml");
-    let agent_image = consumer_manifest(&played)?;
-    ensure!(
-        agent_image == format!("localhost/netvsc-watch:{version}"),
-        "{MANIFEST} runs {agent_image}, not this version"
-    );
-    crate::image::build(&agent_image)?;
+    build_agent(MANIFEST, &played)?;
     build_consumer(scratch.path())?;
     let conf = scratch.path().join("containers.conf");
     std::fs::write(&conf, containers_conf()?).with_context(|| format!("writing {}", conf.display()))?;
     let made_dir = !Path::new(FIFO_DIR).exists();
-    let _down = Down { manifest: played.clone(), conf: conf.clone(), made_dir };
+    let _down = Down { manifest: played.clone(), conf: conf.clone(), made_dir, consumer: true };
     // The consumer pod's hostPath is `type: Directory`: on a node the DaemonSet's agent made it.
     std::fs::create_dir_all(FIFO_DIR).with_context(|| format!("creating {FIFO_DIR}"))?;
-    let play = podman(&conf).args(["kube", "play"]).arg(&played).output().context("running podman kube play")?;
-    ensure!(play.status.success(), "podman kube play: {}", String::from_utf8_lossy(&play.stderr).trim());
+    play(&conf, &played)?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let health = loop {
-        match healthz() {
-            Ok(status) if status == 200 => break status,
-            _ if Instant::now() > deadline => {
-                bail!("the agent's /healthz never answered 200: {}", logs(&conf, "netvsc-watch"))
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
-    println!("kube: the DaemonSet's agent answers /healthz {health} on the node's port 9479");
+    await_healthy(&conf, "netvsc-watch", PORT, deadline)?;
     let lock = Path::new(FIFO_DIR).join(".netvsc-watch.lock");
     ensure!(lock.is_file(), "{} not made by the agent in the node's directory", lock.display());
     let seen = loop {
@@ -87,17 +76,70 @@ pub fn check() -> anyhow::Result<()> {
     };
     ensure!(seen.contains("consumer: found"), "the consumer pod did not see the agent's directory: {seen}");
     println!("kube: the consumer pod sees the agent's lock file in its /run/netvsc");
-    // A restart would mean it was killed on the way (its memory limit, say), not a clean start.
-    let agent = container(&conf, "netvsc-watch")?;
-    let restarts = output(podman(&conf).args(["inspect", "--format", "{{.RestartCount}}", &agent]))?;
-    ensure!(restarts.trim() == "0", "the agent restarted {} time(s): {}", restarts.trim(), logs(&conf, "netvsc-watch"));
+    never_restarted(&conf, "netvsc-watch")?;
+    check_monitor()
+}
+
+/// monitor-daemonset.yaml: healthy on its port, the node's /dev/kmsg read through its mount.
+fn check_monitor() -> anyhow::Result<()> {
+    let scratch = tempfile::Builder::new().prefix("netvsc-kube.").tempdir()?;
+    let played = scratch.path().join("monitor-daemonset.yaml");
+    build_agent(MONITOR_MANIFEST, &played)?;
+    let conf = scratch.path().join("containers.conf");
+    std::fs::write(&conf, containers_conf()?).with_context(|| format!("writing {}", conf.display()))?;
+    let _down = Down { manifest: played.clone(), conf: conf.clone(), made_dir: false, consumer: false };
+    play(&conf, &played)?;
+    let name = "netvsc-watch-monitor";
+    await_healthy(&conf, name, MONITOR_PORT, Instant::now() + Duration::from_secs(30))?;
+    let log = logs(&conf, name);
+    ensure!(
+        log.contains("reading the kernel's log") && !log.contains("cannot read the kernel's log"),
+        "monitor did not read the node's /dev/kmsg: {log}"
+    );
+    println!("kube: the monitor DaemonSet reads the node's /dev/kmsg through its mount");
+    never_restarted(&conf, name)
+}
+
+/// Writes `manifest` as podman plays it to `played` and builds the agent's image it names,
+/// which must be this version's.
+fn build_agent(manifest: &str, played: &Path) -> anyhow::Result<()> {
+    let version = crate::workspace::agent_metadata()?.version;
+    let agent_image = pod_manifest(manifest, played)?;
+    ensure!(agent_image == format!("localhost/netvsc-watch:{version}"), "{manifest} runs {agent_image}, not this version");
+    crate::image::build(&agent_image).map(drop)
+}
+
+fn play(conf: &Path, played: &Path) -> anyhow::Result<()> {
+    let play = podman(conf).args(["kube", "play"]).arg(played).output().context("running podman kube play")?;
+    ensure!(play.status.success(), "podman kube play: {}", String::from_utf8_lossy(&play.stderr).trim());
     Ok(())
 }
 
-/// Writes the manifest with its consumer's image and command replaced to `to`; returns the
-/// agent's image as the manifest names it.
-fn consumer_manifest(to: &Path) -> anyhow::Result<String> {
-    let path = crate::workspace::root().join(MANIFEST);
+/// Waits for container `name`'s /healthz on the node's `port` to answer 200.
+fn await_healthy(conf: &Path, name: &str, port: u16, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        match healthz(port) {
+            Ok(200) => break,
+            _ if Instant::now() > deadline => bail!("{name}'s /healthz never answered 200: {}", logs(conf, name)),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    println!("kube: {name} answers /healthz 200 on the node's port {port}");
+    Ok(())
+}
+
+/// A restart would mean it was killed on the way (its memory limit, say), not a clean start.
+fn never_restarted(conf: &Path, name: &str) -> anyhow::Result<()> {
+    let container = container(conf, name)?;
+    let restarts = output(podman(conf).args(["inspect", "--format", "{{.RestartCount}}", &container]))?;
+    ensure!(restarts.trim() == "0", "{name} restarted {} time(s): {}", restarts.trim(), logs(conf, name));
+    Ok(())
+}
+
+/// Writes `manifest` with each DaemonSet as its pod and each Pod's (the consumer's) image and
+/// command replaced to `to`; returns the agent's image as the manifest names it.
+fn pod_manifest(manifest: &str, to: &Path) -> anyhow::Result<String> {
+    let path = crate::workspace::root().join(manifest);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut docs = Vec::new();
     let mut agent_image = None;
@@ -202,8 +244,8 @@ fn logs(conf: &Path, name: &str) -> String {
 }
 
 /// The status code of GET /healthz on the node's metrics port.
-fn healthz() -> anyhow::Result<u16> {
-    let mut stream = std::net::TcpStream::connect("127.0.0.1:9479")?;
+fn healthz(port: u16) -> anyhow::Result<u16> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut reply = String::new();
@@ -217,12 +259,16 @@ struct Down {
     manifest: PathBuf,
     conf: PathBuf,
     made_dir: bool,
+    /// Whether the consumer's image was built.
+    consumer: bool,
 }
 
 impl Drop for Down {
     fn drop(&mut self) {
         let _ = podman(&self.conf).args(["kube", "down"]).arg(&self.manifest).output();
-        let _ = Command::new("podman").args(["rmi", "-f", CONSUMER_IMAGE]).output();
+        if self.consumer {
+            let _ = Command::new("podman").args(["rmi", "-f", CONSUMER_IMAGE]).output();
+        }
         if self.made_dir {
             let _ = std::fs::remove_dir_all(FIFO_DIR);
         }

@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::system::kmsg::{Entry, Moment, Records};
 
@@ -34,6 +34,7 @@ pub fn start(path: &Path) -> Result<mpsc::Receiver<Logged>, String> {
         warn!(path = %path.display(), error = %err, "cannot read the kernel's log{why}: going on without hv_netvsc's data-path moments");
         format!("{err}{why}")
     })?;
+    info!(path = %path.display(), "reading the kernel's log for hv_netvsc's moments");
     let (sender, receiver) = mpsc::channel(QUEUE);
     let path = path.to_owned();
     std::thread::Builder::new()
