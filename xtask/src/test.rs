@@ -244,8 +244,8 @@ fn package_check(totals: &mut Totals) {
     check(totals, "packages", crate::package::check::unavailable(), crate::package::check::run);
 }
 
-/// The DaemonSet manifest played by `podman kube play`: the agent healthy, its directory shared
-/// with the consumer pod (one test).
+/// The DaemonSet manifests played by `podman kube play`: the agent healthy, its directory shared
+/// with the consumer pod; monitor healthy and reading the node's /dev/kmsg (one test).
 fn kube_check(totals: &mut Totals) {
     check(totals, "kubernetes manifests (podman kube play)", crate::kube::unavailable(), crate::kube::check);
 }
