@@ -86,6 +86,10 @@ pub fn check() -> anyhow::Result<()> {
     let built = build("localhost/netvsc-watch:test")?;
     println!("image: {} is {:.1} MB", built.tag, built.bytes as f64 / 1e6);
     ensure!(built.bytes <= MAX_BYTES, "image is {} bytes, over the {MAX_BYTES} budget", built.bytes);
+    let label = r#"{{index .Labels "org.opencontainers.image.licenses"}}"#;
+    let licenses = output(Command::new(built.engine).args(["image", "inspect", "--format", label, &built.tag]))?;
+    let shipped = crate::workspace::agent_metadata()?.shipped_license;
+    ensure!(licenses.trim() == shipped, "the image's licences label {:?}, the binary's {shipped:?}", licenses.trim());
     let run = Command::new(built.engine).args(["run", "--rm", "--network", "none", &built.tag, "--version"]).output();
     match run {
         Ok(out) if out.status.success() => {

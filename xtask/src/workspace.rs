@@ -40,21 +40,25 @@ pub fn cache_root() -> PathBuf {
 /// The crate's metadata the packages carry, as cargo reads it.
 pub struct Metadata {
     pub version: String,
-    pub license: String,
+    /// What the shipped binary is under: the agent's licence and that of the eBPF object it
+    /// embeds (the RPM's `License`, the image's `licenses` label).
+    pub shipped_license: String,
     pub description: String,
 }
 
-/// netvsc-user's version, licence and description, from `cargo metadata`.
+/// netvsc-user's version, the shipped licence and the description, from `cargo metadata`.
 pub fn agent_metadata() -> anyhow::Result<Metadata> {
     let meta = cargo_metadata::MetadataCommand::new()
         .manifest_path(root().join("Cargo.toml"))
         .no_deps()
         .exec()
         .context("running cargo metadata")?;
-    let package = meta.packages.iter().find(|p| p.name.as_str() == "netvsc-user").context("no netvsc-user package")?;
+    let package = |name: &str| meta.packages.iter().find(|p| p.name.as_str() == name).with_context(|| format!("no {name} package"));
+    let license = |name: &str| package(name)?.license.clone().with_context(|| format!("{name} has no licence"));
+    let agent = package("netvsc-user")?;
     Ok(Metadata {
-        version: package.version.to_string(),
-        license: package.license.clone().context("netvsc-user has no licence")?,
-        description: package.description.clone().context("netvsc-user has no description")?,
+        version: agent.version.to_string(),
+        shipped_license: format!("({}) AND ({})", license("netvsc-user")?, license("netvsc-ebpf")?),
+        description: agent.description.clone().context("netvsc-user has no description")?,
     })
 }

@@ -203,7 +203,7 @@ fn install_and_purge(deb: &Path, meta: &Metadata) -> anyhow::Result<()> {
 fn check_rpm(rpm: &Path, meta: &Metadata) -> anyhow::Result<()> {
     let query = |format: &str| output(Command::new("rpm").args(["-qp", "--queryformat", format]).arg(rpm));
     let fields = query("%{NAME}|%{VERSION}|%{LICENSE}|%{SUMMARY}")?;
-    let expected = format!("{NAME}|{}|{}|{}", meta.version, meta.license, meta.description);
+    let expected = format!("{NAME}|{}|{}|{}", meta.version, meta.shipped_license, meta.description);
     ensure!(fields == expected, "RPM metadata {fields:?}, the crate's {expected:?}");
     let listing = output(Command::new("rpm").arg("-qlp").arg(rpm))?;
     let files: Vec<&str> = listing.lines().collect();
