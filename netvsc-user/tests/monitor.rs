@@ -182,8 +182,16 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
     let mut steps: Vec<(u64, Step<'_>)> = [&boot, &removal, &back].into_iter().flat_map(|l| logged(l)).collect();
     steps.extend([
         (time_of(&removal, "VF unregistering") + 1, Step::Tree(Box::new(|| sys.remove("enP44703s2np0").unwrap()))),
-        (time_of(&removal, "remove device ae9f"), Step::Tree(Box::new(|| sys.remove_function("ae9f:00:02.0").unwrap()))),
-        (bridge_at, Step::Tree(Box::new(|| drop(sys.add_function(netvsc_testkit::fake_sysfs::Make::ConnectX4, "ae9f:00:02.0").unwrap())))),
+        (
+            time_of(&removal, "remove device ae9f"),
+            Step::Tree(Box::new(|| sys.remove_function("ae9f:00:02.0").unwrap())),
+        ),
+        (
+            bridge_at,
+            Step::Tree(Box::new(|| {
+                drop(sys.add_function(netvsc_testkit::fake_sysfs::Make::ConnectX4, "ae9f:00:02.0").unwrap())
+            })),
+        ),
         (registered_at, Step::Tree(Box::new(|| sys.add_vf("enP44703s2np0", 12, ETH1_MAC, "ae9f:00:02.0").unwrap()))),
         (renamed_at, Step::Tree(Box::new(|| sys.set_master("enP44703s2np0", Some("eth1")).unwrap()))),
     ]);
@@ -314,7 +322,7 @@ fn the_vmbus_device_in_sysfs_says_whose_line_it_is_when_names_were_swapped() {
     let addr = agent.ready().metrics_listen.unwrap();
     play(&kmsg, logged(&capture("Removal tail")));
     let outages = |netvsc: &str| format!(r#"netvsc_watch_kernel_outages_total{{netvsc="{netvsc}"}}"#);
-    let text = await_sample(addr, &r#"netvsc_watch_data_path_switches_total{netvsc="eth0",direction="from_vf"}"#);
+    let text = await_sample(addr, r#"netvsc_watch_data_path_switches_total{netvsc="eth0",direction="from_vf"}"#);
     assert_eq!(sample(&text, &outages("eth0")), Some(1.0), "{text}");
     assert_eq!(sample(&text, &outages("eth1")), None, "{text}");
     agent.signal(Signal::SIGTERM);

@@ -13,8 +13,8 @@ use serde_json::Value;
 /// One JSON line.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
-    /// One of the agent's lines.
-    Agent(Line),
+    /// One of the agent's lines (boxed: a `ready` line is large, the others small).
+    Agent(Box<Line>),
     /// A line of another writer on the same stream.
     Other(Value),
     /// A line with `event` that is not a [`Line`]: the writer and the schema disagree.
@@ -28,7 +28,7 @@ impl Output {
             return Some(Output::Other(value));
         }
         Some(match serde_json::from_value::<Line>(value) {
-            Ok(line) => Output::Agent(line),
+            Ok(line) => Output::Agent(Box::new(line)),
             Err(err) => Output::Malformed { text: text.to_owned(), error: err.to_string() },
         })
     }

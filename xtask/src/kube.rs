@@ -105,7 +105,10 @@ fn check_monitor() -> anyhow::Result<()> {
 fn build_agent(manifest: &str, played: &Path) -> anyhow::Result<()> {
     let version = crate::workspace::agent_metadata()?.version;
     let agent_image = pod_manifest(manifest, played)?;
-    ensure!(agent_image == format!("localhost/netvsc-watch:{version}"), "{manifest} runs {agent_image}, not this version");
+    ensure!(
+        agent_image == format!("localhost/netvsc-watch:{version}"),
+        "{manifest} runs {agent_image}, not this version"
+    );
     crate::image::build(&agent_image).map(drop)
 }
 

@@ -53,7 +53,9 @@ pub fn agent_metadata() -> anyhow::Result<Metadata> {
         .no_deps()
         .exec()
         .context("running cargo metadata")?;
-    let package = |name: &str| meta.packages.iter().find(|p| p.name.as_str() == name).with_context(|| format!("no {name} package"));
+    let package = |name: &str| {
+        meta.packages.iter().find(|p| p.name.as_str() == name).with_context(|| format!("no {name} package"))
+    };
     let license = |name: &str| package(name)?.license.clone().with_context(|| format!("{name} has no licence"));
     let agent = package("netvsc-user")?;
     Ok(Metadata {

@@ -83,7 +83,10 @@ impl Measuring {
             return;
         }
         let kernel_matched = |id: u32| {
-            pairing.contexts().iter().any(|ctx| ctx.id == id && ctx.vf.as_ref().is_some_and(|vf| vf.matched == Match::Kernel))
+            pairing
+                .contexts()
+                .iter()
+                .any(|ctx| ctx.id == id && ctx.vf.as_ref().is_some_and(|vf| vf.matched == Match::Kernel))
         };
         self.recorder.joined(kernel_matched, at_ns);
     }

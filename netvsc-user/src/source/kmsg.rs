@@ -37,13 +37,10 @@ pub fn start(path: &Path) -> Result<mpsc::Receiver<Logged>, String> {
     info!(path = %path.display(), "reading the kernel's log for hv_netvsc's moments");
     let (sender, receiver) = mpsc::channel(QUEUE);
     let path = path.to_owned();
-    std::thread::Builder::new()
-        .name("kmsg".into())
-        .spawn(move || read(file, &path, &sender))
-        .map_err(|err| {
-            warn!(error = %err, "cannot start the kernel log's reader");
-            format!("cannot start the reader: {err}")
-        })?;
+    std::thread::Builder::new().name("kmsg".into()).spawn(move || read(file, &path, &sender)).map_err(|err| {
+        warn!(error = %err, "cannot start the kernel log's reader");
+        format!("cannot start the reader: {err}")
+    })?;
     Ok(receiver)
 }
 

@@ -204,7 +204,7 @@ fn never_returns(guest: &mut Guest) -> anyhow::Result<()> {
     let wrong: Vec<&Output> = quiet
         .iter()
         .filter(|output| match output {
-            Output::Agent(Line::Associated(change)) => change.failsafe == ctx,
+            Output::Agent(line) => matches!(&**line, Line::Associated(change) if change.failsafe == ctx),
             // The guest's own lines and failsafe-sim's reads.
             Output::Other(v) => v["guest"] == "exited" || (v["failsafe"] == ctx.as_str() && v.get("read").is_some()),
             _ => false,
