@@ -21,7 +21,7 @@ pub use moment::{Moment, NetvscEvent};
 
 /// The longest record one read of /dev/kmsg returns (the kernel's `CONSOLE_EXT_LOG_MAX`); a
 /// read into a smaller buffer fails with EINVAL, and a longer line in a stand-in is no record.
-pub const RECORD_MAX: usize = 8192;
+pub(crate) const RECORD_MAX: usize = 8192;
 
 /// One record of the kernel's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct Record {
 
 /// Why bytes are not a record.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     #[error("empty record")]
     Empty,
     #[error("no ';' ends the record's header")]
@@ -61,7 +61,7 @@ pub enum RecordError {
 
 impl Record {
     /// Parses one record: what one read of /dev/kmsg returns, with or without its last newline.
-    pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
         let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         if bytes.is_empty() {
             return Err(RecordError::Empty);
@@ -98,7 +98,9 @@ impl Record {
         for line in lines {
             let entry = line.strip_prefix(b" ").ok_or(RecordError::NotContinuation)?;
             let Some(equals) = entry.iter().position(|&b| b == b'=') else { continue };
-            let value = Some(unescape(&entry[equals + 1..]));
+            // The kernel writes no entry for an empty value (`msg_add_dict_text`), nor does
+            // `to_kmsg`: an empty one says there is none.
+            let value = Some(unescape(&entry[equals + 1..])).filter(|value| !value.is_empty());
             match &entry[..equals] {
                 b"SUBSYSTEM" => record.subsystem = value,
                 b"DEVICE" => record.device = value,
@@ -161,7 +163,7 @@ fn escape(text: &str) -> String {
 /// stand-in FIFO's writer writes each record (continuation lines included) in one write(2) of
 /// at most PIPE_BUF bytes, which a reader receives whole.
 #[derive(Debug, Default)]
-pub struct RecordSplitter {
+pub(crate) struct RecordSplitter {
     /// The record being gathered: its complete lines, then the start of a line.
     pending: Vec<u8>,
     /// Inside a line too long to be a record: dropped up to its end.
@@ -212,7 +214,7 @@ impl RecordSplitter {
 
 /// What reading the log gives next.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     Record(Record),
     /// Bytes that are no record (only a stand-in file has them); reading goes on.
     Malformed(RecordError),
@@ -224,7 +226,7 @@ pub enum Entry {
 /// The records of /dev/kmsg or of a stand-in file in its format (see [`RecordSplitter`]), read
 /// with blocking reads until the end of the input. An error other than EPIPE and EINTR is
 /// handed on, and the next call reads again: a non-blocking source gives `WouldBlock`.
-pub struct Records<R> {
+pub(crate) struct Records<R> {
     source: R,
     splitter: RecordSplitter,
     ready: VecDeque<Entry>,

@@ -8,12 +8,15 @@ use netvsc_user::event::{NetdevEvent, Parent};
 use netvsc_user::fuzz;
 
 mod files;
+mod kmsg;
 
 pub use files::{sidecar_lock, sysfs_attribute, sysfs_tree, SysfsTree};
+pub use kmsg::kmsg;
 
 /// Every target by name, as fuzz/Cargo.toml names its binaries and fuzz/corpus/ its folders.
 /// `sysfs_tree` builds a fake tree once per process; the others need nothing.
-pub const TARGETS: &[&str] = &["rtnetlink", "ebpf_record", "devargs", "sysfs_attribute", "sysfs_tree", "sidecar_lock"];
+pub const TARGETS: &[&str] =
+    &["rtnetlink", "ebpf_record", "devargs", "sysfs_attribute", "sysfs_tree", "sidecar_lock", "kmsg"];
 
 /// One target's body, ready to take inputs.
 pub type Body = Box<dyn FnMut(&[u8])>;
@@ -30,6 +33,7 @@ pub fn body(name: &str) -> Option<Body> {
             Box::new(move |data| tree.run(data))
         }
         "sidecar_lock" => Box::new(sidecar_lock),
+        "kmsg" => Box::new(kmsg),
         _ => return None,
     })
 }

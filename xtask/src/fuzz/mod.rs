@@ -27,7 +27,7 @@ pub struct FuzzArgs {
     #[arg(long)]
     capture_seeds: bool,
     /// Targets to run, all when none is given: rtnetlink, ebpf_record, devargs, sysfs_attribute,
-    /// sysfs_tree, sidecar_lock
+    /// sysfs_tree, sidecar_lock, kmsg
     targets: Vec<String>,
 }
 

@@ -176,6 +176,13 @@ fn hostile_records() {
             b"6,1,2,-;t\n SUBSYSTEM=net\n DEVICE=n3\n DEVICE=+pci:0000:00:02.\\x30\n NEW=1\n odd\n",
             ok(with_dict(record(1, 2, "t"), "net", "+pci:0000:00:02.0")),
         ),
+        // An empty value is none, as the kernel and `to_kmsg` write none (found by fuzzing:
+        // fuzz/regressions/kmsg/), even after a value.
+        (b"6,1,8,-;\n SUBSYSTEM=", ok(record(1, 8, ""))),
+        (
+            b"6,1,2,-;t\n DEVICE=n3\n SUBSYSTEM=pci\n DEVICE=\n",
+            ok(Record { subsystem: Some(s("pci")), ..record(1, 2, "t") }),
+        ),
     ];
     for (input, expected) in cases {
         assert_eq!(Record::parse(input), expected, "{:?}", String::from_utf8_lossy(input));
