@@ -155,3 +155,6 @@ fn is_pci_address(text: &str) -> bool {
     matches!(function.as_bytes(), [b'0'..=b'7'])
         && matches!(parts[..], [domain, bus, device] if hex(domain, 4..=8) && hex(bus, 2..=2) && hex(device, 2..=2))
 }
+
+#[cfg(test)]
+mod tests;
