@@ -243,7 +243,8 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
         "no switch to eth1's VF came before it left"
     );
 
-    // The same outage as a JSON line, once (written before the metrics changed).
+    // The same outage as a JSON line (written after the metrics changed), once.
+    agent.line("eth1's kernel outage", |line| matches!(line, Line::KernelOutage { .. }));
     agent.drain_for(Duration::from_millis(100));
     let lines: Vec<&KernelOutage> = agent
         .seen()
@@ -409,4 +410,55 @@ fn without_a_readable_kernel_log_it_warns_once_and_runs() {
     for needle in ["WARN", "cannot read the kernel's log", path.as_str(), "No such file or directory"] {
         assert!(warnings[0].contains(needle), "{needle:?} in {}", warnings[0]);
     }
+}
+
+#[test]
+fn a_line_of_a_vmbus_device_not_followed_is_nobodys_even_under_a_followed_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
+    sys.add_netvsc_on(vmbus_id(BOOT_NETVSC), "eth1", 3, ETH0_MAC).unwrap();
+    // The removal tail's NetVSC is eth2 here, not followed; its lines say eth1.
+    sys.add_netvsc_on(vmbus_id(REMOVED_NETVSC), "eth2", 4, ETH1_MAC).unwrap();
+    let kmsg = dir.path().join("kmsg");
+    fifo(&kmsg);
+    let mut command = Command::new(NETVSC_WATCH);
+    command.env("RUST_LOG", "warn").args(["monitor", "--json", "--source", "poll", "--iface", "eth1"]);
+    command.args(["--metrics-listen", "127.0.0.1:0", "--sysfs-root"]).arg(sys.root()).arg("--kmsg").arg(&kmsg);
+    let mut agent = JsonProcess::spawn(command);
+    let addr = agent.ready().metrics_listen.unwrap();
+    let boot: Vec<(u64, String)> =
+        capture("Boot with a ConnectX-4").into_iter().filter(|(_, m)| m.contains("switched to VF")).collect();
+    let boot: Vec<(u64, String)> =
+        boot.into_iter().map(|(at, m)| (at + 2_000_000_000, m.replace("eth0:", "eth1:"))).collect();
+    // eth2's removal, then a line of eth1's own device, so that everything before it was read.
+    play(&kmsg, [capture("Removal tail").as_slice(), &boot].into_iter().flat_map(logged).collect());
+    let to_vf = r#"netvsc_watch_data_path_switches_total{netvsc="eth1",direction="to_vf"}"#;
+    let text = await_sample(addr, to_vf);
+    assert_eq!(sample(&text, to_vf), Some(1.0), "{text}");
+    assert!(!text.contains("netvsc_watch_kernel_outages_total"), "eth2's outage is not eth1's: {text}");
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
+}
+
+#[test]
+fn a_stand_in_file_read_to_its_end_keeps_its_outages_for_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
+    sys.add_netvsc_on(vmbus_id(REMOVED_NETVSC), "eth1", 4, ETH1_MAC).unwrap();
+    let removal = capture("Removal tail");
+    let back = returned(&capture("Boot with a ConnectX-4"), &removal, REMOVED_NETVSC);
+    let kmsg = dir.path().join("kmsg.txt");
+    let text: String = removal.iter().chain(&back).enumerate().map(|(seq, (at, m))| record(seq, *at, m)).collect();
+    std::fs::write(&kmsg, text).unwrap();
+    let measure = dir.path().join("outages.json");
+    let mut agent = monitor(&sys, &kmsg, Some(&measure), dir.path());
+    agent.ready();
+    agent.line("the kernel outage", |line| matches!(line, Line::KernelOutage { .. }));
+    agent.drain_for(Duration::from_millis(100));
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait().code(), Some(0));
+    let report: Report = serde_json::from_slice(&std::fs::read(&measure).unwrap()).unwrap();
+    let ended: Vec<(&str, Option<u64>)> =
+        report.kernel_outages.iter().map(|o| (o.netvsc.as_str(), o.data_path_to_vf_us)).collect();
+    assert_eq!(ended, [("eth1", Some(time_of(&back, "Data path switched to VF")))], "after the file's end");
 }

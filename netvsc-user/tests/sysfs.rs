@@ -145,10 +145,12 @@ fn a_vmbus_device_names_its_netdevice_whatever_it_is_called() {
     let id = "000d3af5-76bd-000d-3af5-76bd000d3af5";
     fake.add_netvsc_on(id, "eth0", 3, "00:0d:3a:f5:76:bd").unwrap();
     fake.add_netvsc("eth1", 4, "00:15:5d:aa:bb:01").unwrap();
-    assert_eq!(sysfs.netdevs_of_vmbus(id), [3]);
+    assert_eq!(sysfs.netdevs_of_vmbus(id), Some(vec![3]));
     fake.rename("eth0", "eth7").unwrap();
-    assert_eq!(sysfs.netdevs_of_vmbus(id), [3], "renamed: the same device");
+    assert_eq!(sysfs.netdevs_of_vmbus(id), Some(vec![3]), "renamed: the same device");
+    fake.remove("eth7").unwrap();
+    assert_eq!(sysfs.netdevs_of_vmbus(id), Some(vec![]), "the device without its netdevice");
     for unknown in ["2be94203-0000-4c73-b9a9-06ee28f2ba7a", "", "..", "../../class/net/eth1/device"] {
-        assert_eq!(sysfs.netdevs_of_vmbus(unknown), [0u32; 0], "{unknown:?}");
+        assert_eq!(sysfs.netdevs_of_vmbus(unknown), None, "{unknown:?}");
     }
 }

@@ -1,23 +1,25 @@
 //! `monitor`: which followed interface each of the kernel's log lines is about, and the outages
-//! they tell. hv_netvsc names its NetVSC by VMBus id and by its name at the time; the VMBus id
-//! is looked up in sysfs (`bus/vmbus/devices/<id>/net/`: the interface on that device, whatever
-//! it is called now), and only where sysfs does not have it (a tree without the device) is the
-//! logged name taken. Either way the first tie is kept, so later lines find the interface after
-//! renames the agent has not seen yet (or that the log shows first). The VF driver's `joined
-//! to <netvsc>` line names the NetVSC only by name.
+//! they tell. hv_netvsc names its NetVSC by VMBus id and by its name at the time. Where sysfs
+//! has that VMBus device (`bus/vmbus/devices/<id>/net/`), it alone says which interface the line
+//! is about, whatever it is called now (none followed: the line is passed over). Where it does
+//! not (the device is gone, a tree without it), the interface first tied to the id is kept, so
+//! later lines find it after renames the agent has not seen yet, and the first tie is made by
+//! the logged name, among the attached interfaces. The VF driver's `joined to <netvsc>` line
+//! names the NetVSC only by name.
 
 use std::collections::HashMap;
 
 use tokio::sync::mpsc;
 
-use crate::decide::pairing::{Context, Pairing};
+use crate::decide::pairing::Pairing;
 use crate::report::timeline::kernel::{KernelOutage, KernelRecorder, Noted};
 use crate::source::kmsg::Logged;
 use crate::system::kmsg::Moment;
 use crate::system::SystemReader;
 
 pub(crate) struct KernelLog {
-    receiver: mpsc::Receiver<Logged>,
+    /// `None` once the reader ended (a stand-in file read, a failed read): the outages stay.
+    receiver: Option<mpsc::Receiver<Logged>>,
     /// VMBus id → the context its lines are about.
     by_vmbus: HashMap<String, u32>,
     /// The outages: for the metrics and the `kernel_outage` lines, and with their history for
@@ -28,15 +30,24 @@ pub(crate) struct KernelLog {
 impl KernelLog {
     /// `history`: keep ended outages for `--measure`'s report.
     pub fn new(receiver: mpsc::Receiver<Logged>, flap_window_us: u64, history: bool) -> Self {
-        Self { receiver, by_vmbus: HashMap::new(), recorder: KernelRecorder::new(flap_window_us, history) }
+        Self {
+            receiver: Some(receiver),
+            by_vmbus: HashMap::new(),
+            recorder: KernelRecorder::new(flap_window_us, history),
+        }
     }
 
-    /// The next moment; `None` once the reader ended; never while `log` is `None`.
-    pub async fn next(log: &mut Option<KernelLog>) -> Option<Logged> {
-        match log {
-            Some(log) => log.receiver.recv().await,
-            None => std::future::pending().await,
+    /// The next moment; never while `log` is `None` or once its reader ended.
+    pub async fn next(log: &mut Option<KernelLog>) -> Logged {
+        if let Some(receiver) = log.as_mut().and_then(|log| log.receiver.as_mut()) {
+            if let Some(logged) = receiver.recv().await {
+                return logged;
+            }
         }
+        if let Some(log) = log {
+            log.receiver = None;
+        }
+        std::future::pending().await
     }
 
     /// What `moment`, logged at `at_us` about the interface the agent calls `netvsc`, changed.
@@ -58,13 +69,13 @@ impl KernelLog {
             Moment::VfJoined { netvsc, .. } => return by_name(netvsc).map(|ctx| ctx.name.as_str()),
             Moment::VfRenamed { .. } => return None,
         };
-        let by_id = |id: u32| contexts.iter().find(|ctx| ctx.id == id);
-        let on_device = || -> Option<&Context> {
-            let ifindexes = reader.netdevs_of_vmbus(vmbus_id);
-            contexts.iter().find(|ctx| ifindexes.contains(&ctx.ifindex))
+        let ctx = match reader.netdevs_of_vmbus(vmbus_id) {
+            Some(ifindexes) => contexts.iter().find(|ctx| ifindexes.contains(&ctx.ifindex))?,
+            None => {
+                let tied = self.by_vmbus.get(vmbus_id).and_then(|id| contexts.iter().find(|ctx| ctx.id == *id));
+                tied.or_else(|| by_name(logged_name).filter(|ctx| ctx.attached))?
+            }
         };
-        let tied = self.by_vmbus.get(vmbus_id).and_then(|id| by_id(*id));
-        let ctx = tied.or_else(on_device).or_else(|| by_name(logged_name))?;
         self.by_vmbus.insert(vmbus_id.clone(), ctx.id);
         Some(&ctx.name)
     }

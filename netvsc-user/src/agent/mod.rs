@@ -305,10 +305,7 @@ impl Agent {
                         Err(err) => warn!(error = %format!("{err:#}"), "safety resync failed"),
                     }
                 }
-                logged = KernelLog::next(&mut self.kmsg) => match logged {
-                    Some(logged) => self.kernel_moment(&logged),
-                    None => self.kmsg = None,
-                },
+                logged = KernelLog::next(&mut self.kmsg) => self.kernel_moment(&logged),
                 event = source.next() => {
                     let event = event.with_context(|| format!("{name} event source failed"))?;
                     self.stats.events += 1;

@@ -56,7 +56,7 @@ impl SystemReader {
     }
 
     /// The ifindexes of the netdevices on VMBus device `id` (see [`Sysfs::netdevs_of_vmbus`]).
-    pub(crate) fn netdevs_of_vmbus(&self, id: &str) -> Vec<u32> {
+    pub(crate) fn netdevs_of_vmbus(&self, id: &str) -> Option<Vec<u32>> {
         self.sysfs.netdevs_of_vmbus(id)
     }
 

@@ -5,7 +5,7 @@
 //! each other, not with the agent's own times).
 //!
 //! Outages are kept per NetVSC by its VMBus id, which the kernel logs on every line and which a
-//! rename does not change; the name shown is the latest the kernel logged (or the agent knows).
+//! rename does not change; the name shown is the agent's for the interface.
 
 use std::collections::BTreeMap;
 
@@ -104,8 +104,7 @@ impl KernelRecorder {
         Self { open: BTreeMap::new(), done: Vec::new(), last_to_vf: BTreeMap::new(), flap_window_us, history }
     }
 
-    /// Records the `moment` logged at `at_us` about the NetVSC the agent calls `netvsc` (the
-    /// logged name when the agent has none). Other drivers' moments change nothing, but for
+    /// Records the `moment` logged at `at_us` about the NetVSC the agent calls `netvsc`. Other drivers' moments change nothing, but for
     /// the VF's driver saying it joined `netvsc`.
     pub fn moment(&mut self, at_us: u64, moment: &Moment, netvsc: &str) -> Vec<Noted> {
         let (vmbus_id, event) = match moment {

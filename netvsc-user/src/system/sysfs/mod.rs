@@ -77,15 +77,19 @@ impl Sysfs {
     }
 
     /// The ifindexes of the netdevices on VMBus device `id` (its instance GUID, as the kernel
-    /// logs it): a NetVSC's, whatever it is called now. Empty when the device is not there or
-    /// `id` is no single path component.
-    pub fn netdevs_of_vmbus(&self, id: &str) -> Vec<u32> {
+    /// logs it): a NetVSC's, whatever it is called now. `None` when the device is not there (or
+    /// `id` is no single path component).
+    pub fn netdevs_of_vmbus(&self, id: &str) -> Option<Vec<u32>> {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
-            return Vec::new();
+            return None;
         }
-        let Ok(entries) = std::fs::read_dir(self.vmbus_devices.join(id).join("net")) else { return Vec::new() };
+        let device = self.vmbus_devices.join(id);
+        if !device.exists() {
+            return None;
+        }
         let ifindex = |dir: PathBuf| read_attribute(&dir.join("ifindex")).ok()?.trim_end().parse().ok();
-        entries.filter_map(|entry| ifindex(entry.ok()?.path())).collect()
+        let entries = std::fs::read_dir(device.join("net")).into_iter().flatten();
+        Some(entries.filter_map(|entry| ifindex(entry.ok()?.path())).collect())
     }
 
     /// Closes the descriptors the reads so far left open, for the caller to call once its pipes
