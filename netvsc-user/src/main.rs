@@ -112,11 +112,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     if !args.fifo_dir.is_dir() {
         return Err(UsageError::FifoDir { path: args.fifo_dir.clone(), why: "not a directory".into() }.into());
     }
-    check_measure_path(&args.run)?;
-    enter_realtime(&args.run)?;
-    let served = start_metrics(&args.run)?;
-    let reader = system_reader(&args.selection)?;
-    let mut opened = event_source(&args.run)?;
+    let Prelude { served, reader, mut opened } = prelude(&args.run, &args.selection)?;
     let signals = Terminations::install()?;
     // From here on every exit path leaves the directory in order (Agent::start undoes its own).
     let outputs = Outputs::new(OutputMode::Sidecar { dir: args.fifo_dir.clone(), file_mode: args.file_mode })?;
@@ -143,11 +139,7 @@ async fn monitor(args: MonitorArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     selection.routed_too = true;
-    check_measure_path(&args.run)?;
-    enter_realtime(&args.run)?;
-    let served = start_metrics(&args.run)?;
-    let reader = system_reader(&args.selection)?;
-    let mut opened = event_source(&args.run)?;
+    let Prelude { served, reader, mut opened } = prelude(&args.run, &args.selection)?;
     let signals = Terminations::install()?;
     let outputs = Outputs::new(OutputMode::None)?;
     // The log is opened at its end before the start-up scan, so nothing logged meanwhile is lost.
@@ -203,11 +195,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     if selection.ignore {
         return Err(exec_unchanged(&args.command));
     }
-    check_measure_path(&args.run)?;
-    enter_realtime(&args.run)?;
-    let served = start_metrics(&args.run)?;
-    let reader = system_reader(&args.selection)?;
-    let mut opened = event_source(&args.run)?;
+    let Prelude { served, reader, mut opened } = prelude(&args.run, &args.selection)?;
     let forwarder = Forwarder::install()?;
     let mut agent =
         Agent::start(reader, selection, false, Outputs::new(OutputMode::Pipes)?, Reporter::new(args.run.json)).await?;
@@ -249,6 +237,24 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
 }
 
 /// `--measure FILE` must be writable; checked before anything is created, without touching FILE.
+/// What `watch`, `monitor` and `exec` set up before the agent starts, in this order.
+struct Prelude {
+    served: Served,
+    reader: SystemReader,
+    opened: Opened,
+}
+
+/// `--measure`'s path checked, real time entered, `/metrics` served, sysfs opened, the event
+/// source opened.
+fn prelude(run: &RunArgs, selection: &SelectionArgs) -> anyhow::Result<Prelude> {
+    check_measure_path(run)?;
+    enter_realtime(run)?;
+    let served = start_metrics(run)?;
+    let reader = system_reader(selection)?;
+    let opened = event_source(run)?;
+    Ok(Prelude { served, reader, opened })
+}
+
 fn check_measure_path(args: &RunArgs) -> anyhow::Result<()> {
     let Some(path) = &args.measure else { return Ok(()) };
     let bad = |why: String| UsageError::Measure { path: path.clone(), why };

@@ -2,146 +2,23 @@
 //! lines (tests/fixtures/azure-dmesg.txt), played at their captured relative times through a
 //! FIFO standing in for /dev/kmsg while the tree changes at the moments they tell, become
 //! per-interface kernel outages and metrics, and the tree's changes the agent's own failover;
-//! nothing but the --measure file is created. Lines find their interface by the VMBus device in
-//! sysfs (names may have been swapped), else by the logged name kept across renames. A MANA
-//! vPort's return is joined by mana's own line; a boot is no outage. Without a readable log the
+//! nothing but the --measure file is created (which interface a line is about: monitor_ties.rs).
+//! A stand-in file read to its end keeps its outages for the report. A MANA vPort's return is joined by mana's own line; a boot is no outage. Without a readable log the
 //! agent warns once, says so in its ready line and runs.
 
-use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netvsc_testkit::openmetrics::sample;
 use netvsc_testkit::FakeSysfs;
 use netvsc_user::report::lines::{KernelMoments, Line};
 use netvsc_user::report::timeline::kernel::KernelOutage;
 use netvsc_user::report::timeline::Report;
-use netvsc_user::system::kmsg::{parse_dmesg_line, Record};
 use nix::sys::signal::Signal;
 
 mod support;
-use support::{JsonProcess, NETVSC_WATCH, WAIT};
-
-const FIXTURE: &str = include_str!("fixtures/azure-dmesg.txt");
-/// The NetVSC of the boot capture (registration, rename, a data-path flap) and of the removal tail.
-const BOOT_NETVSC: &str = "000d3af5-76bd-000d-3af5-76bd000d3af5 eth0";
-const REMOVED_NETVSC: &str = "4179c815-5d8a-4915-976e-9ea2378e382b eth1";
-const ETH0_MAC: &str = "00:0d:3a:f5:76:bd";
-const ETH1_MAC: &str = "00:15:5d:00:00:01";
-/// Gaps between lines are played as captured up to this long (the longest within the boot and
-/// removal captures is 3.0 s); longer ones are shortened to it: between captures of different VMs,
-/// the minute between a removal and its return, MANA's 20 s before eth1's switch.
-const MAX_GAP: Duration = Duration::from_millis(3_500);
-
-/// The VMBus id of a captured `<VMBus id> <name>`.
-fn vmbus_id(logged_as: &str) -> &str {
-    logged_as.split(' ').next().unwrap()
-}
-
-/// The (kmsg µs, message) lines of the fixture's capture whose heading contains `heading`.
-fn capture(heading: &str) -> Vec<(u64, String)> {
-    let paragraph = FIXTURE.split("\n\n").find(|p| p.lines().next().is_some_and(|h| h.contains(heading)));
-    let lines = paragraph.unwrap_or_else(|| panic!("no capture {heading:?} in the fixture")).lines();
-    lines.filter_map(parse_dmesg_line).map(|(at, message)| (at, message.to_owned())).collect()
-}
-
-/// One message as /dev/kmsg serves it: record `seq`, logged at `at`.
-fn record(seq: usize, at: u64, message: &str) -> String {
-    let record = Record {
-        facility: 0,
-        level: 6,
-        seq: seq as u64,
-        timestamp_us: at,
-        fragment: false,
-        message: message.to_owned(),
-        subsystem: None,
-        device: None,
-    };
-    record.to_kmsg()
-}
-
-fn time_of(lines: &[(u64, String)], text: &str) -> u64 {
-    lines.iter().find(|(_, m)| m.contains(text)).unwrap_or_else(|| panic!("no {text:?}")).0
-}
-
-/// The boot capture's return lines (slot added, VF registering, data path to the VF) as logged
-/// for the removal tail's NetVSC, now called `logged_as` (`<VMBus id> <name>`), a minute after
-/// its slot was removed: no public capture has both ends of one outage.
-fn returned(boot: &[(u64, String)], removal: &[(u64, String)], logged_as: &str) -> Vec<(u64, String)> {
-    let back_at = time_of(removal, "VF slot 2 removed") + 60_000_000;
-    let first_back = time_of(boot, "VF slot 1 added");
-    let back: Vec<(u64, String)> = boot
-        .iter()
-        .filter(|(_, m)| m.starts_with("hv_netvsc") && !m.contains("switched from VF"))
-        .map(|(at, m)| (at - first_back + back_at, m.replace(BOOT_NETVSC, logged_as)))
-        .collect();
-    assert_eq!(back.len(), 3, "{back:?}");
-    back
-}
-
-/// What happens at a captured moment: the kernel logs a line, or the fake tree changes.
-enum Step<'a> {
-    Log(String),
-    Tree(Box<dyn FnOnce() + 'a>),
-}
-
-fn logged<'a>(lines: &[(u64, String)]) -> Vec<(u64, Step<'a>)> {
-    lines.iter().map(|(at, message)| (*at, Step::Log(message.clone()))).collect()
-}
-
-/// Plays `steps` in the order of their kmsg times and at their relative times (gaps over
-/// [`MAX_GAP`] shortened to it), each line one record written to the FIFO standing in for
-/// /dev/kmsg.
-fn play(kmsg: &Path, mut steps: Vec<(u64, Step<'_>)>) {
-    steps.sort_by_key(|(at, _)| *at);
-    let mut writer = std::fs::OpenOptions::new().write(true).open(kmsg).unwrap();
-    let start = Instant::now();
-    let (mut due, mut last) = (Duration::ZERO, steps.first().map_or(0, |(at, _)| *at));
-    for (seq, (at, step)) in steps.into_iter().enumerate() {
-        due += Duration::from_micros(at - last).min(MAX_GAP);
-        last = at;
-        std::thread::sleep((start + due).saturating_duration_since(Instant::now()));
-        match step {
-            Step::Log(message) => writer.write_all(record(seq, at, &message).as_bytes()).unwrap(),
-            Step::Tree(change) => change(),
-        }
-    }
-}
-
-fn metrics(addr: SocketAddr) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
-    agent.get(&format!("http://{addr}/metrics")).call().unwrap().body_mut().read_to_string().unwrap()
-}
-
-/// The sample `series`, once `/metrics` has it (the FIFO is read on a thread of its own).
-fn await_sample(addr: SocketAddr, series: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = metrics(addr);
-        if sample(&text, series).is_some() || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `monitor` on the tree at `sys`, reading `kmsg`, with metrics (and `--measure FILE`).
-fn monitor(sys: &FakeSysfs, kmsg: &Path, measure: Option<&Path>, work: &Path) -> JsonProcess {
-    let mut command = Command::new(NETVSC_WATCH);
-    command.current_dir(work).env("RUST_LOG", "warn");
-    command.args(["monitor", "--json", "--source", "poll", "--poll-interval", "20", "--metrics-listen", "127.0.0.1:0"]);
-    command.arg("--sysfs-root").arg(sys.root()).arg("--kmsg").arg(kmsg);
-    if let Some(measure) = measure {
-        command.arg("--measure").arg(measure);
-    }
-    JsonProcess::spawn(command)
-}
-
-fn fifo(path: &Path) {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-}
+use support::replay::*;
+use support::{JsonProcess, NETVSC_WATCH};
 
 #[test]
 fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
@@ -283,54 +160,6 @@ fn captured_hv_netvsc_lines_become_each_interfaces_outages_and_metrics() {
 }
 
 #[test]
-fn lines_logged_under_a_new_name_stay_with_their_interface_by_vmbus_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
-    sys.add_netvsc("eth1", 4, ETH1_MAC).unwrap();
-    let kmsg = dir.path().join("kmsg");
-    fifo(&kmsg);
-    let mut agent = monitor(&sys, &kmsg, None, dir.path());
-    let addr = agent.ready().metrics_listen.unwrap();
-    // The removal tail's NetVSC is not in the tree (its VMBus device has another id there):
-    // its first line ties it to eth1 by name. The kernel renames it eth5 while its VF is away;
-    // sysfs (and so the agent) still says eth1 when the lines come.
-    let removal = capture("Removal tail");
-    let renamed_at = time_of(&removal, "VF slot 2 removed") + 1;
-    let rename = (renamed_at, format!("hv_netvsc {} eth5: renamed from eth1", vmbus_id(REMOVED_NETVSC)));
-    let back = returned(&capture("Boot with a ConnectX-4"), &removal, &format!("{} eth5", vmbus_id(REMOVED_NETVSC)));
-    let fed: Vec<(u64, String)> = removal.iter().chain([&rename]).chain(&back).cloned().collect();
-    play(&kmsg, logged(&fed));
-    let series = r#"netvsc_watch_vf_back_to_data_path_seconds_count{netvsc="eth1"}"#;
-    let text = await_sample(addr, series);
-    assert_eq!(sample(&text, series), Some(1.0), "{text}");
-    let to_vf = r#"netvsc_watch_data_path_switches_total{netvsc="eth1",direction="to_vf"}"#;
-    assert_eq!(sample(&text, to_vf), Some(1.0), "{text}");
-    assert!(!text.contains(r#"netvsc="eth5""#), "labelled by the agent's name for it: {text}");
-    agent.signal(Signal::SIGTERM);
-    assert_eq!(agent.wait().code(), Some(0));
-}
-
-#[test]
-fn the_vmbus_device_in_sysfs_says_whose_line_it_is_when_names_were_swapped() {
-    let dir = tempfile::tempdir().unwrap();
-    let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
-    // The removal tail's NetVSC is eth0 now; the name its lines carry, eth1, is another's.
-    sys.add_netvsc_on(vmbus_id(REMOVED_NETVSC), "eth0", 3, ETH1_MAC).unwrap();
-    sys.add_netvsc_on(vmbus_id(BOOT_NETVSC), "eth1", 4, ETH0_MAC).unwrap();
-    let kmsg = dir.path().join("kmsg");
-    fifo(&kmsg);
-    let mut agent = monitor(&sys, &kmsg, None, dir.path());
-    let addr = agent.ready().metrics_listen.unwrap();
-    play(&kmsg, logged(&capture("Removal tail")));
-    let outages = |netvsc: &str| format!(r#"netvsc_watch_kernel_outages_total{{netvsc="{netvsc}"}}"#);
-    let text = await_sample(addr, r#"netvsc_watch_data_path_switches_total{netvsc="eth0",direction="from_vf"}"#);
-    assert_eq!(sample(&text, &outages("eth0")), Some(1.0), "{text}");
-    assert_eq!(sample(&text, &outages("eth1")), None, "{text}");
-    agent.signal(Signal::SIGTERM);
-    assert_eq!(agent.wait().code(), Some(0));
-}
-
-#[test]
 fn a_mana_vports_return_is_joined_by_manas_own_line_and_a_boot_is_no_outage() {
     const E2: &str = "f8615163-0000-1000-2000-70a8a53148a8 e2";
     const E3: &str = "f8615163-0001-1000-2000-70a8a5314d8b e3";
@@ -410,34 +239,6 @@ fn without_a_readable_kernel_log_it_warns_once_and_runs() {
     for needle in ["WARN", "cannot read the kernel's log", path.as_str(), "No such file or directory"] {
         assert!(warnings[0].contains(needle), "{needle:?} in {}", warnings[0]);
     }
-}
-
-#[test]
-fn a_line_of_a_vmbus_device_not_followed_is_nobodys_even_under_a_followed_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let sys = FakeSysfs::create(&dir.path().join("sys")).unwrap();
-    sys.add_netvsc_on(vmbus_id(BOOT_NETVSC), "eth1", 3, ETH0_MAC).unwrap();
-    // The removal tail's NetVSC is eth2 here, not followed; its lines say eth1.
-    sys.add_netvsc_on(vmbus_id(REMOVED_NETVSC), "eth2", 4, ETH1_MAC).unwrap();
-    let kmsg = dir.path().join("kmsg");
-    fifo(&kmsg);
-    let mut command = Command::new(NETVSC_WATCH);
-    command.env("RUST_LOG", "warn").args(["monitor", "--json", "--source", "poll", "--iface", "eth1"]);
-    command.args(["--metrics-listen", "127.0.0.1:0", "--sysfs-root"]).arg(sys.root()).arg("--kmsg").arg(&kmsg);
-    let mut agent = JsonProcess::spawn(command);
-    let addr = agent.ready().metrics_listen.unwrap();
-    let boot: Vec<(u64, String)> =
-        capture("Boot with a ConnectX-4").into_iter().filter(|(_, m)| m.contains("switched to VF")).collect();
-    let boot: Vec<(u64, String)> =
-        boot.into_iter().map(|(at, m)| (at + 2_000_000_000, m.replace("eth0:", "eth1:"))).collect();
-    // eth2's removal, then a line of eth1's own device, so that everything before it was read.
-    play(&kmsg, [capture("Removal tail").as_slice(), &boot].into_iter().flat_map(logged).collect());
-    let to_vf = r#"netvsc_watch_data_path_switches_total{netvsc="eth1",direction="to_vf"}"#;
-    let text = await_sample(addr, to_vf);
-    assert_eq!(sample(&text, to_vf), Some(1.0), "{text}");
-    assert!(!text.contains("netvsc_watch_kernel_outages_total"), "eth2's outage is not eth1's: {text}");
-    agent.signal(Signal::SIGTERM);
-    assert_eq!(agent.wait().code(), Some(0));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod replay;
 pub mod rig;
 pub mod sequence;
 pub mod stage;
